@@ -1,0 +1,24 @@
+//! Webhook intake for AWS Lambda: the pipeline every receiver shares, the processor, and the
+//! providers' rules. See DESIGN.md for the flow, the claim record and the answers.
+
+pub mod answer;
+pub mod clock;
+pub mod config;
+pub mod consumer;
+pub mod envelope;
+pub mod pipeline;
+pub mod provider;
+pub mod providers;
+pub mod queue;
+pub mod runtime;
+pub mod secret;
+pub mod store;
+pub mod telemetry;
+pub mod verify;
+
+pub use answer::Answer;
+pub use config::{ConfigError, Env, Settings};
+pub use envelope::{Envelope, Payload};
+pub use pipeline::Receiver;
+pub use provider::{Inbound, InboundEvent, Inspection, Provider, Refusal, VerifiedRequest};
+pub use runtime::{run_processor, run_receiver};

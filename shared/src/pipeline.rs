@@ -1,0 +1,377 @@
+//! The receiver pipeline, the same for every provider (DESIGN.md "Flow"):
+//! method → size → authenticate → media type → inspect (handshake | events) → claim → queue →
+//! finish → answer. A provider only supplies its rules ([`Provider`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use lambda_http::http::{HeaderMap, Method};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde_json::Value;
+use tracing::{error, info, warn};
+
+use crate::answer::Answer;
+use crate::clock::{rfc3339, Clock};
+use crate::config::Settings;
+use crate::envelope::Envelope;
+use crate::provider::{Inbound, InboundEvent, Inspection, Provider, Refusal, VerifiedRequest};
+use crate::queue::{EventQueue, Message};
+use crate::store::{Claim, ClaimOutcome, ClaimStore, Finish, Status};
+use crate::verify::sha256_hex;
+
+/// Keys longer than this are hashed, so that a hostile or odd id cannot exceed DynamoDB's key size.
+const MAX_KEY_LEN: usize = 256;
+
+/// A receiver: the pipeline wired to one provider, its store and its queue. Built once per cold
+/// start; `handle` does only per-request work.
+pub struct Receiver<P> {
+    ready: Result<Ready<P>, String>,
+    clock: Arc<dyn Clock>,
+}
+
+struct Ready<P> {
+    provider: P,
+    claims: Arc<dyn ClaimStore>,
+    queue: Arc<dyn EventQueue>,
+    settings: Settings,
+    allow: String,
+}
+
+/// What one request did, for the single log line it leaves.
+#[derive(Debug, Default)]
+struct Trace {
+    event_id: Option<String>,
+    event_type: Option<String>,
+    tenant: Option<String>,
+    reason: Option<String>,
+}
+
+impl<P: Provider> Receiver<P> {
+    pub fn new(
+        provider: P,
+        claims: Arc<dyn ClaimStore>,
+        queue: Arc<dyn EventQueue>,
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let allow = provider
+            .methods()
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        Receiver {
+            ready: Ok(Ready {
+                provider,
+                claims,
+                queue,
+                settings,
+                allow,
+            }),
+            clock,
+        }
+    }
+
+    /// A receiver that refuses everything with 500: its configuration is incomplete (fail closed).
+    /// The reason is logged once, here, at cold start.
+    pub fn misconfigured(reason: impl std::fmt::Display) -> Self {
+        let reason = reason.to_string();
+        error!(reason = %reason, "receiver misconfigured: refusing every request with 500");
+        Receiver {
+            ready: Err(reason),
+            clock: Arc::new(crate::clock::SystemClock),
+        }
+    }
+
+    /// The Lambda entry point: one request in, one response out, one log line.
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        let request_id = request.lambda_context_ref().map(|c| c.request_id.clone());
+        let body: &[u8] = request.body().as_ref();
+        let mut trace = Trace::default();
+        let answer = self
+            .answer(
+                request.method(),
+                request.headers(),
+                request.uri().path(),
+                request.uri().query(),
+                body,
+                &mut trace,
+            )
+            .await;
+        let provider = self
+            .ready
+            .as_ref()
+            .map(|r| r.provider.name())
+            .unwrap_or("unconfigured");
+        info!(
+            provider,
+            request_id = request_id.as_deref(),
+            method = %request.method(),
+            status = answer.status().as_u16(),
+            outcome = answer.outcome(),
+            event_id = trace.event_id.as_deref(),
+            event_type = trace.event_type.as_deref(),
+            tenant = trace.tenant.as_deref(),
+            reason = trace.reason.as_deref(),
+            bytes = body.len(),
+            "webhook answered"
+        );
+        answer.into_response()
+    }
+
+    /// The pipeline without the Lambda types: usable from tests and benchmarks.
+    pub async fn answer_parts(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        path: &str,
+        query: Option<&str>,
+        body: &[u8],
+    ) -> Answer {
+        self.answer(method, headers, path, query, body, &mut Trace::default())
+            .await
+    }
+
+    async fn answer(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        path: &str,
+        query: Option<&str>,
+        body: &[u8],
+        trace: &mut Trace,
+    ) -> Answer {
+        let ready = match &self.ready {
+            Ok(ready) => ready,
+            Err(_) => return Answer::Misconfigured,
+        };
+        if !ready.provider.methods().contains(method) {
+            return Answer::MethodNotAllowed {
+                allow: ready.allow.clone(),
+            };
+        }
+        if body.len() > ready.settings.max_body_bytes {
+            return Answer::PayloadTooLarge;
+        }
+        let inbound = Inbound {
+            method,
+            headers,
+            path,
+            query,
+            body,
+            now: self.clock.now(),
+        };
+        let proof = match ready.provider.authenticate(&inbound) {
+            Ok(proof) => proof,
+            Err(why) => {
+                trace.reason = Some(why.to_string());
+                return Answer::Unauthorized;
+            }
+        };
+        if !ready
+            .provider
+            .accepts_media_type(inbound.media_type().as_deref())
+        {
+            return Answer::Refused(Refusal::UnsupportedMediaType);
+        }
+        let verified = VerifiedRequest::new(&inbound, proof);
+        match ready.provider.inspect(&verified) {
+            Ok(Inspection::Reply { status, body }) => Answer::Reply { status, body },
+            Ok(Inspection::Events { events, ack }) => {
+                ready.deliver(&inbound, events, ack, trace).await
+            }
+            Err(refusal) => {
+                trace.reason = Some(refusal.to_string());
+                Answer::Refused(refusal)
+            }
+        }
+    }
+}
+
+impl<P: Provider> Ready<P> {
+    /// Claims every event, queues the new ones, finishes their claims. 200 only when every event
+    /// is on the queue, now or from an earlier delivery.
+    async fn deliver(
+        &self,
+        inbound: &Inbound<'_>,
+        events: Vec<InboundEvent>,
+        ack: Option<Value>,
+        trace: &mut Trace,
+    ) -> Answer {
+        if let [only] = events.as_slice() {
+            trace.event_id = Some(only.event_id.clone());
+            trace.event_type = Some(only.event_type.clone());
+            trace.tenant = only.tenant.clone();
+        } else {
+            trace.event_id = Some(format!("{} events", events.len()));
+        }
+        if events.is_empty() {
+            return Answer::Refused(Refusal::BadRequest("no events in the request".into()));
+        }
+        let provider = self.provider.name();
+        let body_sha256 = sha256_hex(inbound.body);
+        let received_at = rfc3339(inbound.now);
+        let content_type = inbound.header("content-type").map(str::to_owned);
+
+        // Build every message before claiming anything: an event too large for the queue is
+        // refused whole, without leaving claims behind.
+        let mut prepared = Vec::with_capacity(events.len());
+        for event in events {
+            let dedup_key = dedup_key(provider, &event.key);
+            let mut envelope = Envelope {
+                provider: provider.to_owned(),
+                event_id: event.event_id,
+                event_type: event.event_type,
+                dedup_key,
+                received_at: received_at.clone(),
+                occurred_at: event.occurred_at,
+                tenant: event.tenant,
+                content_type: content_type.clone(),
+                body_sha256: body_sha256.clone(),
+                payload: None,
+                payload_raw: None,
+            };
+            envelope.set_payload(event.payload);
+            let message = match Message::from_envelope(&envelope) {
+                Ok(m) if m.body.len() <= self.settings.max_message_bytes => m,
+                Ok(m) => {
+                    trace.reason = Some(format!(
+                        "envelope of {} bytes exceeds the queue limit",
+                        m.body.len()
+                    ));
+                    return Answer::PayloadTooLarge;
+                }
+                Err(e) => {
+                    trace.reason = Some(format!("envelope not serializable: {e}"));
+                    return Answer::Refused(Refusal::BadRequest(
+                        "payload cannot be forwarded".into(),
+                    ));
+                }
+            };
+            let claim = Claim {
+                pk: envelope.dedup_key.clone(),
+                pending: Status::Received,
+                event_type: envelope.event_type.clone(),
+                fingerprint: event.fingerprint.unwrap_or_else(|| body_sha256.clone()),
+                now: inbound.now,
+                lease: self.settings.lease,
+                ttl: self.settings.dedup_ttl,
+                token: new_token(),
+            };
+            prepared.push((envelope, message, claim));
+        }
+
+        // All claims at once: one round trip of latency however many events.
+        let outcomes = join_all(prepared.iter().map(|(_, _, c)| self.claims.claim(c))).await;
+        let mut fresh = Vec::new();
+        let (mut duplicates, mut retry_after, mut failed) = (0usize, None::<Duration>, false);
+        for ((envelope, message, claim), outcome) in prepared.iter().zip(outcomes) {
+            match outcome {
+                Ok(ClaimOutcome::New) => fresh.push((envelope, message, claim)),
+                Ok(ClaimOutcome::Duplicate { status, conflict }) => {
+                    duplicates += 1;
+                    if conflict {
+                        warn!(provider, event_id = %envelope.event_id, dedup_key = %envelope.dedup_key, status = status.as_str(),
+                            conflict = 1, "same event key with different content: treated as a duplicate");
+                    }
+                }
+                Ok(ClaimOutcome::InFlight { retry_after: wait }) => {
+                    retry_after = Some(retry_after.map_or(wait, |w| w.max(wait)));
+                }
+                Err(e) => {
+                    error!(provider, event_id = %envelope.event_id, error = %e, "claim failed");
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            // Nothing is sent when the store is failing: give back what we took, let the provider retry.
+            self.release(fresh.iter().map(|(_, _, c)| *c)).await;
+            trace.reason = Some("claim store failed".into());
+            return Answer::Unavailable {
+                retry_after_secs: 1,
+            };
+        }
+
+        let messages: Vec<Message> = fresh.iter().map(|(_, m, _)| (*m).clone()).collect();
+        let sent = if messages.is_empty() {
+            Vec::new()
+        } else {
+            self.queue.send(&messages).await
+        };
+        let mut unsent = Vec::new();
+        let mut finishes = Vec::new();
+        for ((envelope, _, claim), result) in fresh.iter().zip(sent) {
+            match result {
+                Ok(message_id) => finishes.push((claim, Finish::Enqueued { message_id })),
+                Err(e) => {
+                    error!(provider, event_id = %envelope.event_id, error = %e, "queue send failed; claim released");
+                    unsent.push(*claim);
+                }
+            }
+        }
+        let queued = finishes.len();
+        let finished = join_all(
+            finishes
+                .iter()
+                .map(|(c, f)| self.claims.finish(&c.pk, &c.token, f, inbound.now)),
+        )
+        .await;
+        for ((claim, _), result) in finishes.iter().zip(finished) {
+            if let Err(e) = result {
+                // The message is queued (durable); the claim stays RECEIVED until its lease ends.
+                // A later retry could queue it again, which the processor's own claim absorbs.
+                warn!(provider, dedup_key = %claim.pk, error = %e, "message queued but claim not marked ENQUEUED");
+            }
+        }
+        if !unsent.is_empty() {
+            self.release(unsent.into_iter()).await;
+            trace.reason = Some("queue send failed".into());
+            return Answer::Unavailable {
+                retry_after_secs: 1,
+            };
+        }
+        if let Some(wait) = retry_after {
+            trace.reason = Some("first delivery still in flight".into());
+            return Answer::Unavailable {
+                retry_after_secs: wait.as_secs_f64().ceil() as u64,
+            };
+        }
+        let event_id = (prepared.len() == 1).then(|| prepared[0].0.event_id.clone());
+        Answer::Accepted {
+            event_id,
+            queued,
+            duplicates,
+            events: prepared.len(),
+            ack,
+        }
+    }
+
+    async fn release<'c>(&self, claims: impl Iterator<Item = &'c Claim>) {
+        let results = join_all(
+            claims.map(|c| async move { (c, self.claims.release(&c.pk, &c.token).await) }),
+        )
+        .await;
+        for (claim, result) in results {
+            if let Err(e) = result {
+                // The lease expires on its own; the provider's retry then takes the claim over.
+                warn!(dedup_key = %claim.pk, error = %e, "claim not released; it frees itself when its lease ends");
+            }
+        }
+    }
+}
+
+/// `<provider>#<event key>`; an over-long key is replaced by its hash.
+pub fn dedup_key(provider: &str, key: &str) -> String {
+    if key.len() > MAX_KEY_LEN {
+        format!("{provider}#sha256:{}", sha256_hex(key.as_bytes()))
+    } else {
+        format!("{provider}#{key}")
+    }
+}
+
+/// A random claim token (release and finish only touch a claim that is still ours).
+pub fn new_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}

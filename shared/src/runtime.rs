@@ -1,0 +1,106 @@
+//! Cold-start wiring: configuration, secrets and AWS clients are built once here, never per
+//! request. Function binaries call [`run_receiver`] or [`run_processor`] and nothing else.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_runtime::LambdaEvent;
+
+use crate::clock::SystemClock;
+use crate::config::{ConfigError, Env, Settings};
+use crate::consumer::{Processor, Router};
+use crate::pipeline::Receiver;
+use crate::provider::Provider;
+use crate::queue::SqsQueue;
+use crate::store::DynamoClaims;
+
+/// The SDK configuration: region, credentials and `AWS_ENDPOINT_URL` from the environment.
+pub async fn sdk_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// Builds a receiver from the environment. Never fails: an incomplete configuration gives a
+/// receiver that answers 500 to everything (fail closed) and says why once, in the log.
+pub async fn receiver_from_env<P: Provider>(
+    mut env: Env,
+    sdk: &SdkConfig,
+    build: impl FnOnce(&Env) -> Result<P, ConfigError>,
+) -> Receiver<P> {
+    let ready = async {
+        if !env.secret_arns().is_empty() {
+            env.resolve_secrets(&aws_sdk_secretsmanager::Client::new(sdk))
+                .await?;
+        }
+        let settings = Settings::from_env(&env)?;
+        let provider = build(&env)?;
+        Ok::<_, ConfigError>((settings, provider))
+    };
+    match ready.await {
+        Ok((settings, provider)) => {
+            let claims = Arc::new(DynamoClaims::new(
+                aws_sdk_dynamodb::Client::new(sdk),
+                &settings.table,
+            ));
+            let queue = Arc::new(SqsQueue::new(
+                aws_sdk_sqs::Client::new(sdk),
+                &settings.queue_url,
+            ));
+            Receiver::new(provider, claims, queue, settings, Arc::new(SystemClock))
+        }
+        Err(e) => Receiver::misconfigured(e),
+    }
+}
+
+/// `main` of a receiver function.
+pub async fn run_receiver<P: Provider>(
+    build: fn(&Env) -> Result<P, ConfigError>,
+) -> Result<(), lambda_http::Error> {
+    crate::telemetry::init();
+    let sdk = sdk_config().await;
+    let receiver: &'static Receiver<P> = Box::leak(Box::new(
+        receiver_from_env(Env::from_process(), &sdk, build).await,
+    ));
+    lambda_http::run(lambda_http::service_fn(move |request| async move {
+        Ok::<_, Infallible>(receiver.handle(request).await)
+    }))
+    .await
+}
+
+/// Builds the processor from the environment. Here a configuration error stops the cold start:
+/// the messages wait in the queue until the function is fixed.
+pub fn processor_from_env(
+    env: &Env,
+    sdk: &SdkConfig,
+    router: Router,
+) -> Result<Processor, ConfigError> {
+    let settings = Settings::from_env(env)?;
+    let claims = Arc::new(DynamoClaims::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        &settings.table,
+    ));
+    Ok(Processor::new(
+        claims,
+        router,
+        settings,
+        Arc::new(SystemClock),
+    ))
+}
+
+/// `main` of the processor function.
+pub async fn run_processor(router: Router) -> Result<(), lambda_runtime::Error> {
+    crate::telemetry::init();
+    let sdk = sdk_config().await;
+    let processor: &'static Processor = Box::leak(Box::new(processor_from_env(
+        &Env::from_process(),
+        &sdk,
+        router,
+    )?));
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<SqsEvent>| async move {
+            Ok::<SqsBatchResponse, Infallible>(processor.process(event.payload).await)
+        },
+    ))
+    .await
+}
