@@ -2,6 +2,7 @@
 //! providers' rules. See DESIGN.md for the flow, the claim record and the answers.
 
 pub mod answer;
+pub mod apigw;
 pub mod clock;
 pub mod config;
 pub mod consumer;

@@ -3,6 +3,9 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -16,9 +19,23 @@ use crate::provider::Provider;
 use crate::queue::SqsQueue;
 use crate::store::DynamoClaims;
 
-/// The SDK configuration: region, credentials and `AWS_ENDPOINT_URL` from the environment.
+/// The SDK configuration: region, credentials and `AWS_ENDPOINT_URL` from the environment,
+/// with timeouts short enough that an outage becomes a prompt 503 (providers count slow answers
+/// as failures) rather than a hung request.
 pub async fn sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(timeouts())
+        .load()
+        .await
+}
+
+/// Connect 1 s, attempt 2 s, whole operation (retries included) 5 s.
+pub fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .operation_attempt_timeout(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(5))
+        .build()
 }
 
 /// Builds a receiver from the environment. Never fails: an incomplete configuration gives a

@@ -1,0 +1,283 @@
+//! Test fixture: a real moto server (started once per test binary on a free loopback port, by
+//! `tools/moto_server.py` from the project's virtualenv), and a fresh table and queues per test.
+//! Without moto the tests fail, loudly, with the command that installs it.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_sdk_dynamodb::config::Credentials;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, TimeToLiveSpecification,
+};
+use lambda_http::Response;
+use serde_json::Value;
+use shared::apigw::Sent;
+use shared::config::{ConfigError, Env};
+use shared::consumer::{Processor, Router};
+use shared::{Provider, Receiver};
+
+struct Moto {
+    endpoint: String,
+    _child: Mutex<Child>,
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn moto() -> &'static Moto {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(|| {
+        let root = workspace_root();
+        let python = std::env::var_os("MOTO_PYTHON").map(PathBuf::from).unwrap_or_else(|| root.join(".venv/bin/python"));
+        assert!(
+            python.exists(),
+            "moto is not installed: {} is missing. Run `make venv` (or `make test`, which does it) to create the \
+             project virtualenv with moto[server]; integration tests never skip.",
+            python.display()
+        );
+        let mut child = Command::new(&python)
+            .arg(root.join("tools/moto_server.py"))
+            .args(["--port", "0", "--parent-pid", &std::process::id().to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start moto with {}: {e}", python.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut first = String::new();
+        BufReader::new(stdout).read_line(&mut first).expect("read moto's port");
+        let port: u16 = first
+            .strip_prefix("PORT ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("moto did not start (said {first:?}); is moto[server] installed in {}?", python.display()));
+        Moto { endpoint: format!("http://127.0.0.1:{port}"), _child: Mutex::new(child) }
+    })
+}
+
+pub async fn sdk_at(endpoint: &str) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+        .timeout_config(shared::runtime::timeouts())
+        .load()
+        .await
+}
+
+/// One test's AWS: its own table, queue and dead-letter queue on the shared moto server.
+pub struct Stack {
+    pub sdk: SdkConfig,
+    pub ddb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub table: String,
+    pub queue_url: String,
+    pub dlq_url: String,
+}
+
+impl Stack {
+    pub async fn new() -> Stack {
+        let sdk = sdk_at(&moto().endpoint).await;
+        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let table = format!("events-{id}");
+        ddb.create_table()
+            .table_name(&table)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("pk")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("pk")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .expect("create table");
+        ddb.update_time_to_live()
+            .table_name(&table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name("expires_at")
+                    .enabled(true)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .expect("enable TTL");
+        let dlq_url = sqs
+            .create_queue()
+            .queue_name(format!("dlq-{id}"))
+            .send()
+            .await
+            .expect("create DLQ")
+            .queue_url
+            .unwrap();
+        let dlq_arn = sqs
+            .get_queue_attributes()
+            .queue_url(&dlq_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes
+            .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+            .clone();
+        let redrive =
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3}).to_string();
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(format!("events-{id}"))
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+                redrive,
+            )
+            .send()
+            .await
+            .expect("create queue")
+            .queue_url
+            .unwrap();
+        Stack {
+            sdk,
+            ddb,
+            sqs,
+            table,
+            queue_url,
+            dlq_url,
+        }
+    }
+
+    pub fn env(&self, extra: &[(&str, &str)]) -> Env {
+        let mut env = Env::from_pairs([
+            ("EVENTS_TABLE", self.table.as_str()),
+            ("EVENTS_QUEUE_URL", self.queue_url.as_str()),
+        ]);
+        for (k, v) in extra {
+            env.set(k, v);
+        }
+        env
+    }
+
+    /// A receiver built exactly as in Lambda, from the environment.
+    pub async fn receiver<P: Provider>(
+        &self,
+        extra: &[(&str, &str)],
+        build: impl FnOnce(&Env) -> Result<P, ConfigError>,
+    ) -> Arc<Receiver<P>> {
+        Arc::new(shared::runtime::receiver_from_env(self.env(extra), &self.sdk, build).await)
+    }
+
+    pub fn processor(&self, router: Router) -> Processor {
+        shared::runtime::processor_from_env(&self.env(&[]), &self.sdk, router)
+            .expect("processor config")
+    }
+
+    /// Every message now on the queue, taken off it (kept invisible), as SQS records.
+    pub async fn drain(&self) -> Vec<SqsMessage> {
+        drain_queue(&self.sqs, &self.queue_url).await
+    }
+
+    pub async fn drain_dlq(&self) -> Vec<SqsMessage> {
+        drain_queue(&self.sqs, &self.dlq_url).await
+    }
+
+    pub async fn item(&self, pk: &str) -> Option<HashMap<String, AttributeValue>> {
+        self.ddb
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(pk.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("get item")
+            .item
+    }
+
+    pub async fn item_count(&self) -> usize {
+        self.ddb
+            .scan()
+            .table_name(&self.table)
+            .send()
+            .await
+            .expect("scan")
+            .count as usize
+    }
+}
+
+async fn drain_queue(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<SqsMessage> {
+    let mut out = Vec::new();
+    loop {
+        let got = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .visibility_timeout(600)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .expect("receive");
+        let batch = got.messages.unwrap_or_default();
+        if batch.is_empty() {
+            return out;
+        }
+        for m in batch {
+            let mut record = SqsMessage::default();
+            record.message_id = m.message_id.clone();
+            record.receipt_handle = m.receipt_handle.clone();
+            record.body = m.body.clone();
+            for (k, v) in m.message_attributes.unwrap_or_default() {
+                let mut attr = aws_lambda_events::event::sqs::SqsMessageAttribute::default();
+                attr.string_value = v.string_value.clone();
+                attr.data_type = Some(v.data_type.clone());
+                record.message_attributes.insert(k, attr);
+            }
+            out.push(record);
+        }
+    }
+}
+
+pub fn sqs_event(records: Vec<SqsMessage>) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = records;
+    event
+}
+
+pub fn body_json(response: &Response<lambda_http::Body>) -> Value {
+    serde_json::from_slice(response.body().as_ref()).expect("JSON answer")
+}
+
+pub fn envelope(record: &SqsMessage) -> Value {
+    serde_json::from_str(record.body.as_deref().expect("body")).expect("envelope JSON")
+}
+
+pub fn s(item: &HashMap<String, AttributeValue>, key: &str) -> String {
+    item.get(key)
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_else(|| panic!("{key} missing"))
+}
+
+/// Sends a request through the receiver's Lambda entry point.
+pub async fn send<P: Provider>(receiver: &Receiver<P>, sent: &Sent) -> Response<lambda_http::Body> {
+    receiver.handle(sent.to_request()).await
+}
+
+/// An endpoint where nothing listens: an outage.
+pub const DEAD_ENDPOINT: &str = "http://127.0.0.1:9";

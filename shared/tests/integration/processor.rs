@@ -1,0 +1,233 @@
+//! The processor against moto: batches from the real receiver, redelivery, poison records, DLQ.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use aws_lambda_events::event::sqs::SqsMessage;
+use serde_json::json;
+use shared::apigw::Sent;
+use shared::consumer::{EventHandler, HandlerError, Router};
+use shared::providers::trybe::{self, Trybe};
+use shared::secret::Secret;
+use shared::Envelope;
+
+use crate::helpers::*;
+
+const SECRET: &str = "trybe-dev-secret-0001";
+
+/// Counts calls; fails the events whose id is in `fail`.
+#[derive(Default)]
+struct Counting {
+    calls: AtomicUsize,
+    seen: Mutex<Vec<String>>,
+    fail: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl EventHandler for Counting {
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.seen.lock().unwrap().push(event.event_id.clone());
+        if self.fail.lock().unwrap().contains(&event.event_id) {
+            return Err(HandlerError::Retry("downstream unavailable".into()));
+        }
+        Ok(())
+    }
+}
+
+async fn queue_events(stack: &Stack, n: usize) -> Vec<String> {
+    let r = stack
+        .receiver(&[(trybe::SECRET_VAR, SECRET)], Trybe::from_env)
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("evt-{i}-{}", uuid::Uuid::new_v4().simple());
+        let body =
+            json!({"id": id, "event": "customer.created", "site_id": "s1", "data": {"id": "c1"}})
+                .to_string();
+        let sent = Sent::post("/trybe", body.clone()).header(
+            "Signature",
+            trybe::sign(&Secret::new(SECRET).unwrap(), body.as_bytes()),
+        );
+        assert_eq!(send(&r, &sent).await.status(), 200);
+        ids.push(id);
+    }
+    ids
+}
+
+fn poison() -> SqsMessage {
+    let mut m = SqsMessage::default();
+    m.message_id = Some("poison-1".into());
+    m.body = Some("{not an envelope".into());
+    m
+}
+
+#[tokio::test]
+async fn batch_is_processed_and_recorded_once() {
+    let stack = Stack::new().await;
+    let ids = queue_events(&stack, 3).await;
+    let records = stack.drain().await;
+    assert_eq!(records.len(), 3);
+    let counting = Arc::new(Counting::default());
+    let processor = stack.processor(Router::new(counting.clone()));
+
+    let response = processor.process(sqs_event(records.clone())).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(counting.calls.load(Ordering::SeqCst), 3);
+    let mut first_times = Vec::new();
+    for id in &ids {
+        let item = stack
+            .item(&format!("processed#trybe#{id}"))
+            .await
+            .expect("processed record");
+        assert_eq!(s(&item, "status"), "PROCESSED");
+        first_times.push(s(&item, "processed_at"));
+    }
+
+    // SQS delivers at least once: the same batch again runs no handler and keeps processed_at.
+    let again = processor.process(sqs_event(records)).await;
+    assert!(again.batch_item_failures.is_empty());
+    assert_eq!(counting.calls.load(Ordering::SeqCst), 3);
+    for (id, first) in ids.iter().zip(first_times) {
+        assert_eq!(
+            s(
+                &stack.item(&format!("processed#trybe#{id}")).await.unwrap(),
+                "processed_at"
+            ),
+            first
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_poison_record_is_reported_alone() {
+    let stack = Stack::new().await;
+    queue_events(&stack, 2).await;
+    let mut records = stack.drain().await;
+    records.insert(1, poison());
+    let processor =
+        stack.processor(Router::default().provider(trybe::NAME, Arc::new(trybe::TrybeHandler)));
+    let response = processor.process(sqs_event(records)).await;
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, vec!["poison-1"]);
+}
+
+#[tokio::test]
+async fn a_failed_handler_is_reported_and_runs_again_on_redelivery() {
+    let stack = Stack::new().await;
+    let ids = queue_events(&stack, 2).await;
+    let records = stack.drain().await;
+    let counting = Arc::new(Counting::default());
+    counting.fail.lock().unwrap().push(ids[1].clone());
+    let processor = stack.processor(Router::new(counting.clone()));
+    let response = processor.process(sqs_event(records.clone())).await;
+    let failed: Vec<String> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    let failed_record = records
+        .iter()
+        .find(|r| envelope(r)["event_id"] == ids[1].as_str())
+        .unwrap();
+    assert_eq!(failed, vec![failed_record.message_id.clone().unwrap()]);
+    assert!(
+        stack
+            .item(&format!("processed#trybe#{}", ids[1]))
+            .await
+            .is_none(),
+        "claim released for the retry"
+    );
+
+    counting.fail.lock().unwrap().clear();
+    let retry = processor
+        .process(sqs_event(vec![failed_record.clone()]))
+        .await;
+    assert!(retry.batch_item_failures.is_empty());
+    assert_eq!(
+        counting
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|id| **id == ids[1])
+            .count(),
+        2
+    );
+    assert_eq!(
+        counting
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|id| **id == ids[0])
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_poison_message_ends_in_the_dead_letter_queue() {
+    let stack = Stack::new().await;
+    queue_events(&stack, 1).await;
+    stack
+        .sqs
+        .send_message()
+        .queue_url(&stack.queue_url)
+        .message_body("{not an envelope")
+        .send()
+        .await
+        .unwrap();
+    let processor = stack.processor(Router::default());
+    // What the event source mapping does: receive, invoke, delete what did not fail.
+    for _ in 0..5 {
+        let got = stack
+            .sqs
+            .receive_message()
+            .queue_url(&stack.queue_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap();
+        let records: Vec<SqsMessage> = got
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| {
+                let mut r = SqsMessage::default();
+                r.message_id = m.message_id;
+                r.receipt_handle = m.receipt_handle;
+                r.body = m.body;
+                r
+            })
+            .collect();
+        let response = processor.process(sqs_event(records.clone())).await;
+        for r in records {
+            let id = r.message_id.clone().unwrap();
+            if !response
+                .batch_item_failures
+                .iter()
+                .any(|f| f.item_identifier == id)
+            {
+                stack
+                    .sqs
+                    .delete_message()
+                    .queue_url(&stack.queue_url)
+                    .receipt_handle(r.receipt_handle.unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    assert!(stack.drain().await.is_empty(), "main queue empty");
+    let dead = stack.drain_dlq().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body.as_deref(), Some("{not an envelope"));
+}

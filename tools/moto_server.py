@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""Local AWS for tests and `make dev`: moto's server on a loopback port.
+
+--port 0 picks a free port; the chosen port is printed as the first line, `PORT <n>`, so the
+caller never races for it. With --parent-pid the server exits as soon as that process is gone
+(the test binary that started it), so no server outlives its tests.
+"""
+import argparse
+import os
+import sys
+import threading
+import time
+
+from moto.server import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import make_server
+
+
+def watch_parent(pid: int) -> None:
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        if os.getppid() != pid:
+            os._exit(0)
+        time.sleep(0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--parent-pid", type=int)
+    args = parser.parse_args()
+    if not args.host.startswith("127.") and args.host not in ("localhost", "::1"):
+        sys.exit("moto_server.py only listens on loopback")
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server(args.host, args.port, app, threaded=True)
+    print(f"PORT {server.server_port}", flush=True)
+    if args.parent_pid:
+        threading.Thread(target=watch_parent, args=(args.parent_pid,), daemon=True).start()
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
