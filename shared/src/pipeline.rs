@@ -73,6 +73,12 @@ impl<P: Provider> Receiver<P> {
         }
     }
 
+    /// The same receiver reading time from `clock` (tests with signed, time-stamped samples).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// A receiver that refuses everything with 500: its configuration is incomplete (fail closed).
     /// The reason is logged once, here, at cold start.
     pub fn misconfigured(reason: impl std::fmt::Display) -> Self {

@@ -11,8 +11,10 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use time::OffsetDateTime;
 use tracing::info;
 
+use crate::apigw::Sent;
 use crate::config::{ConfigError, Env};
 use crate::consumer::{EventHandler, HandlerError};
 use crate::envelope::{Envelope, Payload};
@@ -74,6 +76,16 @@ impl Provider for Trybe {
 /// The signature Trybe would send for `body` (simulator, samples, tests).
 pub fn sign(secret: &crate::secret::Secret, body: &[u8]) -> String {
     verify::sign_hex(secret, &[body])
+}
+
+/// The request Trybe would send with `body`, signed with the first configured secret.
+pub fn simulate(body: &[u8], env: &Env, _now: OffsetDateTime) -> Result<Sent, ConfigError> {
+    let secrets = env.secrets(SECRET_VAR)?;
+    let secret = secrets.iter().next().expect("a SecretList is never empty");
+    Ok(Sent::post("/", body.to_vec())
+        .header("content-type", "application/json")
+        .header("user-agent", "GuzzleHttp/7")
+        .header("Signature", sign(secret, body)))
 }
 
 /// Trybe's webhook envelope, typed. Unknown fields are kept in `extra`.
