@@ -79,10 +79,28 @@ impl Sent {
         event
     }
 
+    /// The event as a JSON file for `cargo lambda invoke --data-file`: without null fields and
+    /// without the v1-only `httpMethod` (which the type fills with GET; v2 carries the method in
+    /// `requestContext.http.method`).
+    pub fn to_event_json(&self) -> serde_json::Value {
+        fn strip_nulls(v: &mut serde_json::Value) {
+            if let serde_json::Value::Object(map) = v {
+                map.retain(|_, v| !v.is_null());
+                map.values_mut().for_each(strip_nulls);
+            }
+        }
+        let mut json = serde_json::to_value(self.to_event()).expect("event serializes");
+        strip_nulls(&mut json);
+        if let serde_json::Value::Object(map) = &mut json {
+            map.remove("httpMethod");
+        }
+        json
+    }
+
     /// The request as lambda_http hands it to a function.
     pub fn to_request(&self) -> lambda_http::Request {
-        let json = serde_json::to_string(&self.to_event()).expect("event serializes");
-        lambda_http::request::from_str(&json).expect("lambda_http reads its own event type")
+        lambda_http::request::from_str(&self.to_event_json().to_string())
+            .expect("lambda_http reads its own event type")
     }
 }
 
@@ -106,5 +124,13 @@ mod tests {
         assert_eq!(req.headers()["signature"], "ab");
         assert_eq!(req.uri().path(), "/t/abc");
         assert_eq!(req.uri().query(), Some("x=1&y=2"));
+        assert_eq!(req.method(), Method::POST);
+        assert_eq!(
+            Sent::post("/", "")
+                .method(Method::PUT)
+                .to_request()
+                .method(),
+            Method::PUT
+        );
     }
 }

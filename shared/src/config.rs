@@ -44,6 +44,19 @@ impl Env {
         }
     }
 
+    /// Reads `KEY=VALUE` lines (`#` comments, blank lines, optional quotes), as in `local.env`.
+    pub fn from_env_file(path: &std::path::Path) -> std::io::Result<Self> {
+        let text = std::fs::read_to_string(path)?;
+        let vars = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+            .collect();
+        Ok(Env { vars })
+    }
+
     pub fn set(&mut self, name: &str, value: &str) {
         self.vars.insert(name.to_owned(), value.to_owned());
     }

@@ -381,3 +381,219 @@ pub fn dedup_key(provider: &str, key: &str) -> String {
 pub fn new_token() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    //! The pipeline's decisions with in-memory fakes: a test provider whose body is a JSON list of
+    //! event keys (or `"handshake"`), authenticated by an `x-token` header.
+    use super::*;
+    use crate::clock::FixedClock;
+    use crate::envelope::Payload;
+    use crate::queue::MemoryQueue;
+    use crate::secret::SecretList;
+    use crate::store::MemoryClaims;
+    use crate::verify::{self, AuthFailure, Verified};
+    use lambda_http::http::{HeaderValue, StatusCode};
+    use std::sync::atomic::Ordering;
+
+    struct Batchy(SecretList);
+
+    impl Provider for Batchy {
+        fn name(&self) -> &'static str {
+            "batchy"
+        }
+        fn authenticate(&self, r: &Inbound<'_>) -> Result<Verified, AuthFailure> {
+            verify::token(&self.0, r.header("x-token").unwrap_or("").as_bytes())
+        }
+        fn inspect(&self, r: &VerifiedRequest<'_, '_>) -> Result<Inspection, Refusal> {
+            match serde_json::from_slice::<Value>(r.body) {
+                Ok(Value::String(s)) if s == "handshake" => Ok(Inspection::Reply {
+                    status: StatusCode::OK,
+                    body: serde_json::json!({"hello": 1}),
+                }),
+                Ok(Value::Array(keys)) => Ok(Inspection::Events {
+                    events: keys
+                        .iter()
+                        .map(|k| InboundEvent {
+                            key: k.as_str().unwrap_or_default().to_owned(),
+                            event_id: k.as_str().unwrap_or_default().to_owned(),
+                            event_type: "thing.happened".into(),
+                            occurred_at: None,
+                            tenant: None,
+                            payload: Payload::Json(k.clone()),
+                            fingerprint: Some(verify::sha256_hex(k.to_string().as_bytes())),
+                        })
+                        .collect(),
+                    ack: None,
+                }),
+                _ => Err(Refusal::BadRequest("bad".into())),
+            }
+        }
+    }
+
+    struct Fixture {
+        receiver: Receiver<Batchy>,
+        claims: Arc<MemoryClaims>,
+        queue: Arc<MemoryQueue>,
+        clock: Arc<FixedClock>,
+    }
+
+    fn fixture() -> Fixture {
+        let claims = Arc::new(MemoryClaims::default());
+        let queue = Arc::new(MemoryQueue::default());
+        let clock = Arc::new(FixedClock::at_millis(1_700_000_000_000));
+        let settings = Settings {
+            table: "t".into(),
+            queue_url: "q".into(),
+            dedup_ttl: Duration::from_secs(3600),
+            lease: Duration::from_secs(30),
+            processing_lease: Duration::from_secs(60),
+            max_body_bytes: 4096,
+            max_message_bytes: 1024,
+        };
+        let receiver = Receiver::new(
+            Batchy(SecretList::parse("tok").unwrap()),
+            claims.clone(),
+            queue.clone(),
+            settings,
+            clock.clone(),
+        );
+        Fixture {
+            receiver,
+            claims,
+            queue,
+            clock,
+        }
+    }
+
+    async fn post(f: &Fixture, body: &str) -> Answer {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-token", HeaderValue::from_static("tok"));
+        f.receiver
+            .answer_parts(&Method::POST, &headers, "/", None, body.as_bytes())
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_partially_failed_batch_answers_503_and_the_retry_queues_only_the_rest() {
+        let f = fixture();
+        f.queue.fail_position.store(2, Ordering::SeqCst);
+        let answer = post(&f, r#"["a","b","c"]"#).await;
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(f.queue.messages().len(), 2);
+        assert!(
+            f.claims.get("batchy#b").is_none(),
+            "the failed entry's claim is released"
+        );
+        assert_eq!(f.claims.get("batchy#a").unwrap().status, Status::Enqueued);
+
+        f.queue.fail_position.store(0, Ordering::SeqCst);
+        let retry = post(&f, r#"["a","b","c"]"#).await;
+        assert_eq!(
+            retry,
+            Answer::Accepted {
+                event_id: None,
+                queued: 1,
+                duplicates: 2,
+                events: 3,
+                ack: None
+            }
+        );
+        let keys: Vec<String> = f
+            .queue
+            .messages()
+            .iter()
+            .map(|m| serde_json::from_str::<Envelope>(&m.body).unwrap().dedup_key)
+            .collect();
+        assert_eq!(keys, vec!["batchy#a", "batchy#c", "batchy#b"]);
+    }
+
+    #[tokio::test]
+    async fn a_live_lease_answers_503_with_the_time_left_and_a_lapsed_one_is_taken_over() {
+        let f = fixture();
+        f.claims
+            .claim(&Claim {
+                pk: "batchy#a".into(),
+                pending: Status::Received,
+                event_type: "t".into(),
+                fingerprint: "x".into(),
+                now: f.clock.now(),
+                lease: Duration::from_secs(30),
+                ttl: Duration::from_secs(3600),
+                token: "crashed-lambda".into(),
+            })
+            .await
+            .unwrap();
+        f.clock.advance_millis(12_500);
+        assert_eq!(
+            post(&f, r#"["a"]"#).await,
+            Answer::Unavailable {
+                retry_after_secs: 18
+            }
+        );
+        assert!(f.queue.messages().is_empty());
+        f.clock.advance_millis(18_000);
+        assert_eq!(post(&f, r#"["a"]"#).await.outcome(), "accepted");
+        assert_eq!(f.queue.messages().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_sends_nothing() {
+        let f = fixture();
+        f.claims.fail.store(true, Ordering::SeqCst);
+        assert_eq!(
+            post(&f, r#"["a","b"]"#).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert!(f.queue.messages().is_empty());
+    }
+
+    #[tokio::test]
+    async fn handshakes_store_nothing_and_auth_comes_first() {
+        let f = fixture();
+        assert_eq!(
+            post(&f, r#""handshake""#).await,
+            Answer::Reply {
+                status: StatusCode::OK,
+                body: serde_json::json!({"hello": 1})
+            }
+        );
+        assert!(f.claims.is_empty() && f.queue.messages().is_empty());
+        let unauthenticated = f
+            .receiver
+            .answer_parts(
+                &Method::POST,
+                &HeaderMap::new(),
+                "/",
+                None,
+                b"not even json",
+            )
+            .await;
+        assert_eq!(unauthenticated, Answer::Unauthorized);
+    }
+
+    #[tokio::test]
+    async fn an_envelope_over_the_queue_limit_is_refused_before_any_claim() {
+        let f = fixture();
+        let big = format!(r#"["a","{}"]"#, "x".repeat(1500));
+        assert_eq!(post(&f, &big).await, Answer::PayloadTooLarge);
+        assert!(f.claims.is_empty() && f.queue.messages().is_empty());
+    }
+
+    #[tokio::test]
+    async fn misconfigured_receivers_refuse_everything() {
+        let r: Receiver<Batchy> = Receiver::misconfigured("TOKEN is not set");
+        assert_eq!(
+            r.answer_parts(&Method::POST, &HeaderMap::new(), "/", None, b"[]")
+                .await,
+            Answer::Misconfigured
+        );
+    }
+
+    #[test]
+    fn long_keys_are_hashed_into_the_dedup_key() {
+        assert_eq!(dedup_key("p", "abc"), "p#abc");
+        let long = dedup_key("p", &"k".repeat(300));
+        assert!(long.starts_with("p#sha256:") && long.len() == "p#sha256:".len() + 64);
+    }
+}

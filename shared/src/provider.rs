@@ -138,6 +138,26 @@ pub trait Provider: Send + Sync + 'static {
     fn inspect(&self, request: &VerifiedRequest<'_, '_>) -> Result<Inspection, Refusal>;
 }
 
+/// A boxed provider is a provider: tools that pick one by name at run time (samples test,
+/// simulator, benchmarks) use `Receiver<Box<dyn Provider>>`.
+impl<P: Provider + ?Sized> Provider for Box<P> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn methods(&self) -> &'static [Method] {
+        (**self).methods()
+    }
+    fn accepts_media_type(&self, media_type: Option<&str>) -> bool {
+        (**self).accepts_media_type(media_type)
+    }
+    fn authenticate(&self, request: &Inbound<'_>) -> Result<Verified, AuthFailure> {
+        (**self).authenticate(request)
+    }
+    fn inspect(&self, request: &VerifiedRequest<'_, '_>) -> Result<Inspection, Refusal> {
+        (**self).inspect(request)
+    }
+}
+
 pub fn is_json_media_type(media_type: &str) -> bool {
     media_type == "application/json" || media_type.ends_with("+json")
 }

@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 
 use crate::apigw::Sent;
 use crate::config::{ConfigError, Env};
+use crate::provider::Provider;
 
 pub mod trybe;
 
@@ -25,6 +26,19 @@ pub fn simulate(
         trybe::NAME => Ok(trybe::simulate(body, env, now)?),
         other => Err(SimulateError::UnknownProvider(other.to_owned())),
     }
+}
+
+/// The provider `name`, configured from `env` (the same `from_env` its function uses).
+pub fn from_env(name: &str, env: &Env) -> Result<Box<dyn Provider>, ConfigError> {
+    Ok(match name {
+        trybe::NAME => Box::new(trybe::Trybe::from_env(env)?),
+        other => {
+            return Err(ConfigError::Invalid {
+                name: "provider".into(),
+                why: format!("unknown provider {other}"),
+            })
+        }
+    })
 }
 
 #[derive(Debug, thiserror::Error)]

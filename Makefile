@@ -1,0 +1,76 @@
+# Webhook intake for AWS Lambda. A fresh machine needs Rust, Python 3 and Node: every other tool is
+# installed by these targets (Python tools into ./.venv).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+PY        := $(VENV)/bin/python
+STAMP     := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+FUNCTIONS := $(notdir $(wildcard functions/*))
+ARCH      ?= arm64
+PROVIDER  ?= trybe
+EVENT     ?= basket.submitted
+WATCH_PORT ?= 9000
+URL       ?= http://127.0.0.1:$(WATCH_PORT)/lambda-url/$(PROVIDER)-webhook
+COUNT     ?= 1
+CONCURRENCY ?= 1
+
+.PHONY: help venv test unit lint fmt fmt-check dev send invoke events build sizes bench load clean-dev
+
+help: ## This list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+venv: $(STAMP) ## Project virtualenv: moto[server] and cargo-lambda from PyPI
+
+test: $(STAMP) fmt-check lint ## fmt + clippy + unit and integration tests (integration tests start moto themselves)
+	cargo test --workspace --all-targets
+
+unit: ## Unit tests only (no moto)
+	cargo test --workspace --lib --bins
+
+lint: ## clippy, warnings are errors
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	cargo fmt --all
+
+fmt-check:
+	cargo fmt --all -- --check
+
+dev: $(STAMP) ## Local pipeline: moto, cargo lambda watch (every function), SQS poller -> event-processor
+	tools/dev.sh
+
+send: ## Fire a signed sample at a running function: make send PROVIDER=trybe EVENT=basket.submitted [URL=…] [COUNT=…] [CONCURRENCY=…]
+	cargo run --quiet -p webhook-sim -- send $(PROVIDER) $(EVENT) --url $(URL) --count $(COUNT) --concurrency $(CONCURRENCY)
+
+invoke: $(STAMP) ## Invoke a function under `make dev` with a freshly signed API Gateway event: make invoke PROVIDER=… EVENT=…
+	@mkdir -p .dev/invoke
+	cargo run --quiet -p webhook-sim -- render --events-out .dev/invoke
+	cargo lambda invoke $(PROVIDER)-webhook --invoke-address 127.0.0.1 --invoke-port $(WATCH_PORT) --data-file .dev/invoke/$(PROVIDER)/$(EVENT).apigw.json
+
+events: ## Re-render events/*/*.apigw.json from the raw samples (signed with local.env)
+	cargo run --quiet -p webhook-sim -- render
+
+build: $(STAMP) ## Release builds for Lambda (ARCH=arm64 by default; ARCH=x86_64 here, where only that target exists)
+	cargo lambda build --release $(if $(filter arm64,$(ARCH)),--arm64,--x86-64) $(addprefix -p ,$(FUNCTIONS))
+	@$(MAKE) --no-print-directory sizes
+
+sizes: ## Sizes of the built Lambda binaries
+	@for f in $(FUNCTIONS); do ls -l target/lambda/$$f/bootstrap 2>/dev/null | awk -v f=$$f '{printf "  %-20s %6.2f MB\n", f, $$5/1048576}'; done
+
+bench: ## Criterion benchmarks of the receiver pipeline (CPU per accepted event)
+	cargo bench -p shared --bench pipeline
+
+load: ## Load run against a running function: make load PROVIDER=trybe EVENT=basket.submitted COUNT=2000 CONCURRENCY=16
+	cargo run --release --quiet -p webhook-sim -- send $(PROVIDER) $(EVENT) --url $(URL) --count $(COUNT) --concurrency $(CONCURRENCY) --quiet
+
+clean-dev: ## Remove local dev state (.dev)
+	rm -rf .dev

@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""Creates the local table and queues for `make dev` (idempotent) and prints the variables the
+functions need, as KEY=VALUE lines. Same shapes as the deployed stack: table `pk` (String) with
+TTL on `expires_at`; queue with a redrive policy to its dead-letter queue."""
+import argparse
+import json
+
+import boto3
+
+
+def read_env(path):
+    env = {}
+    for line in open(path):
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            k, v = line.split("=", 1)
+            env[k.strip()] = v.strip()
+    return env
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--env-file", default="local.env")
+    args = p.parse_args()
+    env = read_env(args.env_file)
+    kw = dict(endpoint_url=args.endpoint, region_name=env.get("AWS_REGION", "us-east-1"),
+              aws_access_key_id="testing", aws_secret_access_key="testing")
+    ddb, sqs = boto3.client("dynamodb", **kw), boto3.client("sqs", **kw)
+    table = env["EVENTS_TABLE"]
+    if table not in ddb.list_tables()["TableNames"]:
+        ddb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+        ddb.update_time_to_live(TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
+    dlq = sqs.create_queue(QueueName=env["EVENTS_DLQ_NAME"])["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue = sqs.create_queue(QueueName=env["EVENTS_QUEUE_NAME"], Attributes={
+        "VisibilityTimeout": "30",
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
+    })["QueueUrl"]
+    print(f"AWS_ENDPOINT_URL={args.endpoint}")
+    print(f"EVENTS_QUEUE_URL={queue}")
+    print(f"EVENTS_DLQ_URL={dlq}")
+
+
+if __name__ == "__main__":
+    main()
