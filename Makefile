@@ -17,7 +17,7 @@ URL       ?= http://127.0.0.1:$(WATCH_PORT)/lambda-url/$(PROVIDER)-webhook
 COUNT     ?= 1
 CONCURRENCY ?= 1
 
-.PHONY: help venv test unit lint fmt fmt-check dev send invoke events build sizes bench load clean-dev
+.PHONY: help venv test unit validate lint fmt fmt-check dev send invoke events build sizes bench load clean-dev
 
 help: ## This list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -30,11 +30,14 @@ $(STAMP): requirements-dev.txt
 
 venv: $(STAMP) ## Project virtualenv: moto[server] and cargo-lambda from PyPI
 
-test: $(STAMP) fmt-check lint ## fmt + clippy + unit and integration tests (integration tests start moto themselves)
+test: $(STAMP) fmt-check lint validate ## fmt + clippy + template lint + unit and integration tests (integration tests start moto themselves)
 	cargo test --workspace --all-targets
 
 unit: ## Unit tests only (no moto)
 	cargo test --workspace --lib --bins
+
+validate: $(STAMP) ## Lint the SAM template offline (cfn-lint)
+	cfn-lint infra/template.yaml
 
 lint: ## clippy, warnings are errors
 	cargo clippy --workspace --all-targets -- -D warnings
