@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::envelope::Envelope;
+use crate::envelope::{describe_json_error, Envelope};
 use crate::pipeline::new_token;
 use crate::store::{Claim, ClaimOutcome, ClaimStore, Finish, Status};
 

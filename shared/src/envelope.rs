@@ -56,9 +56,33 @@ impl Envelope {
     }
 }
 
+/// A JSON error as category and position only: serde_json's messages can quote values from the
+/// payload (`invalid type: string "alex@example.com"`), which must not reach the logs.
+pub fn describe_json_error(e: &serde_json::Error) -> String {
+    let category = match e.classify() {
+        serde_json::error::Category::Io => "I/O error",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "unexpected shape",
+        serde_json::error::Category::Eof => "unexpected end",
+    };
+    format!("{category} at line {}, column {}", e.line(), e.column())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_errors_are_described_without_values() {
+        let e =
+            serde_json::from_str::<Envelope>(r#"{"provider": 5, "event_id": "alex@example.com"}"#)
+                .unwrap_err();
+        assert!(e.to_string().contains('5') || e.to_string().contains("integer"));
+        let described = describe_json_error(&e);
+        assert_eq!(described, "unexpected shape at line 1, column 14");
+        let e = serde_json::from_str::<Envelope>(r#"{"provider": "alex@example.com""#).unwrap_err();
+        assert!(!describe_json_error(&e).contains("alex"));
+    }
 
     #[test]
     fn raw_payloads_travel_as_text_and_json_ones_as_json() {

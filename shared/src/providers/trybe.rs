@@ -17,7 +17,7 @@ use tracing::info;
 use crate::apigw::Sent;
 use crate::config::{ConfigError, Env};
 use crate::consumer::{EventHandler, HandlerError};
-use crate::envelope::{Envelope, Payload};
+use crate::envelope::{describe_json_error, Envelope, Payload};
 use crate::provider::{
     json_object, str_field, Inbound, InboundEvent, Inspection, Provider, Refusal, VerifiedRequest,
 };
