@@ -8,12 +8,14 @@ use crate::apigw::Sent;
 use crate::config::{ConfigError, Env};
 
 pub mod tribe;
+pub mod tribemade;
 pub mod trybe;
 
 /// Every provider: (name, Lambda function that receives it).
 pub const ALL: &[(&str, &str)] = &[
     (trybe::NAME, "trybe-webhook"),
     (tribe::NAME, "tribe-webhook"),
+    (tribemade::NAME, "tribemade-webhook"),
 ];
 
 /// The request `provider` would send with `body`, authenticated with the secrets in `env` the way
@@ -28,6 +30,7 @@ pub fn simulate(
     match provider {
         trybe::NAME => Ok(trybe::simulate(body, env, now)?),
         tribe::NAME => Ok(tribe::simulate(body, env, now)?),
+        tribemade::NAME => Ok(tribemade::simulate(body, env, now)?),
         other => Err(SimulateError::UnknownProvider(other.to_owned())),
     }
 }
