@@ -3,4 +3,6 @@
 
 mod helpers;
 mod processor;
+mod tribe;
+mod tribemade;
 mod trybe;
