@@ -157,8 +157,8 @@ impl Processor {
             .body
             .as_deref()
             .ok_or_else(|| RecordError::Unparseable("no body".into()))?;
-        let envelope: Envelope =
-            serde_json::from_str(body).map_err(|e| RecordError::Unparseable(e.to_string()))?;
+        let envelope: Envelope = serde_json::from_str(body)
+            .map_err(|e| RecordError::Unparseable(describe_json_error(&e)))?;
         let now = self.clock.now();
         let claim = Claim {
             pk: format!("processed#{}", envelope.dedup_key),

@@ -8,10 +8,16 @@ use crate::apigw::Sent;
 use crate::config::{ConfigError, Env};
 use crate::provider::Provider;
 
+pub mod tribe;
+pub mod tribemade;
 pub mod trybe;
 
 /// Every provider: (name, Lambda function that receives it).
-pub const ALL: &[(&str, &str)] = &[(trybe::NAME, "trybe-webhook")];
+pub const ALL: &[(&str, &str)] = &[
+    (trybe::NAME, "trybe-webhook"),
+    (tribe::NAME, "tribe-webhook"),
+    (tribemade::NAME, "tribemade-webhook"),
+];
 
 /// The request `provider` would send with `body`, authenticated with the secrets in `env` the way
 /// that provider does it (signature headers, timestamps, URL tokens, credentials). `Sent::path`
@@ -24,6 +30,8 @@ pub fn simulate(
 ) -> Result<Sent, SimulateError> {
     match provider {
         trybe::NAME => Ok(trybe::simulate(body, env, now)?),
+        tribe::NAME => Ok(tribe::simulate(body, env, now)?),
+        tribemade::NAME => Ok(tribemade::simulate(body, env, now)?),
         other => Err(SimulateError::UnknownProvider(other.to_owned())),
     }
 }
@@ -32,6 +40,8 @@ pub fn simulate(
 pub fn from_env(name: &str, env: &Env) -> Result<Box<dyn Provider>, ConfigError> {
     Ok(match name {
         trybe::NAME => Box::new(trybe::Trybe::from_env(env)?),
+        tribe::NAME => Box::new(tribe::Tribe::from_env(env)?),
+        tribemade::NAME => Box::new(tribemade::TribeMade::from_env(env)?),
         other => {
             return Err(ConfigError::Invalid {
                 name: "provider".into(),

@@ -189,10 +189,15 @@ impl EventHandler for TrybeHandler {
             .payload
             .clone()
             .ok_or_else(|| HandlerError::Reject("Trybe event without JSON payload".into()))?;
-        let webhook: Webhook = serde_json::from_value(payload)
-            .map_err(|e| HandlerError::Reject(format!("not a Trybe webhook: {e}")))?;
+        let webhook: Webhook = serde_json::from_value(payload).map_err(|e| {
+            HandlerError::Reject(format!("not a Trybe webhook: {}", describe_json_error(&e)))
+        })?;
         let data = webhook.data().map_err(|e| {
-            HandlerError::Reject(format!("{}: unexpected data: {e}", webhook.event))
+            HandlerError::Reject(format!(
+                "{}: unexpected data: {}",
+                webhook.event,
+                describe_json_error(&e)
+            ))
         })?;
         let object_id = match &data {
             Data::CustomerLabels(l) => Some(l.customer_id.as_str()),

@@ -4,4 +4,6 @@
 mod helpers;
 mod processor;
 mod samples;
+mod tribe;
+mod tribemade;
 mod trybe;
