@@ -7,10 +7,14 @@ use time::OffsetDateTime;
 use crate::apigw::Sent;
 use crate::config::{ConfigError, Env};
 
+pub mod trifft;
 pub mod trybe;
 
 /// Every provider: (name, Lambda function that receives it).
-pub const ALL: &[(&str, &str)] = &[(trybe::NAME, "trybe-webhook")];
+pub const ALL: &[(&str, &str)] = &[
+    (trybe::NAME, "trybe-webhook"),
+    (trifft::NAME, "trifft-webhook"),
+];
 
 /// The request `provider` would send with `body`, authenticated with the secrets in `env` the way
 /// that provider does it (signature headers, timestamps, URL tokens, credentials). `Sent::path`
@@ -23,6 +27,7 @@ pub fn simulate(
 ) -> Result<Sent, SimulateError> {
     match provider {
         trybe::NAME => Ok(trybe::simulate(body, env, now)?),
+        trifft::NAME => Ok(trifft::simulate(body, env, now)?),
         other => Err(SimulateError::UnknownProvider(other.to_owned())),
     }
 }
