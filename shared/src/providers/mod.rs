@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use crate::apigw::Sent;
 use crate::config::{ConfigError, Env};
 
+pub mod tilby;
 pub mod trifft;
 pub mod trybe;
 
@@ -14,6 +15,7 @@ pub mod trybe;
 pub const ALL: &[(&str, &str)] = &[
     (trybe::NAME, "trybe-webhook"),
     (trifft::NAME, "trifft-webhook"),
+    (tilby::NAME, "tilby-webhook"),
 ];
 
 /// The request `provider` would send with `body`, authenticated with the secrets in `env` the way
@@ -28,6 +30,7 @@ pub fn simulate(
     match provider {
         trybe::NAME => Ok(trybe::simulate(body, env, now)?),
         trifft::NAME => Ok(trifft::simulate(body, env, now)?),
+        tilby::NAME => Ok(tilby::simulate(body, env, now)?),
         other => Err(SimulateError::UnknownProvider(other.to_owned())),
     }
 }
