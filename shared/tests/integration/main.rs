@@ -3,4 +3,5 @@
 
 mod helpers;
 mod processor;
+mod trifft;
 mod trybe;
