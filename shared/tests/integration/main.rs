@@ -3,5 +3,6 @@
 
 mod helpers;
 mod processor;
+mod tilby;
 mod trifft;
 mod trybe;
