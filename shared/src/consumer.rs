@@ -14,7 +14,9 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::envelope::{describe_json_error, Envelope};
 use crate::pipeline::new_token;
+use crate::provider::canonical_json;
 use crate::store::{Claim, ClaimOutcome, ClaimStore, Finish, Status};
+use crate::verify::sha256_hex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
@@ -114,6 +116,16 @@ pub enum RecordError {
     Handler(#[from] HandlerError),
 }
 
+/// SHA-256 of the event's own content (not of the request it came in: one Tilby entity arrives
+/// in bodies that differ by `nRetry`), for the conflict check of the processing claim.
+fn content_fingerprint(envelope: &Envelope) -> String {
+    match (&envelope.payload, &envelope.payload_raw) {
+        (Some(payload), _) => sha256_hex(canonical_json(payload).as_bytes()),
+        (None, Some(raw)) => sha256_hex(raw.as_bytes()),
+        (None, None) => envelope.body_sha256.clone(),
+    }
+}
+
 pub struct Processor {
     claims: Arc<dyn ClaimStore>,
     router: Router,
@@ -164,7 +176,7 @@ impl Processor {
             pk: format!("processed#{}", envelope.dedup_key),
             pending: Status::Processing,
             event_type: envelope.event_type.clone(),
-            fingerprint: envelope.body_sha256.clone(),
+            fingerprint: content_fingerprint(&envelope),
             now,
             lease: self.settings.processing_lease,
             ttl: self.settings.dedup_ttl,

@@ -205,12 +205,20 @@ impl<P: Provider> Ready<P> {
         ack: Option<Value>,
         trace: &mut Trace,
     ) -> Answer {
-        if let [only] = events.as_slice() {
-            trace.event_id = Some(only.event_id.clone());
-            trace.event_type = Some(only.event_type.clone());
-            trace.tenant = only.tenant.clone();
-        } else {
-            trace.event_id = Some(format!("{} events", events.len()));
+        // One log line per request: for a batch, its size, and type and tenant when all share them.
+        if let Some(first) = events.first() {
+            trace.event_id = Some(match events.len() {
+                1 => first.event_id.clone(),
+                n => format!("{n} events"),
+            });
+            trace.event_type = events
+                .iter()
+                .all(|e| e.event_type == first.event_type)
+                .then(|| first.event_type.clone());
+            trace.tenant = first
+                .tenant
+                .clone()
+                .filter(|t| events.iter().all(|e| e.tenant.as_ref() == Some(t)));
         }
         if events.is_empty() {
             return Answer::Refused(Refusal::BadRequest("no events in the request".into()));

@@ -175,9 +175,64 @@ pub fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Refusa
     }
 }
 
+/// Compact JSON with every object's keys sorted, whatever order they arrived in (and whether or
+/// not serde_json preserves order): stable bytes to hash when a provider has no event id.
+pub fn canonical_json(value: &Value) -> String {
+    fn write(value: &Value, out: &mut String) {
+        match value {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, key) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(key.clone()).to_string());
+                    out.push(':');
+                    write(&map[key], out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(value, &mut out);
+    out
+}
+
 /// A string field of a JSON object, if present and a non-empty string.
 pub fn str_field<'v>(map: &'v serde_json::Map<String, Value>, name: &str) -> Option<&'v str> {
     map.get(name)
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let a: Value =
+            serde_json::from_str(r#"{"b":1,"a":{"y":[{"q":1,"p":"x"}],"x":null}}"#).unwrap();
+        let b: Value =
+            serde_json::from_str(r#"{"a":{"x":null,"y":[{"p":"x","q":1}]},"b":1}"#).unwrap();
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"a":{"x":null,"y":[{"p":"x","q":1}]},"b":1}"#
+        );
+        assert_eq!(canonical_json(&a), canonical_json(&b));
+    }
 }

@@ -8,8 +8,10 @@ use crate::apigw::Sent;
 use crate::config::{ConfigError, Env};
 use crate::provider::Provider;
 
+pub mod tilby;
 pub mod tribe;
 pub mod tribemade;
+pub mod trifft;
 pub mod trybe;
 
 /// Every provider: (name, Lambda function that receives it).
@@ -17,6 +19,8 @@ pub const ALL: &[(&str, &str)] = &[
     (trybe::NAME, "trybe-webhook"),
     (tribe::NAME, "tribe-webhook"),
     (tribemade::NAME, "tribemade-webhook"),
+    (trifft::NAME, "trifft-webhook"),
+    (tilby::NAME, "tilby-webhook"),
 ];
 
 /// The request `provider` would send with `body`, authenticated with the secrets in `env` the way
@@ -32,6 +36,8 @@ pub fn simulate(
         trybe::NAME => Ok(trybe::simulate(body, env, now)?),
         tribe::NAME => Ok(tribe::simulate(body, env, now)?),
         tribemade::NAME => Ok(tribemade::simulate(body, env, now)?),
+        trifft::NAME => Ok(trifft::simulate(body, env, now)?),
+        tilby::NAME => Ok(tilby::simulate(body, env, now)?),
         other => Err(SimulateError::UnknownProvider(other.to_owned())),
     }
 }
@@ -42,6 +48,8 @@ pub fn from_env(name: &str, env: &Env) -> Result<Box<dyn Provider>, ConfigError>
         trybe::NAME => Box::new(trybe::Trybe::from_env(env)?),
         tribe::NAME => Box::new(tribe::Tribe::from_env(env)?),
         tribemade::NAME => Box::new(tribemade::TribeMade::from_env(env)?),
+        trifft::NAME => Box::new(trifft::Trifft::from_env(env)?),
+        tilby::NAME => Box::new(tilby::Tilby::from_env(env)?),
         other => {
             return Err(ConfigError::Invalid {
                 name: "provider".into(),

@@ -4,6 +4,8 @@
 mod helpers;
 mod processor;
 mod samples;
+mod tilby;
 mod tribe;
 mod tribemade;
+mod trifft;
 mod trybe;

@@ -1,0 +1,854 @@
+//! Tilby (point of sale). Source: `seeds/tilby.txt`, providers.md "Tilby".
+//!
+//! - Auth (providers.md default): a URL token as a path segment (`TILBY_URL_TOKEN`, list,
+//!   constant time against every segment), always. When `TILBY_SIGNING_TOKEN` is set, also
+//!   HMAC-SHA256 of the raw body keyed by the shop's static token, hex; read from the header
+//!   named by `TILBY_SIGNATURE_HEADER`, or, while that is unset, from whichever header carries a
+//!   matching value (its *name* is logged so the operator can pin it; no public page names it).
+//!   Setting `TILBY_SIGNATURE_HEADER` without `TILBY_SIGNING_TOKEN` is a config error (fail
+//!   closed: the operator expects a signature check).
+//! - Optional `TILBY_ENVIRONMENT_IDS`: another shop (or none named) → 401, handshakes included.
+//! - Handshake `type: SUBSCRIBED` → 200 `{"status":"subscribed"}`, nothing stored or queued.
+//! - Success is exactly 200 (seeds/tilby.txt): the pipeline answers 200 for accepted and
+//!   duplicate events alike.
+//! - Event type `<entity_name>.<type lowercase>`; `type` compared case-insensitively. When the
+//!   body lacks `entity_name` or `type`, the two path segments after the token supply them
+//!   (`/<token>/sales/closed`), else `unknown`. Tenant `environment_id`, occurred at `time`.
+//! - One event per entry of `entities` (imports carry up to 80). Payload = the envelope without
+//!   `entities` and `nRetry`, plus `entity`. `from_user` (an email) is kept for the consumer but
+//!   never logged. Dedup key `<notification_uuid>:<entity uuid, else id, else SHA-256 of the
+//!   entity JSON>`; without `notification_uuid`, SHA-256 of `entity_name`, type, `time` and the
+//!   entity JSON. Never a body hash: `nRetry` grows on each retry (providers.md).
+//! - A notification without entities (absent, null or `[]`) is still queued as one event from
+//!   the envelope, keyed the same way: an authentic event is never dropped for its shape (and
+//!   anything but 200 makes Tilby retry and email the shop).
+
+use async_trait::async_trait;
+use lambda_http::http::{HeaderName, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+use crate::apigw::Sent;
+use crate::config::{ConfigError, Env};
+use crate::consumer::{EventHandler, HandlerError};
+use crate::envelope::{Envelope, Payload};
+use crate::provider::{
+    canonical_json, json_object, str_field, Inbound, InboundEvent, Inspection, Provider, Refusal,
+    VerifiedRequest,
+};
+use crate::secret::{Secret, SecretList};
+use crate::verify::{self, sha256_hex, AuthFailure, Verified};
+
+pub const NAME: &str = "tilby";
+pub const URL_TOKEN_VAR: &str = "TILBY_URL_TOKEN";
+pub const SIGNING_TOKEN_VAR: &str = "TILBY_SIGNING_TOKEN";
+pub const SIGNATURE_HEADER_VAR: &str = "TILBY_SIGNATURE_HEADER";
+pub const ENVIRONMENT_IDS_VAR: &str = "TILBY_ENVIRONMENT_IDS";
+/// The header the simulator signs in. Tilby's real header name is not public; the receiver
+/// finds it by its value unless `TILBY_SIGNATURE_HEADER` pins one.
+pub const SIMULATED_SIGNATURE_HEADER: &str = "x-tilby-signature";
+const HANDSHAKE: &str = "SUBSCRIBED";
+const UNKNOWN: &str = "unknown";
+
+#[derive(Debug)]
+pub struct Tilby {
+    url_tokens: SecretList,
+    signing: Option<Signing>,
+    /// Shops accepted; empty = any.
+    environments: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Signing {
+    /// Static API tokens of the shops (several shops, rotation). Never logged.
+    tokens: SecretList,
+    /// Pinned header; `None` = discover it.
+    header: Option<HeaderName>,
+}
+
+impl Tilby {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let header = env
+            .get(SIGNATURE_HEADER_VAR)
+            .map(|h| {
+                HeaderName::from_bytes(h.as_bytes()).map_err(|_| ConfigError::Invalid {
+                    name: SIGNATURE_HEADER_VAR.into(),
+                    why: "not a valid HTTP header name".into(),
+                })
+            })
+            .transpose()?;
+        let signing = match (env.optional_secrets(SIGNING_TOKEN_VAR), header) {
+            (Some(tokens), header) => Some(Signing { tokens, header }),
+            (None, Some(_)) => return Err(ConfigError::Missing(SIGNING_TOKEN_VAR.into())),
+            (None, None) => None,
+        };
+        Ok(Tilby {
+            url_tokens: env.secrets(URL_TOKEN_VAR)?,
+            signing,
+            environments: env.list(ENVIRONMENT_IDS_VAR),
+        })
+    }
+
+    /// The position of the path segment holding a configured token. Every segment is compared,
+    /// each in constant time.
+    fn token_segment(&self, request: &Inbound<'_>) -> Result<(Verified, usize), AuthFailure> {
+        let mut found = None;
+        let mut segments = 0;
+        for (i, segment) in request.path_segments().enumerate() {
+            segments += 1;
+            if let Ok(proof) = verify::token(&self.url_tokens, segment.as_bytes()) {
+                found = found.or(Some((proof, i)));
+            }
+        }
+        match (found, segments) {
+            (Some(found), _) => Ok(found),
+            (None, 0) => Err(AuthFailure::Missing),
+            (None, _) => Err(AuthFailure::Mismatch),
+        }
+    }
+
+    /// `entity_name` and `type` from the two path segments after the token, if any.
+    fn path_names<'a>(&self, request: &'a Inbound<'_>) -> (Option<&'a str>, Option<&'a str>) {
+        let Ok((_, at)) = self.token_segment(request) else {
+            return (None, None);
+        };
+        let mut after = request.path_segments().skip(at + 1);
+        (after.next(), after.next())
+    }
+
+    fn environment_allowed(&self, environment: Option<&str>) -> bool {
+        self.environments.is_empty()
+            || environment.is_some_and(|e| self.environments.iter().any(|a| a == e))
+    }
+}
+
+impl Signing {
+    fn verify(&self, request: &Inbound<'_>) -> Result<Verified, AuthFailure> {
+        let Some(name) = &self.header else {
+            return self.discover(request);
+        };
+        let mut outcome = Err(AuthFailure::Missing);
+        for value in request.headers.get_all(name) {
+            let value = value.to_str().map_err(|_| AuthFailure::Malformed)?;
+            match verify::hmac_sha256_hex(&self.tokens, &[request.body], value) {
+                Ok(proof) => return Ok(proof),
+                Err(why) => outcome = Err(why),
+            }
+        }
+        outcome
+    }
+
+    /// Tries every header whose value looks like a hex HMAC-SHA256 (64 hex characters). Logs
+    /// the name of the one that verifies, never a value.
+    fn discover(&self, request: &Inbound<'_>) -> Result<Verified, AuthFailure> {
+        let mut candidates = 0;
+        for (name, value) in request.headers {
+            let Some(value) = value.to_str().ok().map(str::trim) else {
+                continue;
+            };
+            if value.len() != 64 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            candidates += 1;
+            if let Ok(proof) = verify::hmac_sha256_hex(&self.tokens, &[request.body], value) {
+                info!(provider = NAME, header = name.as_str(),
+                    "Tilby signature verified in this header; set {SIGNATURE_HEADER_VAR} to its name to pin it");
+                return Ok(proof);
+            }
+        }
+        let names: Vec<&str> = request.headers.keys().map(HeaderName::as_str).collect();
+        warn!(provider = NAME, candidates, headers = %names.join(","),
+            "no request header carries a valid Tilby signature");
+        Err(if candidates == 0 {
+            AuthFailure::Missing
+        } else {
+            AuthFailure::Mismatch
+        })
+    }
+}
+
+impl Provider for Tilby {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn authenticate(&self, request: &Inbound<'_>) -> Result<Verified, AuthFailure> {
+        let (proof, _) = self.token_segment(request)?;
+        match &self.signing {
+            Some(signing) => signing.verify(request),
+            None => Ok(proof),
+        }
+    }
+
+    fn inspect(&self, request: &VerifiedRequest<'_, '_>) -> Result<Inspection, Refusal> {
+        let mut envelope = json_object(request.body)?;
+        let tenant = str_field(&envelope, "environment_id").map(str::to_owned);
+        if !self.environment_allowed(tenant.as_deref()) {
+            return Err(Refusal::Unauthorized(AuthFailure::TenantRefused));
+        }
+        let kind = str_field(&envelope, "type").map(str::to_ascii_lowercase);
+        if kind
+            .as_deref()
+            .is_some_and(|k| k.eq_ignore_ascii_case(HANDSHAKE))
+        {
+            info!(
+                provider = NAME,
+                entity_name = str_field(&envelope, "entity_name"),
+                environment_id = tenant.as_deref(),
+                "Tilby subscription handshake answered"
+            );
+            return Ok(Inspection::Reply {
+                status: StatusCode::OK,
+                body: json!({"status": "subscribed"}),
+            });
+        }
+        let (path_entity, path_type) = self.path_names(request);
+        let entity_name = str_field(&envelope, "entity_name")
+            .or(path_entity)
+            .unwrap_or(UNKNOWN)
+            .to_owned();
+        let kind = kind
+            .or_else(|| path_type.map(str::to_ascii_lowercase))
+            .unwrap_or_else(|| UNKNOWN.to_owned());
+        // nRetry grows on every retry: it must not reach a key, a fingerprint or the payload.
+        envelope.remove("nRetry");
+        let entities = match envelope.remove("entities") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(list)) => list,
+            Some(one @ Value::Object(_)) => vec![one],
+            Some(_) => return Err(Refusal::BadRequest("entities is not a list".into())),
+        };
+        let common = Common {
+            event_type: format!("{entity_name}.{kind}"),
+            hash_prefix: format!(
+                "{entity_name}\n{kind}\n{}\n",
+                str_field(&envelope, "time").unwrap_or("")
+            ),
+            notification_uuid: str_field(&envelope, "notification_uuid").map(str::to_owned),
+            occurred_at: str_field(&envelope, "time").map(str::to_owned),
+            tenant,
+        };
+        let events = if entities.is_empty() {
+            vec![common.event(None, envelope)]
+        } else {
+            entities
+                .into_iter()
+                .map(|entity| common.event(Some(entity), envelope.clone()))
+                .collect()
+        };
+        Ok(Inspection::Events { events, ack: None })
+    }
+}
+
+/// What the events of one notification share.
+struct Common {
+    event_type: String,
+    /// `entity_name \n type \n time \n`, hashed with an entity's JSON when there is no
+    /// notification_uuid.
+    hash_prefix: String,
+    notification_uuid: Option<String>,
+    occurred_at: Option<String>,
+    tenant: Option<String>,
+}
+
+impl Common {
+    /// One event: `entity` inside the envelope, or the envelope alone when the notification
+    /// carried no entity. The content hashed is canonical JSON (keys sorted at every level), the
+    /// same bytes on every retry whatever order Tilby writes the keys in.
+    fn event(&self, entity: Option<Value>, mut payload: Map<String, Value>) -> InboundEvent {
+        let content = match &entity {
+            Some(entity) => canonical_json(entity),
+            None => canonical_json(&Value::Object(payload.clone())),
+        };
+        let fingerprint = sha256_hex(content.as_bytes());
+        let key = match (&self.notification_uuid, &entity) {
+            (None, _) => sha256_hex(format!("{}{content}", self.hash_prefix).as_bytes()),
+            (Some(n), None) => n.clone(),
+            (Some(n), Some(entity)) => {
+                format!(
+                    "{n}:{}",
+                    entity_ref(entity).unwrap_or_else(|| fingerprint.clone())
+                )
+            }
+        };
+        if let Some(entity) = entity {
+            payload.insert("entity".into(), entity);
+        }
+        InboundEvent {
+            event_id: key.clone(),
+            key,
+            event_type: self.event_type.clone(),
+            occurred_at: self.occurred_at.clone(),
+            tenant: self.tenant.clone(),
+            payload: Payload::Json(Value::Object(payload)),
+            fingerprint: Some(fingerprint),
+        }
+    }
+}
+
+/// An entity's `uuid`, else its `id` (string or number).
+fn entity_ref(entity: &Value) -> Option<String> {
+    let field = |name: &str| match entity.get(name)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    field("uuid").or_else(|| field("id"))
+}
+
+/// The signature Tilby sends for `body`: hex HMAC-SHA256 keyed by the static token.
+pub fn sign(token: &Secret, body: &[u8]) -> String {
+    verify::sign_hex(token, &[body])
+}
+
+/// The request Tilby would send with `body`: POST to `/<first URL token>`, JSON, signed with
+/// the first static token when one is configured, in `TILBY_SIGNATURE_HEADER` or else
+/// [`SIMULATED_SIGNATURE_HEADER`].
+pub fn simulate(body: &[u8], env: &Env, _now: OffsetDateTime) -> Result<Sent, ConfigError> {
+    let tokens = env.secrets(URL_TOKEN_VAR)?;
+    let token = tokens
+        .iter()
+        .next()
+        .map(|t| String::from_utf8_lossy(t.expose()).into_owned())
+        .unwrap_or_default();
+    let mut sent = Sent::post(&format!("/{token}"), body.to_vec())
+        .header("content-type", "application/json")
+        .header("user-agent", "Tilby-Webhooks");
+    if let Some(signing) = env.optional_secrets(SIGNING_TOKEN_VAR) {
+        if let Some(key) = signing.iter().next() {
+            let header = env
+                .get(SIGNATURE_HEADER_VAR)
+                .unwrap_or(SIMULATED_SIGNATURE_HEADER);
+            sent = sent.header(header, sign(key, body));
+        }
+    }
+    Ok(sent)
+}
+
+/// Personal data (an email address): serialized as sent, never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Personal(pub String);
+
+impl std::fmt::Debug for Personal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The request sent when a webhook is created (seeds/tilby.txt). Answered, never queued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Handshake {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub entity_name: Option<String>,
+    #[serde(default)]
+    pub time: Option<String>,
+    #[serde(default)]
+    pub environment_id: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A notification as Tilby posts it (providers.md "Tilby"): the envelope and its entities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    /// CREATED, UPDATED, DELETED or CLOSED; case varies between sources.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub entity_name: Option<String>,
+    #[serde(default)]
+    pub time: Option<String>,
+    #[serde(default)]
+    pub notification_uuid: Option<String>,
+    #[serde(default)]
+    pub environment_id: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub from_user: Option<Personal>,
+    #[serde(default)]
+    pub entities: Vec<Value>,
+    /// Grows on each retry.
+    #[serde(rename = "nRetry", default)]
+    pub n_retry: Option<u64>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// One queued Tilby event (the envelope's `payload`): the notification's fields with one
+/// `entity` instead of `entities`, and no `nRetry`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityEvent {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub entity_name: Option<String>,
+    #[serde(default)]
+    pub time: Option<String>,
+    #[serde(default)]
+    pub notification_uuid: Option<String>,
+    #[serde(default)]
+    pub environment_id: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub from_user: Option<Personal>,
+    /// The entity as the API returns it (a sale, an item, a customer…); absent for a
+    /// notification that carried none.
+    #[serde(default)]
+    pub entity: Option<Value>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl EntityEvent {
+    /// The entity's `uuid`, else its `id`.
+    pub fn entity_ref(&self) -> Option<String> {
+        self.entity.as_ref().and_then(entity_ref)
+    }
+}
+
+/// Processor handler for Tilby events: parses the typed model and logs ids only (`from_user`
+/// and customer entities are personal data). Replace the body of `handle` with the business
+/// processing.
+#[derive(Debug, Default)]
+pub struct TilbyHandler;
+
+#[async_trait]
+impl EventHandler for TilbyHandler {
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        let payload = event
+            .payload
+            .clone()
+            .ok_or_else(|| HandlerError::Reject("Tilby event without JSON payload".into()))?;
+        let tilby: EntityEvent = serde_json::from_value(payload)
+            .map_err(|e| HandlerError::Reject(format!("not a Tilby event: {e}")))?;
+        info!(provider = NAME, event_id = %event.event_id, event_type = %event.event_type,
+            environment_id = tilby.environment_id.as_deref(),
+            notification_uuid = tilby.notification_uuid.as_deref(),
+            entity_id = tilby.entity_ref().as_deref(), "tilby event processed");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lambda_http::http::{HeaderMap, HeaderValue, Method};
+    use std::collections::HashSet;
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    // vectors.json "tilby".
+    const TOKEN: &str = "tilby-static-token-EXAMPLE-0000";
+    const BODY: &str = r#"{"type":"CLOSED","entity_name":"sales","time":"2022-03-24T10:25:03.499Z","notification_uuid":"625bd8dc-f13c-4d43-9ca7-39c9a26c8f9c","environment_id":"s3_e2e_restaurant","client_id":"SclobyElectron3","from_user":"mario.rossi@example.com","entities":[{"id":29,"uuid":"235f2cd2-4cf1-4550-acab-b6248ad99dfc","external_id":"ext-1","status":"closed","final_amount":18}],"nRetry":0}"#;
+    const SIGNATURE: &str = "0900c808a34282bc9ad2324a815d0c56538dbcb2a6f82f74c450646dd3ce59f2";
+    const SUB_BODY: &str = r#"{"type":"SUBSCRIBED","entity_name":"sales","time":"2022-02-23T15:43:31.714Z","environment_id":"s3_e2e_restaurant","client_id":"SclobyElectron3"}"#;
+    const SUB_SIGNATURE: &str = "638010dc5e84d64b4c1d7168acc31691c399d489cff4e0e6cacc4c4f326bdd9a";
+    const URL_TOKEN: &str = "url-token-0001";
+
+    const IMPORT: &str = include_str!("../../../events/tilby/customers.import-80.json");
+    const SUBSCRIBED: &str = include_str!("../../../events/tilby/subscribed.json");
+    const SALES_CLOSED: &str = include_str!("../../../events/tilby/sales.closed.json");
+    const ITEMS_UPDATED: &str = include_str!("../../../events/tilby/items.updated.json");
+
+    static POST: Method = Method::POST;
+
+    fn tilby(extra: &[(&str, &str)]) -> Tilby {
+        let mut env = Env::from_pairs([(URL_TOKEN_VAR, "other-token-9,url-token-0001")]);
+        for (k, v) in extra {
+            env.set(k, v);
+        }
+        Tilby::from_env(&env).unwrap()
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn inbound<'a>(path: &'a str, headers: &'a HeaderMap, body: &'a [u8]) -> Inbound<'a> {
+        Inbound {
+            method: &POST,
+            headers,
+            path,
+            query: None,
+            body,
+            now: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn inspect(t: &Tilby, req: &Inbound<'_>) -> Result<Inspection, Refusal> {
+        let verified = VerifiedRequest::new(req, t.authenticate(req).expect("authenticated"));
+        t.inspect(&verified)
+    }
+
+    fn events(t: &Tilby, path: &str, body: &str) -> Vec<InboundEvent> {
+        let h = HeaderMap::new();
+        match inspect(t, &inbound(path, &h, body.as_bytes())).unwrap() {
+            Inspection::Events { events, ack: None } => events,
+            other => panic!("events expected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn vectors_sign_and_verify_in_a_discovered_or_pinned_header() {
+        let key = Secret::new(TOKEN).unwrap();
+        assert_eq!(sign(&key, BODY.as_bytes()), SIGNATURE);
+        assert_eq!(sign(&key, SUB_BODY.as_bytes()), SUB_SIGNATURE);
+
+        let discovering = tilby(&[(SIGNING_TOKEN_VAR, &format!("other-static-0,{TOKEN}"))]);
+        let path = format!("/tilby/{URL_TOKEN}");
+        for name in ["x-signature", "X-Tilby-Hmac", "whatever"] {
+            let h = headers(&[("content-type", "application/json"), (name, SIGNATURE)]);
+            assert!(discovering
+                .authenticate(&inbound(&path, &h, BODY.as_bytes()))
+                .is_ok());
+        }
+        let upper = headers(&[("x-sig", &SUB_SIGNATURE.to_uppercase())]);
+        assert!(discovering
+            .authenticate(&inbound(&path, &upper, SUB_BODY.as_bytes()))
+            .is_ok());
+        let h = headers(&[("x-signature", SIGNATURE)]);
+        assert_eq!(
+            discovering
+                .authenticate(&inbound(&path, &h, SUB_BODY.as_bytes()))
+                .unwrap_err(),
+            AuthFailure::Mismatch
+        );
+        assert_eq!(
+            discovering
+                .authenticate(&inbound(&path, &HeaderMap::new(), BODY.as_bytes()))
+                .unwrap_err(),
+            AuthFailure::Missing
+        );
+
+        let pinned = tilby(&[
+            (SIGNING_TOKEN_VAR, TOKEN),
+            (SIGNATURE_HEADER_VAR, "X-Tilby-Signature"),
+        ]);
+        let right = headers(&[("x-tilby-signature", SIGNATURE)]);
+        let elsewhere = headers(&[("x-other", SIGNATURE)]);
+        assert!(pinned
+            .authenticate(&inbound(&path, &right, BODY.as_bytes()))
+            .is_ok());
+        assert_eq!(
+            pinned
+                .authenticate(&inbound(&path, &elsewhere, BODY.as_bytes()))
+                .unwrap_err(),
+            AuthFailure::Missing
+        );
+        // The URL token is required as well as the signature.
+        assert_eq!(
+            pinned
+                .authenticate(&inbound("/tilby/nope", &right, BODY.as_bytes()))
+                .unwrap_err(),
+            AuthFailure::Mismatch
+        );
+    }
+
+    #[test]
+    fn url_token_is_any_path_segment_matching_a_configured_token() {
+        let t = tilby(&[]);
+        let h = HeaderMap::new();
+        let ok = |path: &str| t.authenticate(&inbound(path, &h, b"{}")).is_ok();
+        assert!(ok("/url-token-0001"));
+        assert!(ok("/prod/tilby/url-token-0001/sales/closed"));
+        assert!(ok("/other-token-9"));
+        assert!(!ok("/url-token-000"));
+        assert!(!ok("/url-token-00011"));
+        assert!(!ok("/tilby/url-token-0001x"));
+        assert_eq!(
+            t.authenticate(&inbound("/", &h, b"{}")).unwrap_err(),
+            AuthFailure::Missing
+        );
+    }
+
+    #[test]
+    fn configuration_fails_closed() {
+        let err = |pairs: &[(&str, &str)]| {
+            Tilby::from_env(&Env::from_pairs(pairs.iter().copied())).unwrap_err()
+        };
+        assert_eq!(err(&[]), ConfigError::Missing(URL_TOKEN_VAR.into()));
+        assert_eq!(
+            err(&[(URL_TOKEN_VAR, "t"), (SIGNATURE_HEADER_VAR, "x-sig")]),
+            ConfigError::Missing(SIGNING_TOKEN_VAR.into())
+        );
+        assert!(matches!(
+            err(&[
+                (URL_TOKEN_VAR, "t"),
+                (SIGNING_TOKEN_VAR, "s"),
+                (SIGNATURE_HEADER_VAR, "x sig")
+            ]),
+            ConfigError::Invalid { .. }
+        ));
+    }
+
+    #[test]
+    fn handshake_is_answered_200_and_other_shops_are_refused() {
+        let t = tilby(&[(ENVIRONMENT_IDS_VAR, "s3_e2e_restaurant, s3_bistrot_milano")]);
+        let h = HeaderMap::new();
+        let path = format!("/{URL_TOKEN}");
+        for body in [
+            SUB_BODY,
+            SUBSCRIBED,
+            &SUB_BODY.replace("SUBSCRIBED", "subscribed"),
+        ] {
+            let Inspection::Reply {
+                status,
+                body: reply,
+            } = inspect(&t, &inbound(&path, &h, body.as_bytes())).unwrap()
+            else {
+                panic!("handshake reply expected")
+            };
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(reply, json!({"status": "subscribed"}));
+        }
+        let other = SUB_BODY.replace("s3_e2e_restaurant", "someone-else");
+        assert_eq!(
+            inspect(&t, &inbound(&path, &h, other.as_bytes())).unwrap_err(),
+            Refusal::Unauthorized(AuthFailure::TenantRefused)
+        );
+        let unnamed = r#"{"type":"CLOSED","entity_name":"sales","entities":[{"id":1}]}"#;
+        assert_eq!(
+            inspect(&t, &inbound(&path, &h, unnamed.as_bytes())).unwrap_err(),
+            Refusal::Unauthorized(AuthFailure::TenantRefused)
+        );
+        assert!(matches!(
+            inspect(&t, &inbound(&path, &h, BODY.as_bytes())),
+            Ok(Inspection::Events { .. })
+        ));
+    }
+
+    #[test]
+    fn vector_becomes_one_event_per_entity_keyed_by_notification_and_entity() {
+        let t = tilby(&[]);
+        let events = events(&t, "/url-token-0001", BODY);
+        assert_eq!(events.len(), 1);
+        let e = &events[0];
+        assert_eq!(
+            e.key,
+            "625bd8dc-f13c-4d43-9ca7-39c9a26c8f9c:235f2cd2-4cf1-4550-acab-b6248ad99dfc"
+        );
+        assert_eq!(e.event_id, e.key);
+        assert_eq!(e.event_type, "sales.closed");
+        assert_eq!(e.tenant.as_deref(), Some("s3_e2e_restaurant"));
+        assert_eq!(e.occurred_at.as_deref(), Some("2022-03-24T10:25:03.499Z"));
+        let entity = json!({"id":29,"uuid":"235f2cd2-4cf1-4550-acab-b6248ad99dfc","external_id":"ext-1","status":"closed","final_amount":18});
+        assert_eq!(
+            e.fingerprint.as_deref(),
+            Some(sha256_hex(canonical_json(&entity).as_bytes()).as_str())
+        );
+        let Payload::Json(payload) = &e.payload else {
+            panic!("JSON payload")
+        };
+        assert_eq!(
+            payload,
+            &json!({"type":"CLOSED","entity_name":"sales","time":"2022-03-24T10:25:03.499Z",
+                "notification_uuid":"625bd8dc-f13c-4d43-9ca7-39c9a26c8f9c","environment_id":"s3_e2e_restaurant",
+                "client_id":"SclobyElectron3","from_user":"mario.rossi@example.com","entity": entity})
+        );
+        let typed: EntityEvent = serde_json::from_value(payload.clone()).unwrap();
+        assert_eq!(
+            typed.entity_ref().as_deref(),
+            Some("235f2cd2-4cf1-4550-acab-b6248ad99dfc")
+        );
+        assert!(!format!("{typed:?}").contains("mario.rossi"));
+        let notification: Notification = serde_json::from_str(BODY).unwrap();
+        assert_eq!(
+            (notification.entities.len(), notification.n_retry),
+            (1, Some(0))
+        );
+    }
+
+    #[test]
+    fn retries_with_a_new_n_retry_keep_every_key_and_fingerprint() {
+        let t = tilby(&[]);
+        let without_uuid: Value = {
+            let mut v: Value = serde_json::from_str(BODY).unwrap();
+            v.as_object_mut().unwrap().remove("notification_uuid");
+            v["entities"] = json!([{"id": 1, "n": "a"}, {"id": 2, "n": "b"}, {"n": "c"}]);
+            v
+        };
+        for body in [BODY.to_owned(), without_uuid.to_string(), IMPORT.to_owned()] {
+            let first = events(&t, "/url-token-0001", &body);
+            let mut retried: Value = serde_json::from_str(&body).unwrap();
+            retried["nRetry"] = json!(3);
+            let again = events(&t, "/url-token-0001", &retried.to_string());
+            assert_eq!(first, again);
+            let keys: HashSet<&str> = first.iter().map(|e| e.key.as_str()).collect();
+            assert_eq!(keys.len(), first.len(), "keys are distinct");
+        }
+        // Without notification_uuid the key is a hash of name, type, time and the entity.
+        let hashed = events(&t, "/url-token-0001", &without_uuid.to_string());
+        assert_eq!(
+            hashed[0].key,
+            sha256_hex(
+                b"sales\nclosed\n2022-03-24T10:25:03.499Z\n{\"id\":1,\"n\":\"a\"}".as_slice()
+            )
+        );
+        // The same entity with its keys in another order (a re-serialization) keeps its key.
+        let mut reordered = without_uuid.clone();
+        reordered["entities"][0] = serde_json::from_str(r#"{"n":"a","id":1}"#).unwrap();
+        assert_eq!(
+            events(&t, "/url-token-0001", &reordered.to_string())[0].key,
+            hashed[0].key
+        );
+        // An entity without uuid or id is keyed by its content under the notification.
+        let anonymous = r#"{"type":"UPDATED","entity_name":"items","notification_uuid":"n-1","entities":[{"name":"x"}],"nRetry":1}"#;
+        let e = &events(&t, "/url-token-0001", anonymous)[0];
+        assert_eq!(e.key, format!("n-1:{}", sha256_hex(br#"{"name":"x"}"#)));
+    }
+
+    #[test]
+    fn type_is_case_insensitive_and_path_segments_fill_in_missing_names() {
+        let t = tilby(&[]);
+        let lower = BODY.replace("\"CLOSED\"", "\"Closed\"");
+        assert_eq!(
+            events(&t, "/url-token-0001", &lower)[0].event_type,
+            "sales.closed"
+        );
+        let bare = r#"{"notification_uuid":"n-2","environment_id":"shop","entities":[{"id":5}]}"#;
+        assert_eq!(
+            events(&t, "/tilby/url-token-0001/items/UPDATED", bare)[0].event_type,
+            "items.updated"
+        );
+        assert_eq!(
+            events(&t, "/url-token-0001", bare)[0].event_type,
+            "unknown.unknown"
+        );
+        // The body wins over the path.
+        assert_eq!(
+            events(&t, "/url-token-0001/items/updated", BODY)[0].event_type,
+            "sales.closed"
+        );
+    }
+
+    #[test]
+    fn notifications_without_entities_are_queued_whole_and_bad_shapes_refused() {
+        let t = tilby(&[]);
+        for entities in ["", ",\"entities\":[]", ",\"entities\":null"] {
+            let body = format!(
+                r#"{{"type":"DELETED","entity_name":"items","notification_uuid":"n-3","time":"t"{entities},"nRetry":2}}"#
+            );
+            let e = events(&t, "/url-token-0001", &body);
+            assert_eq!(e.len(), 1);
+            assert_eq!(e[0].key, "n-3");
+            assert_eq!(
+                e[0].payload,
+                Payload::Json(
+                    json!({"type":"DELETED","entity_name":"items","notification_uuid":"n-3","time":"t"})
+                )
+            );
+        }
+        let h = HeaderMap::new();
+        for bad in [r#"{"type":"CLOSED","entities":"x"}"#, "[1]", "{\"type\":"] {
+            assert!(
+                matches!(
+                    inspect(&t, &inbound("/url-token-0001", &h, bad.as_bytes())),
+                    Err(Refusal::BadRequest(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn samples_are_realistic_and_the_import_splits_into_80_events() {
+        let t = tilby(&[]);
+        let import = events(&t, "/url-token-0001", IMPORT);
+        assert_eq!(import.len(), 80);
+        assert!(import.iter().all(|e| e.event_type == "customers.created"));
+        let keys: HashSet<&str> = import.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys.len(), 80);
+        assert_eq!(
+            events(&t, "/url-token-0001", SALES_CLOSED)[0].event_type,
+            "sales.closed"
+        );
+        assert_eq!(
+            events(&t, "/url-token-0001", ITEMS_UPDATED)[0].event_type,
+            "items.updated"
+        );
+        for sample in [SALES_CLOSED, ITEMS_UPDATED, IMPORT] {
+            let n: Notification = serde_json::from_str(sample).unwrap();
+            assert!(n.notification_uuid.is_some() && !n.entities.is_empty());
+        }
+        let h: Handshake = serde_json::from_str(SUBSCRIBED).unwrap();
+        assert_eq!(h.kind, "SUBSCRIBED");
+    }
+
+    #[test]
+    fn simulate_posts_to_the_token_and_signs_when_a_static_token_is_set() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let env = Env::from_pairs([(URL_TOKEN_VAR, "tok-1,tok-2"), (SIGNING_TOKEN_VAR, TOKEN)]);
+        let sent = simulate(BODY.as_bytes(), &env, now).unwrap();
+        assert_eq!(
+            (&sent.method, sent.path.as_str()),
+            (&Method::POST, "/tok-1")
+        );
+        assert!(sent
+            .headers
+            .contains(&(SIMULATED_SIGNATURE_HEADER.into(), SIGNATURE.into())));
+        let mut pinned = env.clone();
+        pinned.set(SIGNATURE_HEADER_VAR, "X-Pinned");
+        let sent = simulate(BODY.as_bytes(), &pinned, now).unwrap();
+        assert!(sent
+            .headers
+            .contains(&("X-Pinned".into(), SIGNATURE.into())));
+        let unsigned = simulate(b"{}", &Env::from_pairs([(URL_TOKEN_VAR, "t")]), now).unwrap();
+        assert_eq!(unsigned.headers.len(), 2);
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn discovery_logs_the_header_name_never_its_value_or_the_token() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let t = tilby(&[(SIGNING_TOKEN_VAR, TOKEN)]);
+        let h = headers(&[("x-hidden-signature", SIGNATURE)]);
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(t
+                .authenticate(&inbound("/url-token-0001", &h, BODY.as_bytes()))
+                .is_ok());
+            let wrong = headers(&[("x-hidden-signature", SUB_SIGNATURE)]);
+            assert!(t
+                .authenticate(&inbound("/url-token-0001", &wrong, BODY.as_bytes()))
+                .is_err());
+        });
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(log.contains("x-hidden-signature"), "{log}");
+        assert!(log.contains(SIGNATURE_HEADER_VAR), "{log}");
+        for secret in [SIGNATURE, SUB_SIGNATURE, TOKEN, URL_TOKEN] {
+            assert!(!log.contains(secret), "{log}");
+        }
+    }
+}
