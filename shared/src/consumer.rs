@@ -35,6 +35,20 @@ pub trait EventHandler: Send + Sync {
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError>;
 }
 
+/// The event's JSON payload as a provider's typed model. Errors name the position, never a value
+/// (serde's messages can quote the payload).
+pub fn typed_payload<T: serde::de::DeserializeOwned>(
+    event: &Envelope,
+    what: &str,
+) -> Result<T, HandlerError> {
+    let payload = event
+        .payload
+        .clone()
+        .ok_or_else(|| HandlerError::Reject(format!("{what}: no JSON payload")))?;
+    serde_json::from_value(payload)
+        .map_err(|e| HandlerError::Reject(format!("{what}: {}", describe_json_error(&e))))
+}
+
 /// The default handler: logs the event (ids and type only). The processor itself records it as
 /// PROCESSED in the table.
 #[derive(Debug, Default)]

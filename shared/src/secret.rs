@@ -37,6 +37,11 @@ impl SecretList {
         (!list.is_empty()).then_some(SecretList(list))
     }
 
+    /// The first value: the one to sign with (simulator, samples).
+    pub fn first(&self) -> &Secret {
+        &self.0[0] // never empty: `parse` refuses an empty list
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Secret> {
         self.0.iter()
     }

@@ -32,7 +32,7 @@ use tracing::{info, warn};
 
 use crate::apigw::Sent;
 use crate::config::{ConfigError, Env};
-use crate::consumer::{EventHandler, HandlerError};
+use crate::consumer::{typed_payload, EventHandler, HandlerError};
 use crate::envelope::{Envelope, Payload};
 use crate::provider::{
     canonical_json, json_object, str_field, Inbound, InboundEvent, Inspection, Provider, Refusal,
@@ -308,21 +308,15 @@ pub fn sign(token: &Secret, body: &[u8]) -> String {
 /// [`SIMULATED_SIGNATURE_HEADER`].
 pub fn simulate(body: &[u8], env: &Env, _now: OffsetDateTime) -> Result<Sent, ConfigError> {
     let tokens = env.secrets(URL_TOKEN_VAR)?;
-    let token = tokens
-        .iter()
-        .next()
-        .map(|t| String::from_utf8_lossy(t.expose()).into_owned())
-        .unwrap_or_default();
+    let token = String::from_utf8_lossy(tokens.first().expose()).into_owned();
     let mut sent = Sent::post(&format!("/{token}"), body.to_vec())
         .header("content-type", "application/json")
         .header("user-agent", "Tilby-Webhooks");
     if let Some(signing) = env.optional_secrets(SIGNING_TOKEN_VAR) {
-        if let Some(key) = signing.iter().next() {
-            let header = env
-                .get(SIGNATURE_HEADER_VAR)
-                .unwrap_or(SIMULATED_SIGNATURE_HEADER);
-            sent = sent.header(header, sign(key, body));
-        }
+        let header = env
+            .get(SIGNATURE_HEADER_VAR)
+            .unwrap_or(SIMULATED_SIGNATURE_HEADER);
+        sent = sent.header(header, sign(signing.first(), body));
     }
     Ok(sent)
 }
@@ -424,12 +418,7 @@ pub struct TilbyHandler;
 #[async_trait]
 impl EventHandler for TilbyHandler {
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let payload = event
-            .payload
-            .clone()
-            .ok_or_else(|| HandlerError::Reject("Tilby event without JSON payload".into()))?;
-        let tilby: EntityEvent = serde_json::from_value(payload)
-            .map_err(|e| HandlerError::Reject(format!("not a Tilby event: {e}")))?;
+        let tilby: EntityEvent = typed_payload(event, "Tilby event")?;
         info!(provider = NAME, event_id = %event.event_id, event_type = %event.event_type,
             environment_id = tilby.environment_id.as_deref(),
             notification_uuid = tilby.notification_uuid.as_deref(),

@@ -33,7 +33,7 @@ use tracing::{info, warn};
 use crate::apigw::Sent;
 use crate::clock::epoch_millis;
 use crate::config::{ConfigError, Env};
-use crate::consumer::{EventHandler, HandlerError};
+use crate::consumer::{typed_payload, EventHandler, HandlerError};
 use crate::envelope::{describe_json_error, Envelope, Payload};
 use crate::provider::{
     json_object, str_field, Inbound, InboundEvent, Inspection, Provider, Refusal, VerifiedRequest,
@@ -219,7 +219,7 @@ pub fn sign(secret: &Secret, timestamp: &str, body: &[u8]) -> String {
 /// the timestamp in milliseconds, Bettermode's headers.
 pub fn simulate(body: &[u8], env: &Env, now: OffsetDateTime) -> Result<Sent, ConfigError> {
     let secrets = env.secrets(SECRET_VAR)?;
-    let secret = secrets.iter().next().expect("a SecretList is never empty");
+    let secret = secrets.first();
     let timestamp = epoch_millis(now).to_string();
     Ok(Sent::post("/", body.to_vec())
         .header("content-type", "application/json")
@@ -346,13 +346,7 @@ pub struct TribeHandler;
 #[async_trait]
 impl EventHandler for TribeHandler {
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let payload = event
-            .payload
-            .clone()
-            .ok_or_else(|| HandlerError::Reject("Tribe event without JSON payload".into()))?;
-        let webhook: Webhook = serde_json::from_value(payload).map_err(|e| {
-            HandlerError::Reject(format!("not a Tribe webhook: {}", describe_json_error(&e)))
-        })?;
+        let webhook: Webhook = typed_payload(event, "Tribe webhook")?;
         let data = webhook.data().map_err(|e| {
             HandlerError::Reject(format!(
                 "{}: unexpected data: {}",

@@ -25,7 +25,7 @@ use tracing::info;
 
 use crate::apigw::Sent;
 use crate::config::{ConfigError, Env};
-use crate::consumer::{EventHandler, HandlerError};
+use crate::consumer::{typed_payload, EventHandler, HandlerError};
 use crate::envelope::{Envelope, Payload};
 use crate::provider::{
     json_object, Inbound, InboundEvent, Inspection, Provider, Refusal, VerifiedRequest,
@@ -242,7 +242,7 @@ fn is_iso8601(s: &str) -> bool {
 /// token as its last path segment.
 pub fn simulate(body: &[u8], env: &Env, _now: OffsetDateTime) -> Result<Sent, ConfigError> {
     let tokens = env.secrets(TOKEN_VAR)?;
-    let token = tokens.iter().next().expect("a SecretList is never empty");
+    let token = tokens.first();
     let path = format!("/{}", String::from_utf8_lossy(token.expose()));
     Ok(Sent::post(&path, body.to_vec()).header("content-type", "application/json"))
 }
@@ -320,14 +320,7 @@ pub struct TribeMadeHandler;
 #[async_trait]
 impl EventHandler for TribeMadeHandler {
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let payload = event
-            .payload
-            .clone()
-            .ok_or_else(|| HandlerError::Reject("TribeMade event without JSON payload".into()))?;
-        // serde's message may quote a value: it is not passed on.
-        let order: Order = serde_json::from_value(payload).map_err(|_| {
-            HandlerError::Reject("not a TribeMade order (fields missing or mistyped)".into())
-        })?;
+        let order: Order = typed_payload(event, "TribeMade order")?;
         info!(provider = NAME, order_id = %order.order_id, store_id = %order.store_id,
             product_id = %order.product_id, status = %order.status,
             quantity = %order.order_details.quantity, "tribemade order processed");

@@ -16,7 +16,7 @@ use tracing::info;
 
 use crate::apigw::Sent;
 use crate::config::{ConfigError, Env};
-use crate::consumer::{EventHandler, HandlerError};
+use crate::consumer::{typed_payload, EventHandler, HandlerError};
 use crate::envelope::{describe_json_error, Envelope, Payload};
 use crate::provider::{
     json_object, str_field, Inbound, InboundEvent, Inspection, Provider, Refusal, VerifiedRequest,
@@ -81,7 +81,7 @@ pub fn sign(secret: &crate::secret::Secret, body: &[u8]) -> String {
 /// The request Trybe would send with `body`, signed with the first configured secret.
 pub fn simulate(body: &[u8], env: &Env, _now: OffsetDateTime) -> Result<Sent, ConfigError> {
     let secrets = env.secrets(SECRET_VAR)?;
-    let secret = secrets.iter().next().expect("a SecretList is never empty");
+    let secret = secrets.first();
     Ok(Sent::post("/", body.to_vec())
         .header("content-type", "application/json")
         .header("user-agent", "GuzzleHttp/7")
@@ -185,13 +185,7 @@ pub struct TrybeHandler;
 #[async_trait]
 impl EventHandler for TrybeHandler {
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let payload = event
-            .payload
-            .clone()
-            .ok_or_else(|| HandlerError::Reject("Trybe event without JSON payload".into()))?;
-        let webhook: Webhook = serde_json::from_value(payload).map_err(|e| {
-            HandlerError::Reject(format!("not a Trybe webhook: {}", describe_json_error(&e)))
-        })?;
+        let webhook: Webhook = typed_payload(event, "Trybe webhook")?;
         let data = webhook.data().map_err(|e| {
             HandlerError::Reject(format!(
                 "{}: unexpected data: {}",
