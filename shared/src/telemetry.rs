@@ -1,6 +1,7 @@
 //! JSON logs, one object per line, for CloudWatch Logs Insights. Level from `RUST_LOG`, else
 //! `AWS_LAMBDA_LOG_LEVEL`, else `info`. Call sites log ids, types and outcomes, never secrets,
-//! signatures or payload contents.
+//! signatures or payload contents. Each line carries the runtime's invocation span
+//! (`span.requestId`, `span.xrayTraceId`), so every line of a request can be found by its id.
 
 use tracing_subscriber::EnvFilter;
 
@@ -16,7 +17,7 @@ pub fn init() {
         .json()
         .with_env_filter(filter)
         .flatten_event(true)
-        .with_current_span(false)
+        .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
         .try_init();
