@@ -253,6 +253,29 @@ async fn drain_queue(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<SqsMessage> {
     }
 }
 
+/// Drains the queue, asserts it held exactly one message for this event, and checks what every
+/// envelope must say: provider, event id, type, `<provider>#<id>` dedup key, and the routing
+/// attributes. Returns the message and its envelope for the provider-specific checks.
+pub async fn only_envelope(
+    stack: &Stack,
+    provider: &str,
+    event_id: &str,
+    event_type: &str,
+) -> (SqsMessage, Value) {
+    let mut messages = stack.drain().await;
+    assert_eq!(messages.len(), 1, "exactly one message");
+    let message = messages.remove(0);
+    let env = envelope(&message);
+    assert_eq!(env["provider"], provider);
+    assert_eq!(env["event_id"], event_id);
+    assert_eq!(env["event_type"], event_type);
+    assert_eq!(env["dedup_key"], format!("{provider}#{event_id}"));
+    let attribute = |name: &str| message.message_attributes[name].string_value.clone();
+    assert_eq!(attribute("provider").as_deref(), Some(provider));
+    assert_eq!(attribute("event_type").as_deref(), Some(event_type));
+    (message, env)
+}
+
 pub fn sqs_event(records: Vec<SqsMessage>) -> SqsEvent {
     let mut event = SqsEvent::default();
     event.records = records;

@@ -87,13 +87,7 @@ async fn valid_order_is_claimed_and_queued_once_with_its_envelope() {
         json!({"status": "accepted", "event_id": id})
     );
 
-    let messages = stack.drain().await;
-    assert_eq!(messages.len(), 1);
-    let env = envelope(&messages[0]);
-    assert_eq!(env["provider"], "tribemade");
-    assert_eq!(env["event_id"], id.as_str());
-    assert_eq!(env["event_type"], "order.created");
-    assert_eq!(env["dedup_key"], format!("tribemade#{id}"));
+    let (message, env) = only_envelope(&stack, "tribemade", &id, "order.created").await;
     assert_eq!(env["tenant"], STORE);
     assert_eq!(env["occurred_at"], "2024-11-16T10:30:45.123456");
     assert_eq!(env["payload"], body);
@@ -107,7 +101,7 @@ async fn valid_order_is_claimed_and_queued_once_with_its_envelope() {
         Router::default().provider(tribemade::NAME, Arc::new(tribemade::TribeMadeHandler)),
     );
     assert!(processor
-        .process(sqs_event(messages))
+        .process(sqs_event(vec![message]))
         .await
         .batch_item_failures
         .is_empty());
