@@ -67,7 +67,7 @@ build: $(STAMP) ## Release builds for Lambda (ARCH=arm64 by default; ARCH=x86_64
 	@$(MAKE) --no-print-directory sizes
 
 sizes: ## Sizes of the built Lambda binaries
-	@for f in $(FUNCTIONS); do ls -l target/lambda/$$f/bootstrap 2>/dev/null | awk -v f=$$f '{printf "  %-20s %6.2f MB\n", f, $$5/1048576}'; done
+	@for f in $(FUNCTIONS); do ls -l $(or $(CARGO_TARGET_DIR),target)/lambda/$$f/bootstrap 2>/dev/null | awk -v f=$$f '{printf "  %-20s %6.2f MB\n", f, $$5/1048576}'; done
 
 bench: ## Criterion benchmarks of the receiver pipeline (CPU per accepted event)
 	cargo bench -p shared --bench pipeline
