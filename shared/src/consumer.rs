@@ -28,6 +28,13 @@ pub enum HandlerError {
     Reject(String),
 }
 
+impl HandlerError {
+    /// A payload that does not fit the typed model: rejected, described by position only.
+    pub fn unreadable(what: &str, e: &serde_json::Error) -> Self {
+        HandlerError::Reject(format!("{what}: {}", describe_json_error(e)))
+    }
+}
+
 /// Business processing of one event. Implementations must tolerate running again for the same
 /// event after a crash (the claim makes that rare, not impossible).
 #[async_trait]
@@ -45,8 +52,7 @@ pub fn typed_payload<T: serde::de::DeserializeOwned>(
         .payload
         .clone()
         .ok_or_else(|| HandlerError::Reject(format!("{what}: no JSON payload")))?;
-    serde_json::from_value(payload)
-        .map_err(|e| HandlerError::Reject(format!("{what}: {}", describe_json_error(&e))))
+    serde_json::from_value(payload).map_err(|e| HandlerError::unreadable(what, &e))
 }
 
 /// The default handler: logs the event (ids and type only). The processor itself records it as

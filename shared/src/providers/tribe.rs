@@ -34,7 +34,7 @@ use crate::apigw::Sent;
 use crate::clock::epoch_millis;
 use crate::config::{ConfigError, Env};
 use crate::consumer::{typed_payload, EventHandler, HandlerError};
-use crate::envelope::{describe_json_error, Envelope, Payload};
+use crate::envelope::{Envelope, Payload};
 use crate::provider::{
     json_object, str_field, Inbound, InboundEvent, Inspection, Provider, Refusal, VerifiedRequest,
 };
@@ -347,13 +347,9 @@ pub struct TribeHandler;
 impl EventHandler for TribeHandler {
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
         let webhook: Webhook = typed_payload(event, "Tribe webhook")?;
-        let data = webhook.data().map_err(|e| {
-            HandlerError::Reject(format!(
-                "{}: unexpected data: {}",
-                webhook.kind,
-                describe_json_error(&e)
-            ))
-        })?;
+        let data = webhook
+            .data()
+            .map_err(|e| HandlerError::unreadable(&format!("{} data", webhook.kind), &e))?;
         let network_id = webhook.network_id.as_deref();
         match &data {
             Data::Subscription(e) => {

@@ -17,7 +17,7 @@ use tracing::info;
 use crate::apigw::Sent;
 use crate::config::{ConfigError, Env};
 use crate::consumer::{typed_payload, EventHandler, HandlerError};
-use crate::envelope::{describe_json_error, Envelope, Payload};
+use crate::envelope::{Envelope, Payload};
 use crate::provider::{
     json_object, str_field, Inbound, InboundEvent, Inspection, Provider, Refusal, VerifiedRequest,
 };
@@ -186,13 +186,9 @@ pub struct TrybeHandler;
 impl EventHandler for TrybeHandler {
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
         let webhook: Webhook = typed_payload(event, "Trybe webhook")?;
-        let data = webhook.data().map_err(|e| {
-            HandlerError::Reject(format!(
-                "{}: unexpected data: {}",
-                webhook.event,
-                describe_json_error(&e)
-            ))
-        })?;
+        let data = webhook
+            .data()
+            .map_err(|e| HandlerError::unreadable(&format!("{} data", webhook.event), &e))?;
         let object_id = match &data {
             Data::CustomerLabels(l) => Some(l.customer_id.as_str()),
             Data::Other(_) => None,
