@@ -210,6 +210,12 @@ impl Stack {
             .item
     }
 
+    /// A refused request left nothing behind: no message queued, no claim stored.
+    pub async fn assert_no_trace(&self) {
+        assert!(self.drain().await.is_empty(), "nothing queued");
+        assert_eq!(self.item_count().await, 0, "nothing stored");
+    }
+
     pub async fn item_count(&self) -> usize {
         self.ddb
             .scan()
@@ -280,6 +286,16 @@ pub fn sqs_event(records: Vec<SqsMessage>) -> SqsEvent {
     let mut event = SqsEvent::default();
     event.records = records;
     event
+}
+
+/// A 401 with the plain `unauthorized` body (never a hint of why).
+pub fn assert_unauthorized(response: &Response<lambda_http::Body>, case: &str) {
+    assert_eq!(response.status(), 401, "{case}");
+    assert_eq!(
+        body_json(response),
+        serde_json::json!({"status": "unauthorized"}),
+        "{case}"
+    );
 }
 
 pub fn body_json(response: &Response<lambda_http::Body>) -> Value {

@@ -93,8 +93,7 @@ async fn the_handshake_is_answered_200_and_nothing_is_stored_or_queued() {
     let signed_handshake = signed(SUBSCRIBED, "x-tilby-signature", STATIC_TOKEN);
     assert_eq!(send(&signing, &signed_handshake).await.status(), 200);
     assert_eq!(send(&signing, &unsigned(SUBSCRIBED)).await.status(), 401);
-    assert!(stack.drain().await.is_empty());
-    assert_eq!(stack.item_count().await, 0);
+    stack.assert_no_trace().await;
 }
 
 #[tokio::test]
@@ -203,11 +202,9 @@ async fn a_wrong_or_missing_url_token_gets_401() {
     ];
     for (name, sent) in cases {
         let response = send(&r, &sent).await;
-        assert_eq!(response.status(), 401, "{name}");
-        assert_eq!(body_json(&response), json!({"status": "unauthorized"}));
+        assert_unauthorized(&response, name);
     }
-    assert!(stack.drain().await.is_empty());
-    assert_eq!(stack.item_count().await, 0);
+    stack.assert_no_trace().await;
 }
 
 #[tokio::test]

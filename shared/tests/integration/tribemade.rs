@@ -69,11 +69,6 @@ fn text(response: &lambda_http::Response<lambda_http::Body>) -> String {
     String::from_utf8(response.body().to_vec()).unwrap()
 }
 
-async fn assert_no_trace(stack: &Stack) {
-    assert!(stack.drain().await.is_empty(), "nothing queued");
-    assert_eq!(stack.item_count().await, 0, "nothing stored");
-}
-
 #[tokio::test]
 async fn valid_order_is_claimed_and_queued_once_with_its_envelope() {
     let stack = Stack::new().await;
@@ -144,14 +139,9 @@ async fn wrong_or_missing_token_gets_401_and_leaves_no_trace() {
     ];
     for (name, sent) in cases {
         let response = send(&r, &sent).await;
-        assert_eq!(response.status(), 401, "{name}");
-        assert_eq!(
-            body_json(&response),
-            json!({"status": "unauthorized"}),
-            "{name}"
-        );
+        assert_unauthorized(&response, name);
     }
-    assert_no_trace(&stack).await;
+    stack.assert_no_trace().await;
 }
 
 #[tokio::test]
@@ -192,7 +182,7 @@ async fn each_missing_field_gets_400_naming_it_and_never_echoing_the_customer() 
             assert!(!answer.contains(personal), "{field}: {answer}");
         }
     }
-    assert_no_trace(&stack).await;
+    stack.assert_no_trace().await;
 }
 
 #[tokio::test]
@@ -234,7 +224,7 @@ async fn wrong_event_and_malformed_values_get_400_without_values() {
     }
     let not_json = send(&r, &to(&format!("/tribemade/{TOKEN}"), &json!("x"))).await;
     assert_eq!(not_json.status(), 400);
-    assert_no_trace(&stack).await;
+    stack.assert_no_trace().await;
 }
 
 #[tokio::test]
@@ -244,7 +234,7 @@ async fn a_store_not_in_the_list_gets_401() {
     let r = receiver(&stack, &[(tribemade::STORE_IDS_VAR, other)]).await;
     let response = send(&r, &sent(&order(&order_id()))).await;
     assert_eq!(response.status(), 401);
-    assert_no_trace(&stack).await;
+    stack.assert_no_trace().await;
 
     let allowed = receiver(
         &stack,
@@ -282,5 +272,5 @@ async fn missing_token_configuration_fails_closed_with_500() {
     let stack = Stack::new().await;
     let r = stack.receiver(&[], TribeMade::from_env).await;
     assert_eq!(send(&r, &sent(&order(&order_id()))).await.status(), 500);
-    assert_no_trace(&stack).await;
+    stack.assert_no_trace().await;
 }
