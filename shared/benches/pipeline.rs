@@ -3,12 +3,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lambda_http::http::{HeaderMap, HeaderValue, Method};
 use shared::clock::SystemClock;
-use shared::config::Settings;
+use shared::config::{Env, Settings};
 use shared::providers::trybe::{self, Trybe};
 use shared::queue::MemoryQueue;
 use shared::secret::{Secret, SecretList};
@@ -35,15 +34,11 @@ fn headers(body: &[u8]) -> HeaderMap {
 }
 
 fn receiver() -> Receiver<Trybe> {
-    let settings = Settings {
-        table: "t".into(),
-        queue_url: "q".into(),
-        dedup_ttl: Duration::from_secs(604_800),
-        lease: Duration::from_secs(30),
-        processing_lease: Duration::from_secs(300),
-        max_body_bytes: 1 << 20,
-        max_message_bytes: 256 << 10,
-    };
+    let settings = Settings::from_env(&Env::from_pairs([
+        ("EVENTS_TABLE", "t"),
+        ("EVENTS_QUEUE_URL", "q"),
+    ]))
+    .expect("default settings");
     Receiver::new(
         Trybe::new(SecretList::parse(SECRET).unwrap()),
         Arc::new(MemoryClaims::default()),
@@ -55,6 +50,7 @@ fn receiver() -> Receiver<Trybe> {
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .unwrap();
     let r = receiver();

@@ -47,7 +47,9 @@ impl Answer {
             Answer::Refused(Refusal::BadRequest(_)) => StatusCode::BAD_REQUEST,
             Answer::Refused(Refusal::UnsupportedMediaType) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Answer::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Answer::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Answer::PayloadTooLarge | Answer::Refused(Refusal::TooManyEvents(_)) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Answer::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Answer::Misconfigured => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -63,7 +65,7 @@ impl Answer {
             Answer::Refused(Refusal::BadRequest(_)) => "bad_request",
             Answer::Refused(Refusal::UnsupportedMediaType) => "unsupported_media_type",
             Answer::MethodNotAllowed { .. } => "method_not_allowed",
-            Answer::PayloadTooLarge => "too_large",
+            Answer::PayloadTooLarge | Answer::Refused(Refusal::TooManyEvents(_)) => "too_large",
             Answer::Unavailable { .. } => "unavailable",
             Answer::Misconfigured => "misconfigured",
         }

@@ -87,14 +87,22 @@ impl Env {
         }
     }
 
-    /// A required secret list: missing or empty is an error (the receiver then fails closed).
+    /// A required credential: missing or empty is an error (the receiver then fails closed).
+    /// A comma-separated list, or a JSON object of tenant → secret(s) ([`SecretList::from_config`]).
     pub fn secrets(&self, name: &str) -> Result<SecretList, ConfigError> {
-        self.optional_secrets(name)
+        self.optional_secrets(name)?
             .ok_or_else(|| ConfigError::Missing(name.to_owned()))
     }
 
-    pub fn optional_secrets(&self, name: &str) -> Option<SecretList> {
-        self.vars.get(name).and_then(|v| SecretList::parse(v))
+    /// An optional credential: `Ok(None)` when unset or blank; a malformed map is an error.
+    pub fn optional_secrets(&self, name: &str) -> Result<Option<SecretList>, ConfigError> {
+        match self.vars.get(name) {
+            None => Ok(None),
+            Some(v) => SecretList::from_config(v).map_err(|why| ConfigError::Invalid {
+                name: name.to_owned(),
+                why,
+            }),
+        }
     }
 
     /// Comma-separated plain values (ids, header names).
@@ -126,7 +134,9 @@ impl Env {
     }
 
     /// Reads every `X_SECRET_ARN` once and stores the value as `X`. A secret string that is a JSON
-    /// object is read as key/value pairs and its `X` key is used.
+    /// object with an `X` key is read as key/value pairs and that key is used (its value a
+    /// string, or a tenant map given as an object); any other secret string is the value itself
+    /// (a comma-separated list, or a tenant map).
     pub async fn resolve_secrets(&mut self, source: &dyn SecretSource) -> Result<(), ConfigError> {
         for (name, arn) in self.secret_arns() {
             let raw =
@@ -138,15 +148,17 @@ impl Env {
                         why,
                     })?;
             let value = match serde_json::from_str::<serde_json::Value>(&raw) {
-                Ok(serde_json::Value::Object(map)) => match map.get(&name).and_then(|v| v.as_str())
-                {
-                    Some(v) => v.to_owned(),
-                    None => {
+                Ok(serde_json::Value::Object(mut map)) => match map.remove(&name) {
+                    Some(serde_json::Value::String(v)) => v,
+                    Some(map @ serde_json::Value::Object(_)) => map.to_string(),
+                    Some(_) => {
                         return Err(ConfigError::SecretUnreadable {
                             name: name.clone(),
-                            why: format!("JSON secret has no key {name}"),
+                            why: format!("key {name} is neither a string nor an object"),
                         })
                     }
+                    // No `X` key: the whole object is the value (a tenant map).
+                    None => raw,
                 },
                 _ => raw,
             };
@@ -177,6 +189,16 @@ impl SecretSource for aws_sdk_secretsmanager::Client {
     }
 }
 
+/// `MAX_MESSAGE_BYTES` default: SQS's largest message (1 MiB since 2026), which the template
+/// sets as the queue's `MaximumMessageSize`.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// `MAX_CONCURRENT_CALLS` default: claims (or batch sends) of one request in flight at once.
+pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 16;
+/// `REQUEST_DEADLINE_MS` default.
+pub const DEFAULT_DEADLINE_MS: u64 = 5_000;
+/// The receiver's claim lease is this many times its request deadline.
+pub const LEASE_PER_DEADLINE: u32 = 2;
+
 /// Pipeline settings shared by every function.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -184,22 +206,32 @@ pub struct Settings {
     pub queue_url: String,
     /// How long a claim blocks duplicates (`DEDUP_TTL_SECONDS`, default 7 days).
     pub dedup_ttl: Duration,
-    /// How long a receiver may hold a claim before a retry takes it over (`CLAIM_LEASE_SECONDS`,
-    /// default 30: longer than the receiver's timeout).
+    /// The receiver answers within this (`REQUEST_DEADLINE_MS`, default 5000): whatever DynamoDB
+    /// or SQS do, it answers 503 by then, having released what it could. Keep it below the
+    /// function timeout.
+    pub deadline: Duration,
+    /// How long a receiver may hold a claim before a retry takes it over: always
+    /// [`LEASE_PER_DEADLINE`] × the deadline, so that no holder still works when its lease ends
+    /// (the function timeout lies between the two) and an orphaned claim frees itself soon.
     pub lease: Duration,
     /// How long the processor may hold a claim (`PROCESSING_LEASE_SECONDS`, default 300: longer
     /// than the processor's timeout).
     pub processing_lease: Duration,
     /// `MAX_BODY_BYTES`, default 1 MiB.
     pub max_body_bytes: usize,
-    /// Largest envelope sent to the queue (`MAX_MESSAGE_BYTES`, default 256 KiB, SQS's default
-    /// queue limit).
+    /// The queue's message size limit (`MAX_MESSAGE_BYTES`, default 1 MiB): a message over it,
+    /// counted as SQS counts (body and attributes), is refused with 413 before any claim.
     pub max_message_bytes: usize,
+    /// Events one request may carry (`MAX_EVENTS_PER_REQUEST`, default 200); more → 413.
+    pub max_events: usize,
+    /// Claims, sends and finishes of one request in flight at once (`MAX_CONCURRENT_CALLS`,
+    /// default 16).
+    pub max_concurrent_calls: usize,
 }
 
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let secs = |name: &str, default: u64| -> Result<Duration, ConfigError> {
+        let positive = |name: &str, default: u64| -> Result<u64, ConfigError> {
             let v: u64 = env.parse_or(name, default)?;
             if v == 0 {
                 return Err(ConfigError::Invalid {
@@ -207,17 +239,41 @@ impl Settings {
                     why: "must be positive".into(),
                 });
             }
-            Ok(Duration::from_secs(v))
+            Ok(v)
         };
+        if env.get("CLAIM_LEASE_SECONDS").is_some() {
+            return Err(ConfigError::Invalid {
+                name: "CLAIM_LEASE_SECONDS".into(),
+                why: format!(
+                    "the lease is {LEASE_PER_DEADLINE} × REQUEST_DEADLINE_MS; set that instead"
+                ),
+            });
+        }
+        let deadline = Duration::from_millis(positive("REQUEST_DEADLINE_MS", DEFAULT_DEADLINE_MS)?);
         Ok(Settings {
             table: env.require("EVENTS_TABLE")?.to_owned(),
             queue_url: env.require("EVENTS_QUEUE_URL")?.to_owned(),
-            dedup_ttl: secs("DEDUP_TTL_SECONDS", 7 * 24 * 3600)?,
-            lease: secs("CLAIM_LEASE_SECONDS", 30)?,
-            processing_lease: secs("PROCESSING_LEASE_SECONDS", 300)?,
+            dedup_ttl: Duration::from_secs(positive("DEDUP_TTL_SECONDS", 7 * 24 * 3600)?),
+            deadline,
+            lease: deadline * LEASE_PER_DEADLINE,
+            processing_lease: Duration::from_secs(positive("PROCESSING_LEASE_SECONDS", 300)?),
             max_body_bytes: env.parse_or("MAX_BODY_BYTES", 1024 * 1024)?,
-            max_message_bytes: env.parse_or("MAX_MESSAGE_BYTES", 256 * 1024)?,
+            max_message_bytes: env.parse_or("MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES)?,
+            max_events: positive(
+                "MAX_EVENTS_PER_REQUEST",
+                crate::provider::DEFAULT_MAX_EVENTS as u64,
+            )? as usize,
+            max_concurrent_calls: positive(
+                "MAX_CONCURRENT_CALLS",
+                DEFAULT_MAX_CONCURRENT_CALLS as u64,
+            )? as usize,
         })
+    }
+
+    /// The part of the deadline kept for giving back claims after the work ran out of time: a
+    /// fifth of it, at most a second.
+    pub fn cleanup_budget(&self) -> Duration {
+        (self.deadline / 5).min(Duration::from_secs(1))
     }
 }
 
@@ -232,6 +288,8 @@ mod tests {
             match arn {
                 "arn:plain" => Ok("s1,s2".into()),
                 "arn:json" => Ok(r#"{"TRIBE_SIGNING_SECRET":"from-json"}"#.into()),
+                "arn:map" => Ok(r#"{"site-a":"sa","site-b":["sb1","sb2"]}"#.into()),
+                "arn:keyed-map" => Ok(r#"{"TILBY_URL_TOKEN":{"env-1":"t1"}}"#.into()),
                 _ => Err("AccessDenied".into()),
             }
         }
@@ -248,6 +306,29 @@ mod tests {
         .unwrap();
         assert_eq!(s.dedup_ttl, Duration::from_secs(604_800));
         assert_eq!(s.max_body_bytes, 1_048_576);
+        assert_eq!(s.max_message_bytes, 1_048_576);
+        assert_eq!(s.max_events, 200);
+        assert_eq!(
+            (s.deadline, s.lease),
+            (Duration::from_secs(5), Duration::from_secs(10))
+        );
+        let fast = Env::from_pairs([
+            ("EVENTS_TABLE", "t"),
+            ("EVENTS_QUEUE_URL", "q"),
+            ("REQUEST_DEADLINE_MS", "1500"),
+        ]);
+        let fast = Settings::from_env(&fast).unwrap();
+        assert_eq!(fast.lease, Duration::from_secs(3));
+        assert_eq!(fast.cleanup_budget(), Duration::from_millis(300));
+        let leased = Env::from_pairs([
+            ("EVENTS_TABLE", "t"),
+            ("EVENTS_QUEUE_URL", "q"),
+            ("CLAIM_LEASE_SECONDS", "30"),
+        ]);
+        assert!(matches!(
+            Settings::from_env(&leased),
+            Err(ConfigError::Invalid { ref name, .. }) if name == "CLAIM_LEASE_SECONDS"
+        ));
         let bad = Env::from_pairs([
             ("EVENTS_TABLE", "t"),
             ("EVENTS_QUEUE_URL", "q"),
@@ -268,6 +349,17 @@ mod tests {
         env.resolve_secrets(&Fake).await.unwrap();
         assert_eq!(env.secrets("TRYBE_SIGNING_SECRET").unwrap().len(), 2);
         assert_eq!(env.get("TRIBE_SIGNING_SECRET"), Some("from-json"));
+        // Tenant maps from Secrets Manager: the whole secret, or an object under the key.
+        let mut maps = Env::from_pairs([
+            ("TRYBE_SIGNING_SECRET_SECRET_ARN", "arn:map"),
+            ("TILBY_URL_TOKEN_SECRET_ARN", "arn:keyed-map"),
+        ]);
+        maps.resolve_secrets(&Fake).await.unwrap();
+        let trybe = maps.secrets("TRYBE_SIGNING_SECRET").unwrap();
+        assert!(trybe.is_per_tenant());
+        assert_eq!(trybe.tenants(), vec!["site-a", "site-b"]);
+        let tilby = maps.secrets("TILBY_URL_TOKEN").unwrap();
+        assert_eq!(tilby.tenants(), vec!["env-1"]);
         let mut denied = Env::from_pairs([("X_SECRET_ARN", "arn:other")]);
         let err = denied.resolve_secrets(&Fake).await.unwrap_err();
         assert!(

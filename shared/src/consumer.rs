@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::envelope::{describe_json_error, Envelope};
+use crate::envelope::{describe_json_error, Envelope, Payload};
 use crate::pipeline::new_token;
 use crate::provider::canonical_json;
 use crate::store::{Claim, ClaimOutcome, ClaimStore, Finish, Status};
@@ -139,10 +139,11 @@ pub enum RecordError {
 /// SHA-256 of the event's own content (not of the request it came in: one Tilby entity arrives
 /// in bodies that differ by `nRetry`), for the conflict check of the processing claim.
 fn content_fingerprint(envelope: &Envelope) -> String {
-    match (&envelope.payload, &envelope.payload_raw) {
-        (Some(payload), _) => sha256_hex(canonical_json(payload).as_bytes()),
-        (None, Some(raw)) => sha256_hex(raw.as_bytes()),
-        (None, None) => envelope.body_sha256.clone(),
+    match envelope.content() {
+        Some(Payload::Json(payload)) => sha256_hex(canonical_json(&payload).as_bytes()),
+        Some(Payload::Raw(raw)) => sha256_hex(raw.as_bytes()),
+        Some(Payload::Bytes(bytes)) => sha256_hex(&bytes),
+        None => envelope.body_sha256.clone(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! The normalized message every receiver sends to SQS and the processor reads (DESIGN.md).
 
+use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -30,6 +31,10 @@ pub struct Envelope {
     /// The body as text, for bodies that are not JSON (XML, plain text, form data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_raw: Option<String>,
+    /// The body byte for byte, base64 (standard alphabet, padded), for bodies that are not UTF-8
+    /// text (a TRIFFT XML body in Latin-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_base64: Option<String>,
 }
 
 /// What travels as the event's content.
@@ -37,22 +42,96 @@ pub struct Envelope {
 pub enum Payload {
     Json(Value),
     Raw(String),
+    /// Bytes that are not UTF-8 text: carried as base64.
+    Bytes(Vec<u8>),
+}
+
+impl Payload {
+    /// Text when the bytes are UTF-8, else the bytes themselves: nothing is refused for its
+    /// encoding.
+    pub fn text_or_bytes(body: &[u8]) -> Payload {
+        match std::str::from_utf8(body) {
+            Ok(text) => Payload::Raw(text.to_owned()),
+            Err(_) => Payload::Bytes(body.to_vec()),
+        }
+    }
 }
 
 impl Envelope {
     pub fn set_payload(&mut self, payload: Payload) {
-        match payload {
-            Payload::Json(v) => (self.payload, self.payload_raw) = (Some(v), None),
-            Payload::Raw(s) => (self.payload, self.payload_raw) = (None, Some(s)),
+        (self.payload, self.payload_raw, self.payload_base64) = match payload {
+            Payload::Json(v) => (Some(v), None, None),
+            Payload::Raw(s) => (None, Some(s), None),
+            Payload::Bytes(b) => (None, None, Some(BASE64.encode(b))),
+        };
+    }
+
+    /// The content as it was carried: JSON, text or bytes. `None` when the envelope has none or
+    /// its base64 is damaged.
+    pub fn content(&self) -> Option<Payload> {
+        match (&self.payload, &self.payload_raw, &self.payload_base64) {
+            (Some(v), _, _) => Some(Payload::Json(v.clone())),
+            (None, Some(s), _) => Some(Payload::Raw(s.clone())),
+            (None, None, Some(b)) => BASE64.decode(b).ok().map(Payload::Bytes),
+            (None, None, None) => None,
         }
     }
 
-    /// SQS message attributes: routing without parsing the body.
-    pub fn attributes(&self) -> [(&'static str, &str); 2] {
+    /// SQS message attributes: routing without parsing the body. Values are made SQS-legal
+    /// ([`sqs_legal_attribute`]); the body keeps the exact type.
+    pub fn attributes(&self) -> [(&'static str, String); 2] {
         [
-            ("provider", self.provider.as_str()),
-            ("event_type", self.event_type.as_str()),
+            ("provider", sqs_legal_attribute(&self.provider)),
+            ("event_type", sqs_legal_attribute(&self.event_type)),
         ]
+    }
+
+    /// The message body: the envelope as JSON in which every character SQS refuses is escaped.
+    pub fn to_sqs_body(&self) -> Result<String, serde_json::Error> {
+        Ok(escape_for_sqs(serde_json::to_string(self)?))
+    }
+}
+
+const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Whether SQS accepts `c` in a message body or attribute: `#x9 | #xA | #xD | #x20–#xD7FF |
+/// #xE000–#xFFFD | #x10000–#x10FFFF` (SendMessage, "MessageBody"). A Rust `char` is never a
+/// surrogate, so what remains to refuse is C0 controls and U+FFFE, U+FFFF.
+pub fn sqs_allows(c: char) -> bool {
+    matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
+}
+
+/// JSON text with every character SQS refuses written as a `\uXXXX` escape. serde_json already
+/// escapes C0 controls inside strings and JSON has none outside them; it writes U+FFFE and
+/// U+FFFF raw, and those can only stand inside a string, where the escape means the same
+/// character: the JSON decodes to the same value.
+pub fn escape_for_sqs(json: String) -> String {
+    if json.chars().all(sqs_allows) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 12);
+    for c in json.chars() {
+        if sqs_allows(c) {
+            out.push(c);
+        } else {
+            use std::fmt::Write;
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        }
+    }
+    out
+}
+
+/// An attribute value SQS accepts: refused characters become U+FFFD, and an empty value (SQS
+/// refuses those too) becomes `unknown`. Attributes only route; the body is exact.
+pub fn sqs_legal_attribute(value: &str) -> String {
+    let clean: String = value
+        .chars()
+        .map(|c| if sqs_allows(c) { c } else { '\u{FFFD}' })
+        .collect();
+    if clean.trim().is_empty() {
+        "unknown".to_owned()
+    } else {
+        clean
     }
 }
 
@@ -98,6 +177,7 @@ mod tests {
             body_sha256: "00".into(),
             payload: None,
             payload_raw: None,
+            payload_base64: None,
         };
         e.set_payload(Payload::Raw("<a>1</a>".into()));
         let json: Value = serde_json::to_value(&e).unwrap();
@@ -108,7 +188,44 @@ mod tests {
         assert_eq!(back, e);
         assert_eq!(
             back.attributes(),
-            [("provider", "trifft"), ("event_type", "t")]
+            [("provider", "trifft".into()), ("event_type", "t".into())]
         );
+        let latin1 = b"<n>caf\xe9</n>".to_vec();
+        e.set_payload(Payload::text_or_bytes(&latin1));
+        let json: Value = serde_json::from_str(&e.to_sqs_body().unwrap()).unwrap();
+        assert_eq!(json["payload_base64"], "PG4+Y2Fm6Twvbj4=");
+        assert!(json.get("payload").is_none() && json.get("payload_raw").is_none());
+        let back: Envelope = serde_json::from_value(json).unwrap();
+        assert_eq!(back.content(), Some(Payload::Bytes(latin1)));
+    }
+
+    #[test]
+    fn characters_sqs_refuses_are_escaped_in_the_body_and_replaced_in_attributes() {
+        let note = "a\u{FFFE}b\u{FFFF}\u{1}\u{10FFFF}";
+        let envelope = Envelope {
+            provider: "trybe".into(),
+            event_id: "k".into(),
+            event_type: "type\u{FFFF}".into(),
+            dedup_key: "trybe##id#k".into(),
+            received_at: "2024-01-01T00:00:00Z".into(),
+            occurred_at: None,
+            tenant: None,
+            content_type: None,
+            body_sha256: "00".into(),
+            payload: Some(serde_json::json!({ "note\u{FFFE}": note })),
+            payload_raw: None,
+            payload_base64: None,
+        };
+        let body = envelope.to_sqs_body().unwrap();
+        assert!(body.chars().all(sqs_allows), "{body:?}");
+        assert!(
+            body.contains("\\ufffe") && body.contains("\\uffff"),
+            "{body}"
+        );
+        let back: Envelope = serde_json::from_str(&body).unwrap();
+        assert_eq!(back, envelope);
+        assert_eq!(envelope.attributes()[1].1, "type\u{FFFD}");
+        assert_eq!(sqs_legal_attribute("\u{1}"), "\u{FFFD}");
+        assert_eq!(sqs_legal_attribute(""), "unknown");
     }
 }

@@ -2,26 +2,28 @@
 //! method → size → authenticate → media type → inspect (handshake | events) → claim → queue →
 //! finish → answer. A provider only supplies its rules ([`Provider`]).
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
+use futures::future::join;
+use futures::stream::{self, StreamExt};
 use lambda_http::http::{HeaderMap, Method};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::Value;
+use time::OffsetDateTime;
 use tracing::{error, info, warn};
 
 use crate::answer::Answer;
 use crate::clock::{rfc3339, Clock};
 use crate::config::Settings;
-use crate::envelope::Envelope;
-use crate::provider::{Inbound, InboundEvent, Inspection, Provider, Refusal, VerifiedRequest};
+use crate::envelope::{describe_json_error, Envelope};
+use crate::provider::{
+    EventKey, Inbound, InboundEvent, Inspection, Provider, Refusal, VerifiedRequest,
+};
 use crate::queue::{EventQueue, Message};
-use crate::store::{Claim, ClaimOutcome, ClaimStore, Finish, Status};
-use crate::verify::sha256_hex;
-
-/// Keys longer than this are hashed, so that a hostile or odd id cannot exceed DynamoDB's key size.
-const MAX_KEY_LEN: usize = 256;
+use crate::store::{Claim, ClaimOutcome, ClaimStore, Finish, Status, StoreError};
+use crate::verify::{sha256_hex, AuthFailure};
 
 /// A receiver: the pipeline wired to one provider, its store and its queue. Built once per cold
 /// start; `handle` does only per-request work.
@@ -181,10 +183,38 @@ impl<P: Provider> Receiver<P> {
         {
             return Answer::Refused(Refusal::UnsupportedMediaType);
         }
-        let verified = VerifiedRequest::new(&inbound, proof);
+        let verified =
+            VerifiedRequest::new(&inbound, proof).with_max_events(ready.settings.max_events);
         match ready.provider.inspect(&verified) {
-            Ok(Inspection::Reply { status, body }) => Answer::Reply { status, body },
+            Ok(Inspection::Reply {
+                status,
+                body,
+                tenant,
+            }) => {
+                if !verified.proof().permits(tenant.as_deref()) {
+                    trace.reason = Some(AuthFailure::TenantRefused.to_string());
+                    return Answer::Refused(Refusal::Unauthorized(AuthFailure::TenantRefused));
+                }
+                Answer::Reply { status, body }
+            }
             Ok(Inspection::Events { events, ack }) => {
+                // With a tenant map, the credential must belong to the tenant each event names.
+                if let Some(e) = events
+                    .iter()
+                    .find(|e| !verified.proof().permits(e.tenant.as_deref()))
+                {
+                    trace.tenant = e.tenant.clone();
+                    trace.reason = Some(format!(
+                        "{}: the credential does not belong to the tenant the body names",
+                        AuthFailure::TenantRefused
+                    ));
+                    return Answer::Refused(Refusal::Unauthorized(AuthFailure::TenantRefused));
+                }
+                if events.len() > ready.settings.max_events {
+                    let refusal = Refusal::TooManyEvents(ready.settings.max_events);
+                    trace.reason = Some(refusal.to_string());
+                    return Answer::Refused(refusal);
+                }
                 ready.deliver(&inbound, events, ack, trace).await
             }
             Err(refusal) => {
@@ -195,9 +225,40 @@ impl<P: Provider> Receiver<P> {
     }
 }
 
+/// Where one event of a request stands, so that a request cut off by its deadline knows what
+/// to give back.
+mod progress {
+    pub const WAITING: u8 = 0;
+    /// The conditional write is out: it may have landed.
+    pub const CLAIMING: u8 = 1;
+    pub const OURS: u8 = 2;
+    pub const NOT_OURS: u8 = 3;
+    /// On the queue; the claim is not yet marked ENQUEUED.
+    pub const SENT: u8 = 4;
+    /// Finished or released: nothing left to do.
+    pub const DONE: u8 = 5;
+}
+
+/// One event ready to go: its envelope, the message it becomes and the claim that guards it.
+struct Prepared {
+    envelope: Envelope,
+    message: Message,
+    claim: Claim,
+    state: AtomicU8,
+}
+
+impl Prepared {
+    fn set(&self, state: u8) {
+        self.state.store(state, Ordering::SeqCst);
+    }
+    fn is(&self, states: &[u8]) -> bool {
+        states.contains(&self.state.load(Ordering::SeqCst))
+    }
+}
+
 impl<P: Provider> Ready<P> {
-    /// Claims every event, queues the new ones, finishes their claims. 200 only when every event
-    /// is on the queue, now or from an earlier delivery.
+    /// Claims every event, queues the new ones, finishes their claims, all within the request's
+    /// deadline. 200 only when every event is on the queue, now or from an earlier delivery.
     async fn deliver(
         &self,
         inbound: &Inbound<'_>,
@@ -223,16 +284,69 @@ impl<P: Provider> Ready<P> {
         if events.is_empty() {
             return Answer::Refused(Refusal::BadRequest("no events in the request".into()));
         }
+        let prepared = match self.prepare(inbound, events) {
+            Ok(prepared) => prepared,
+            Err(refused) => {
+                let (answer, reason) = *refused;
+                trace.reason = Some(reason);
+                return answer;
+            }
+        };
+        let budget = self
+            .settings
+            .deadline
+            .saturating_sub(self.settings.cleanup_budget());
+        match tokio::time::timeout(budget, self.claim_and_queue(&prepared, inbound.now, ack)).await
+        {
+            Ok((answer, reason)) => {
+                trace.reason = reason;
+                answer
+            }
+            Err(_) => {
+                // Out of time: give back every claim that may be ours and is not on the queue,
+                // mark ENQUEUED what is, within what is left of the deadline.
+                let sent: Vec<&Prepared> = prepared
+                    .iter()
+                    .filter(|p| p.is(&[progress::SENT]))
+                    .collect();
+                let cleanup = join(
+                    self.release(maybe_ours(&prepared)),
+                    self.finish_sent(sent, inbound.now),
+                );
+                if tokio::time::timeout(self.settings.cleanup_budget(), cleanup)
+                    .await
+                    .is_err()
+                {
+                    warn!(provider = self.provider.name(),
+                        "deadline cleanup cut short; remaining claims free themselves when their lease ends");
+                }
+                error!(
+                    provider = self.provider.name(),
+                    deadline_ms = self.settings.deadline.as_millis() as u64,
+                    "claim store or queue did not answer within the request deadline"
+                );
+                trace.reason = Some("request deadline passed".into());
+                Answer::Unavailable {
+                    retry_after_secs: 1,
+                }
+            }
+        }
+    }
+
+    /// Builds every message before claiming anything: an event too large for the queue is
+    /// refused whole, without leaving claims behind.
+    fn prepare(
+        &self,
+        inbound: &Inbound<'_>,
+        events: Vec<InboundEvent>,
+    ) -> Result<Vec<Prepared>, Box<(Answer, String)>> {
         let provider = self.provider.name();
         let body_sha256 = sha256_hex(inbound.body);
         let received_at = rfc3339(inbound.now);
         let content_type = inbound.header("content-type").map(str::to_owned);
-
-        // Build every message before claiming anything: an event too large for the queue is
-        // refused whole, without leaving claims behind.
         let mut prepared = Vec::with_capacity(events.len());
         for event in events {
-            let dedup_key = dedup_key(provider, &event.key);
+            let dedup_key = dedup_key(provider, event.tenant.as_deref(), &event.key);
             let mut envelope = Envelope {
                 provider: provider.to_owned(),
                 event_id: event.event_id,
@@ -245,22 +359,26 @@ impl<P: Provider> Ready<P> {
                 body_sha256: body_sha256.clone(),
                 payload: None,
                 payload_raw: None,
+                payload_base64: None,
             };
             envelope.set_payload(event.payload);
             let message = match Message::from_envelope(&envelope) {
-                Ok(m) if m.body.len() <= self.settings.max_message_bytes => m,
+                Ok(m) if m.sqs_size() <= self.settings.max_message_bytes => m,
                 Ok(m) => {
-                    trace.reason = Some(format!(
-                        "envelope of {} bytes exceeds the queue limit",
-                        m.body.len()
-                    ));
-                    return Answer::PayloadTooLarge;
+                    return Err(Box::new((
+                        Answer::PayloadTooLarge,
+                        format!(
+                        "message of {} bytes (body and attributes) exceeds the queue limit of {}",
+                        m.sqs_size(),
+                        self.settings.max_message_bytes
+                    ),
+                    )))
                 }
                 Err(e) => {
-                    trace.reason = Some(format!("envelope not serializable: {e}"));
-                    return Answer::Refused(Refusal::BadRequest(
-                        "payload cannot be forwarded".into(),
-                    ));
+                    return Err(Box::new((
+                        Answer::Refused(Refusal::BadRequest("payload cannot be forwarded".into())),
+                        format!("envelope not serializable: {}", describe_json_error(&e)),
+                    )))
                 }
             };
             let claim = Claim {
@@ -273,20 +391,39 @@ impl<P: Provider> Ready<P> {
                 ttl: self.settings.dedup_ttl,
                 token: new_token(),
             };
-            prepared.push((envelope, message, claim));
+            prepared.push(Prepared {
+                envelope,
+                message,
+                claim,
+                state: AtomicU8::new(progress::WAITING),
+            });
         }
+        Ok(prepared)
+    }
 
-        // All claims at once: one round trip of latency however many events.
-        let outcomes = join_all(prepared.iter().map(|(_, _, c)| self.claims.claim(c))).await;
+    /// Claim → send → finish, a bounded number of calls at a time. Returns the answer and, for a
+    /// refusal, the reason to log.
+    async fn claim_and_queue(
+        &self,
+        prepared: &[Prepared],
+        now: OffsetDateTime,
+        ack: Option<Value>,
+    ) -> (Answer, Option<String>) {
+        let provider = self.provider.name();
+        let claims: Vec<_> = prepared.iter().map(|p| self.take(p)).collect();
+        let outcomes: Vec<Result<ClaimOutcome, StoreError>> = stream::iter(claims)
+            .buffered(self.settings.max_concurrent_calls)
+            .collect()
+            .await;
         let mut fresh = Vec::new();
         let (mut duplicates, mut retry_after, mut failed) = (0usize, None::<Duration>, false);
-        for ((envelope, message, claim), outcome) in prepared.iter().zip(outcomes) {
+        for (p, outcome) in prepared.iter().zip(outcomes) {
             match outcome {
-                Ok(ClaimOutcome::New) => fresh.push((envelope, message, claim)),
+                Ok(ClaimOutcome::New) => fresh.push(p),
                 Ok(ClaimOutcome::Duplicate { status, conflict }) => {
                     duplicates += 1;
                     if conflict {
-                        warn!(provider, event_id = %envelope.event_id, dedup_key = %envelope.dedup_key, status = status.as_str(),
+                        warn!(provider, event_id = %p.envelope.event_id, dedup_key = %p.envelope.dedup_key, status = status.as_str(),
                             conflict = 1, "same event key with different content: treated as a duplicate");
                     }
                 }
@@ -294,95 +431,149 @@ impl<P: Provider> Ready<P> {
                     retry_after = Some(retry_after.map_or(wait, |w| w.max(wait)));
                 }
                 Err(e) => {
-                    error!(provider, event_id = %envelope.event_id, error = %e, "claim failed");
+                    error!(provider, event_id = %p.envelope.event_id, error = %e, "claim failed");
                     failed = true;
                 }
             }
         }
         if failed {
-            // Nothing is sent when the store is failing: give back what we took, let the provider retry.
-            self.release(fresh.iter().map(|(_, _, c)| *c)).await;
-            trace.reason = Some("claim store failed".into());
-            return Answer::Unavailable {
-                retry_after_secs: 1,
-            };
+            // Nothing is sent when the store is failing: give back what we took (and what a
+            // failed write may have taken), let the provider retry.
+            self.release(maybe_ours(prepared)).await;
+            return (
+                Answer::Unavailable {
+                    retry_after_secs: 1,
+                },
+                Some("claim store failed".into()),
+            );
         }
 
-        let messages: Vec<Message> = fresh.iter().map(|(_, m, _)| (*m).clone()).collect();
+        let messages: Vec<Message> = fresh.iter().map(|p| p.message.clone()).collect();
         let sent = if messages.is_empty() {
             Vec::new()
         } else {
             self.queue.send(&messages).await
         };
         let mut unsent = Vec::new();
-        let mut finishes = Vec::new();
-        for ((envelope, _, claim), result) in fresh.iter().zip(sent) {
+        let mut queued = Vec::new();
+        for (p, result) in fresh.iter().zip(sent) {
             match result {
-                Ok(message_id) => finishes.push((claim, Finish::Enqueued { message_id })),
+                Ok(message_id) => {
+                    p.set(progress::SENT);
+                    queued.push((*p, message_id));
+                }
                 Err(e) => {
-                    error!(provider, event_id = %envelope.event_id, error = %e, "queue send failed; claim released");
-                    unsent.push(*claim);
+                    error!(provider, event_id = %p.envelope.event_id, error = %e, "queue send failed; claim released");
+                    unsent.push(*p);
                 }
             }
         }
-        let queued = finishes.len();
-        let finished = join_all(
-            finishes
-                .iter()
-                .map(|(c, f)| self.claims.finish(&c.pk, &c.token, f, inbound.now)),
-        )
-        .await;
-        for ((claim, _), result) in finishes.iter().zip(finished) {
-            if let Err(e) = result {
-                // The message is queued (durable); the claim stays RECEIVED until its lease ends.
-                // A later retry could queue it again, which the processor's own claim absorbs.
-                warn!(provider, dedup_key = %claim.pk, error = %e, "message queued but claim not marked ENQUEUED");
-            }
-        }
+        let finishes: Vec<_> = queued
+            .iter()
+            .map(|(p, message_id)| self.finish_one(p, message_id.clone(), now))
+            .collect();
+        stream::iter(finishes)
+            .buffer_unordered(self.settings.max_concurrent_calls)
+            .collect::<Vec<()>>()
+            .await;
         if !unsent.is_empty() {
-            self.release(unsent.into_iter()).await;
-            trace.reason = Some("queue send failed".into());
-            return Answer::Unavailable {
-                retry_after_secs: 1,
-            };
+            self.release(unsent).await;
+            return (
+                Answer::Unavailable {
+                    retry_after_secs: 1,
+                },
+                Some("queue send failed".into()),
+            );
         }
         if let Some(wait) = retry_after {
-            trace.reason = Some("first delivery still in flight".into());
-            return Answer::Unavailable {
-                retry_after_secs: wait.as_secs_f64().ceil() as u64,
-            };
+            return (
+                Answer::Unavailable {
+                    retry_after_secs: wait.as_secs_f64().ceil() as u64,
+                },
+                Some("first delivery still in flight".into()),
+            );
         }
-        let event_id = (prepared.len() == 1).then(|| prepared[0].0.event_id.clone());
-        Answer::Accepted {
-            event_id,
-            queued,
-            duplicates,
-            events: prepared.len(),
-            ack,
+        let event_id = (prepared.len() == 1).then(|| prepared[0].envelope.event_id.clone());
+        (
+            Answer::Accepted {
+                event_id,
+                queued: queued.len(),
+                duplicates,
+                events: prepared.len(),
+                ack,
+            },
+            None,
+        )
+    }
+
+    /// One claim attempt, recording how far it got.
+    async fn take(&self, p: &Prepared) -> Result<ClaimOutcome, StoreError> {
+        p.set(progress::CLAIMING);
+        let outcome = self.claims.claim(&p.claim).await;
+        match &outcome {
+            Ok(ClaimOutcome::New) => p.set(progress::OURS),
+            // A failed write may have landed: CLAIMING keeps it among what to give back.
+            Err(_) => {}
+            Ok(_) => p.set(progress::NOT_OURS),
+        }
+        outcome
+    }
+
+    /// Marks a queued event's claim ENQUEUED. A failure is only logged: the message is durable,
+    /// the claim stays RECEIVED until its lease ends, and a later retry that queues it again is
+    /// absorbed by the processor's own claim.
+    async fn finish_one(&self, p: &Prepared, message_id: String, now: OffsetDateTime) {
+        let finish = Finish::Enqueued { message_id };
+        if let Err(e) = self
+            .claims
+            .finish(&p.claim.pk, &p.claim.token, &finish, now)
+            .await
+        {
+            warn!(provider = self.provider.name(), dedup_key = %p.claim.pk, error = %e,
+                "message queued but claim not marked ENQUEUED");
+        }
+        p.set(progress::DONE);
+    }
+
+    async fn release_one(&self, p: &Prepared) {
+        match self.claims.release(&p.claim.pk, &p.claim.token).await {
+            Ok(()) => p.set(progress::DONE),
+            // The lease expires on its own; the provider's retry then takes the claim over.
+            Err(e) => {
+                warn!(dedup_key = %p.claim.pk, error = %e, "claim not released; it frees itself when its lease ends")
+            }
         }
     }
 
-    async fn release<'c>(&self, claims: impl Iterator<Item = &'c Claim>) {
-        let results = join_all(
-            claims.map(|c| async move { (c, self.claims.release(&c.pk, &c.token).await) }),
-        )
-        .await;
-        for (claim, result) in results {
-            if let Err(e) = result {
-                // The lease expires on its own; the provider's retry then takes the claim over.
-                warn!(dedup_key = %claim.pk, error = %e, "claim not released; it frees itself when its lease ends");
-            }
-        }
+    /// Deletes each claim if it is still ours, a bounded number at a time.
+    async fn release(&self, claims: Vec<&Prepared>) {
+        let releases: Vec<_> = claims.into_iter().map(|p| self.release_one(p)).collect();
+        stream::iter(releases)
+            .buffer_unordered(self.settings.max_concurrent_calls)
+            .collect::<Vec<()>>()
+            .await;
+    }
+
+    /// Marks every queued event's claim ENQUEUED, a bounded number at a time (after a deadline,
+    /// when the message ids are no longer at hand).
+    async fn finish_sent(&self, sent: Vec<&Prepared>, now: OffsetDateTime) {
+        let finishes: Vec<_> = sent
+            .into_iter()
+            .map(|p| self.finish_one(p, String::new(), now))
+            .collect();
+        stream::iter(finishes)
+            .buffer_unordered(self.settings.max_concurrent_calls)
+            .collect::<Vec<()>>()
+            .await;
     }
 }
 
-/// `<provider>#<event key>`; an over-long key is replaced by its hash.
-pub fn dedup_key(provider: &str, key: &str) -> String {
-    if key.len() > MAX_KEY_LEN {
-        format!("{provider}#sha256:{}", sha256_hex(key.as_bytes()))
-    } else {
-        format!("{provider}#{key}")
-    }
+/// Claims that may be ours: taken, or written without an answer.
+fn maybe_ours(prepared: &[Prepared]) -> Vec<&Prepared> {
+    prepared
+        .iter()
+        .filter(|p| p.is(&[progress::CLAIMING, progress::OURS]))
+        .collect()
 }
 
 /// A random claim token (release and finish only touch a claim that is still ours).
@@ -390,10 +581,52 @@ pub fn new_token() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// Longest dedup key kept readable; longer ones are hashed (DynamoDB allows 2048 bytes).
+const MAX_KEY_BYTES: usize = 1024;
+
+/// The claim's partition key: `<provider>#<tenant>#id#<part>[#<part>…]` for a provider's id,
+/// `<provider>#<tenant>#sha256#<hex>` for a content hash; `<tenant>` is empty when the request
+/// names none. `%` and `#` inside a tenant or an id part are percent-encoded, so the parts can be
+/// read back unambiguously: two different (tenant, key) pairs never share a dedup key, and an id
+/// never equals a hash key. A key over [`MAX_KEY_BYTES`] becomes `<provider>#sha256-of-key:<hex>`
+/// (two segments: no readable key has fewer than four).
+pub fn dedup_key(provider: &str, tenant: Option<&str>, key: &EventKey) -> String {
+    fn push_escaped(out: &mut String, part: &str) {
+        for c in part.chars() {
+            match c {
+                '%' => out.push_str("%25"),
+                '#' => out.push_str("%23"),
+                c => out.push(c),
+            }
+        }
+    }
+    let mut out = String::with_capacity(64);
+    out.push_str(provider);
+    out.push('#');
+    push_escaped(&mut out, tenant.unwrap_or(""));
+    match key {
+        EventKey::Id(parts) => {
+            out.push_str("#id");
+            for part in parts {
+                out.push('#');
+                push_escaped(&mut out, part);
+            }
+        }
+        EventKey::Hash(hex) => {
+            out.push_str("#sha256#");
+            push_escaped(&mut out, hex);
+        }
+    }
+    if out.len() > MAX_KEY_BYTES {
+        return format!("{provider}#sha256-of-key:{}", sha256_hex(out.as_bytes()));
+    }
+    out
+}
 #[cfg(test)]
 mod tests {
     //! The pipeline's decisions with in-memory fakes: a test provider whose body is a JSON list of
-    //! event keys (or `"handshake"`), authenticated by an `x-token` header.
+    //! event keys (`"key"`, or `"tenant/key"` for an event naming a tenant) or `"handshake"`
+    //! (`"handshake/tenant"`), authenticated by an `x-token` header.
     use super::*;
     use crate::clock::FixedClock;
     use crate::envelope::Payload;
@@ -414,22 +647,30 @@ mod tests {
             verify::token(&self.0, r.header("x-token").unwrap_or("").as_bytes())
         }
         fn inspect(&self, r: &VerifiedRequest<'_, '_>) -> Result<Inspection, Refusal> {
+            let split = |s: &str| match s.split_once('/') {
+                Some((a, b)) => (Some(a.to_owned()), b.to_owned()),
+                None => (None, s.to_owned()),
+            };
             match serde_json::from_slice::<Value>(r.body) {
-                Ok(Value::String(s)) if s == "handshake" => Ok(Inspection::Reply {
+                Ok(Value::String(s)) if s.starts_with("handshake") => Ok(Inspection::Reply {
                     status: StatusCode::OK,
                     body: serde_json::json!({"hello": 1}),
+                    tenant: s.split_once('/').map(|(_, t)| t.to_owned()),
                 }),
                 Ok(Value::Array(keys)) => Ok(Inspection::Events {
                     events: keys
                         .iter()
-                        .map(|k| InboundEvent {
-                            key: k.as_str().unwrap_or_default().to_owned(),
-                            event_id: k.as_str().unwrap_or_default().to_owned(),
-                            event_type: "thing.happened".into(),
-                            occurred_at: None,
-                            tenant: None,
-                            payload: Payload::Json(k.clone()),
-                            fingerprint: Some(verify::sha256_hex(k.to_string().as_bytes())),
+                        .map(|k| {
+                            let (tenant, key) = split(k.as_str().unwrap_or_default());
+                            InboundEvent {
+                                key: EventKey::id(key.clone()),
+                                event_id: key,
+                                event_type: "thing.happened".into(),
+                                occurred_at: None,
+                                tenant,
+                                payload: Payload::Json(k.clone()),
+                                fingerprint: Some(verify::sha256_hex(k.to_string().as_bytes())),
+                            }
                         })
                         .collect(),
                     ack: None,
@@ -446,21 +687,31 @@ mod tests {
         clock: Arc<FixedClock>,
     }
 
-    fn fixture() -> Fixture {
-        let claims = Arc::new(MemoryClaims::default());
-        let queue = Arc::new(MemoryQueue::default());
-        let clock = Arc::new(FixedClock::at_millis(1_700_000_000_000));
-        let settings = Settings {
+    fn settings() -> Settings {
+        Settings {
             table: "t".into(),
             queue_url: "q".into(),
             dedup_ttl: Duration::from_secs(3600),
+            deadline: Duration::from_secs(5),
             lease: Duration::from_secs(30),
             processing_lease: Duration::from_secs(60),
             max_body_bytes: 4096,
             max_message_bytes: 1024,
-        };
+            max_events: 20,
+            max_concurrent_calls: 4,
+        }
+    }
+
+    fn fixture() -> Fixture {
+        fixture_with(SecretList::parse("tok").unwrap(), settings())
+    }
+
+    fn fixture_with(tokens: SecretList, settings: Settings) -> Fixture {
+        let claims = Arc::new(MemoryClaims::default());
+        let queue = Arc::new(MemoryQueue::default());
+        let clock = Arc::new(FixedClock::at_millis(1_700_000_000_000));
         let receiver = Receiver::new(
-            Batchy(SecretList::parse("tok").unwrap()),
+            Batchy(tokens),
             claims.clone(),
             queue.clone(),
             settings,
@@ -475,8 +726,12 @@ mod tests {
     }
 
     async fn post(f: &Fixture, body: &str) -> Answer {
+        post_as(f, "tok", body).await
+    }
+
+    async fn post_as(f: &Fixture, token: &str, body: &str) -> Answer {
         let mut headers = HeaderMap::new();
-        headers.insert("x-token", HeaderValue::from_static("tok"));
+        headers.insert("x-token", HeaderValue::from_str(token).unwrap());
         f.receiver
             .answer_parts(&Method::POST, &headers, "/", None, body.as_bytes())
             .await
@@ -490,10 +745,13 @@ mod tests {
         assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(f.queue.messages().len(), 2);
         assert!(
-            f.claims.get("batchy#b").is_none(),
+            f.claims.get("batchy##id#b").is_none(),
             "the failed entry's claim is released"
         );
-        assert_eq!(f.claims.get("batchy#a").unwrap().status, Status::Enqueued);
+        assert_eq!(
+            f.claims.get("batchy##id#a").unwrap().status,
+            Status::Enqueued
+        );
 
         f.queue.fail_position.store(0, Ordering::SeqCst);
         let retry = post(&f, r#"["a","b","c"]"#).await;
@@ -513,7 +771,7 @@ mod tests {
             .iter()
             .map(|m| serde_json::from_str::<Envelope>(&m.body).unwrap().dedup_key)
             .collect();
-        assert_eq!(keys, vec!["batchy#a", "batchy#c", "batchy#b"]);
+        assert_eq!(keys, vec!["batchy##id#a", "batchy##id#c", "batchy##id#b"]);
     }
 
     #[tokio::test]
@@ -521,7 +779,7 @@ mod tests {
         let f = fixture();
         f.claims
             .claim(&Claim {
-                pk: "batchy#a".into(),
+                pk: "batchy##id#a".into(),
                 pending: Status::Received,
                 event_type: "t".into(),
                 fingerprint: "x".into(),
@@ -599,9 +857,181 @@ mod tests {
     }
 
     #[test]
+    fn dedup_keys_separate_tenants_ids_hashes_and_composite_parts() {
+        let id = |s: &str| EventKey::id(s);
+        assert_eq!(dedup_key("p", None, &id("abc")), "p##id#abc");
+        assert_eq!(
+            dedup_key("p", Some("site-1"), &id("abc")),
+            "p#site-1#id#abc"
+        );
+        let hash = EventKey::hash_of(b"x");
+        assert_eq!(
+            dedup_key("p", None, &hash),
+            format!("p##sha256#{}", verify::sha256_hex(b"x"))
+        );
+        // An id that spells a hash key is still an id.
+        let spelled = id(&format!("sha256#{}", verify::sha256_hex(b"x")));
+        assert_ne!(dedup_key("p", None, &spelled), dedup_key("p", None, &hash));
+        // A tenant or id holding the separator cannot impersonate another split.
+        assert_ne!(
+            dedup_key("p", Some("a#id#b"), &id("c")),
+            dedup_key("p", Some("a"), &EventKey::parts(["b#id", "c"]))
+        );
+        assert_ne!(
+            dedup_key("p", None, &EventKey::parts(["n", "e:1"])),
+            dedup_key("p", None, &EventKey::parts(["n:e", "1"]))
+        );
+        assert_ne!(
+            dedup_key("p", None, &EventKey::parts(["a", "b"])),
+            dedup_key("p", None, &id("a#b"))
+        );
+        assert_eq!(dedup_key("p", Some("%#"), &id("x")), "p#%25%23#id#x");
+    }
+
+    #[test]
     fn long_keys_are_hashed_into_the_dedup_key() {
-        assert_eq!(dedup_key("p", "abc"), "p#abc");
-        let long = dedup_key("p", &"k".repeat(300));
-        assert!(long.starts_with("p#sha256:") && long.len() == "p#sha256:".len() + 64);
+        let long = dedup_key("p", None, &EventKey::id("k".repeat(1100)));
+        assert!(
+            long.starts_with("p#sha256-of-key:") && long.len() == "p#sha256-of-key:".len() + 64
+        );
+        let other = dedup_key("p", Some("t"), &EventKey::id("k".repeat(1100)));
+        assert_ne!(long, other, "the tenant is inside the hash");
+    }
+
+    #[tokio::test]
+    async fn with_a_tenant_map_a_credential_only_opens_its_own_tenant() {
+        let map = SecretList::from_config(r#"{"site-a":"tok-a","site-b":["tok-b-old","tok-b"]}"#)
+            .unwrap()
+            .unwrap();
+        let f = fixture_with(map, settings());
+        // Another tenant's event, an event naming none, a batch with one foreign event: 401,
+        // nothing claimed or queued.
+        for body in [
+            r#"["site-b/e1"]"#,
+            r#"["e1"]"#,
+            r#"["site-a/e1","site-b/e2"]"#,
+        ] {
+            assert_eq!(
+                post_as(&f, "tok-a", body).await,
+                Answer::Refused(Refusal::Unauthorized(AuthFailure::TenantRefused)),
+                "{body}"
+            );
+        }
+        assert_eq!(
+            post_as(&f, "tok-a", r#""handshake/site-b""#).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            post_as(&f, "tok-a", r#""handshake""#).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert!(f.claims.is_empty() && f.queue.messages().is_empty());
+        assert_eq!(
+            post_as(&f, "tok-a", r#""handshake/site-a""#).await.status(),
+            StatusCode::OK
+        );
+        // Each tenant's own event, with the same id, is two events, each queued once.
+        assert_eq!(
+            post_as(&f, "tok-a", r#"["site-a/e1"]"#).await.outcome(),
+            "accepted"
+        );
+        assert_eq!(
+            post_as(&f, "tok-b", r#"["site-b/e1"]"#).await.outcome(),
+            "accepted"
+        );
+        assert_eq!(
+            post_as(&f, "tok-b-old", r#"["site-b/e1"]"#).await.outcome(),
+            "duplicate"
+        );
+        assert_eq!(f.queue.messages().len(), 2);
+        assert!(f.claims.get("batchy#site-a#id#e1").is_some());
+        assert!(f.claims.get("batchy#site-b#id#e1").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_plain_list_is_one_trust_domain_but_keys_are_still_scoped_by_tenant() {
+        let f = fixture();
+        assert_eq!(post(&f, r#"["site-a/e1"]"#).await.outcome(), "accepted");
+        // Site B's event with the same id is not answered "duplicate".
+        assert_eq!(post(&f, r#"["site-b/e1"]"#).await.outcome(), "accepted");
+        assert_eq!(f.queue.messages().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn more_events_than_the_cap_are_refused_with_413_before_any_claim() {
+        let f = fixture();
+        let keys: Vec<String> = (0..21).map(|i| format!("k{i}")).collect();
+        let body = serde_json::to_string(&keys).unwrap();
+        assert_eq!(
+            post(&f, &body).await,
+            Answer::Refused(Refusal::TooManyEvents(20))
+        );
+        assert_eq!(
+            post(&f, &body).await.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert!(f.claims.is_empty() && f.queue.messages().is_empty());
+        let twenty = serde_json::to_string(&keys[..20]).unwrap();
+        assert_eq!(post(&f, &twenty).await.outcome(), "accepted");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn claims_run_a_bounded_number_at_a_time() {
+        let f = fixture();
+        f.claims.claim_delay_ms.store(10, Ordering::SeqCst);
+        let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+        let answer = post(&f, &serde_json::to_string(&keys).unwrap()).await;
+        assert_eq!(answer.outcome(), "accepted");
+        assert_eq!(f.claims.max_in_flight.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_queue_gets_503_within_the_deadline_and_the_claims_are_given_back() {
+        let f = fixture();
+        f.queue.hang.store(true, Ordering::SeqCst);
+        let started = tokio::time::Instant::now();
+        let answer = post(&f, r#"["a","b"]"#).await;
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            started.elapsed() <= settings().deadline,
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(f.claims.is_empty(), "claims released for the retry");
+        f.queue.hang.store(false, Ordering::SeqCst);
+        assert_eq!(post(&f, r#"["a","b"]"#).await.outcome(), "accepted");
+        assert_eq!(f.queue.messages().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_store_gets_503_within_the_deadline() {
+        let f = fixture();
+        f.claims.claim_delay_ms.store(60_000, Ordering::SeqCst);
+        let started = tokio::time::Instant::now();
+        let answer = post(&f, r#"["a"]"#).await;
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(started.elapsed() <= settings().deadline);
+        assert!(f.queue.messages().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_size_check_counts_the_attributes_too() {
+        // A message whose body alone fits but whose body and attributes do not: 413.
+        let f = fixture();
+        let probe = post(&f, r#"["x"]"#).await;
+        assert_eq!(probe.outcome(), "accepted");
+        let m = &f.queue.messages()[0];
+        let overhead = m.sqs_size() - m.body.len();
+        let body_len_for_key = |k: usize| m.body.len() + 2 * (k - 1); // the key appears twice
+        let k = (1..600)
+            .find(|&k| body_len_for_key(k) + overhead > 1024)
+            .unwrap();
+        assert!(body_len_for_key(k) <= 1024, "the body alone still fits");
+        let key = "y".repeat(k);
+        assert_eq!(
+            post(&f, &format!(r#"["{key}"]"#)).await,
+            Answer::PayloadTooLarge
+        );
+        assert_eq!(f.queue.messages().len(), 1);
     }
 }

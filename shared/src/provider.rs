@@ -46,15 +46,40 @@ impl Inbound<'_> {
     }
 }
 
+/// Default for `MAX_EVENTS_PER_REQUEST`: Tilby's imports carry at most 80 entities.
+pub const DEFAULT_MAX_EVENTS: usize = 200;
+
 /// A request that passed authentication: only the pipeline makes one, from a [`Verified`].
 #[derive(Debug)]
 pub struct VerifiedRequest<'r, 'a> {
     inbound: &'r Inbound<'a>,
+    proof: Verified,
+    max_events: usize,
 }
 
 impl<'r, 'a> VerifiedRequest<'r, 'a> {
-    pub(crate) fn new(inbound: &'r Inbound<'a>, _proof: Verified) -> Self {
-        VerifiedRequest { inbound }
+    pub(crate) fn new(inbound: &'r Inbound<'a>, proof: Verified) -> Self {
+        VerifiedRequest {
+            inbound,
+            proof,
+            max_events: DEFAULT_MAX_EVENTS,
+        }
+    }
+
+    pub(crate) fn with_max_events(mut self, max_events: usize) -> Self {
+        self.max_events = max_events;
+        self
+    }
+
+    /// Whom the credential that verified this request speaks for.
+    pub fn proof(&self) -> &Verified {
+        &self.proof
+    }
+
+    /// The most events one request may carry: a provider that splits a body into many events
+    /// refuses more with [`Refusal::TooManyEvents`] before building them.
+    pub fn max_events(&self) -> usize {
+        self.max_events
     }
 }
 
@@ -65,11 +90,45 @@ impl<'a> std::ops::Deref for VerifiedRequest<'_, 'a> {
     }
 }
 
+/// What identifies an event within its provider and tenant: the provider's id (in parts, when
+/// it is composite), or a hash of the content where the provider sends no id. The two never
+/// meet in a dedup key ([`crate::pipeline::dedup_key`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EventKey {
+    Id(Vec<String>),
+    /// Lowercase hex SHA-256.
+    Hash(String),
+}
+
+impl EventKey {
+    pub fn id(id: impl Into<String>) -> Self {
+        EventKey::Id(vec![id.into()])
+    }
+
+    /// A composite id (Tilby: notification, then entity).
+    pub fn parts<I: IntoIterator<Item = S>, S: Into<String>>(parts: I) -> Self {
+        EventKey::Id(parts.into_iter().map(Into::into).collect())
+    }
+
+    /// The SHA-256 of `bytes`.
+    pub fn hash_of(bytes: &[u8]) -> Self {
+        EventKey::Hash(crate::verify::sha256_hex(bytes))
+    }
+
+    /// How the key reads as an `event_id`: the id (parts joined by `:`) or the hex hash.
+    pub fn to_event_id(&self) -> String {
+        match self {
+            EventKey::Id(parts) => parts.join(":"),
+            EventKey::Hash(hex) => hex.clone(),
+        }
+    }
+}
+
 /// One event extracted from a verified request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboundEvent {
-    /// The dedup key without the provider prefix: the provider's event id, or a hash.
-    pub key: String,
+    /// What the dedup key is made of (with the provider and the tenant).
+    pub key: EventKey,
     pub event_id: String,
     pub event_type: String,
     pub occurred_at: Option<String>,
@@ -83,8 +142,13 @@ pub struct InboundEvent {
 /// What a verified request turned out to be.
 #[derive(Debug)]
 pub enum Inspection {
-    /// A handshake or test request: answered as given, nothing stored or queued.
-    Reply { status: StatusCode, body: Value },
+    /// A handshake or test request: answered as given, nothing stored or queued. `tenant` is the
+    /// tenant the request names: with a tenant map, another tenant's credential is refused.
+    Reply {
+        status: StatusCode,
+        body: Value,
+        tenant: Option<String>,
+    },
     /// Events to claim and queue. `ack` replaces the default 200 body when the provider expects
     /// a particular one.
     Events {
@@ -110,6 +174,8 @@ pub enum Refusal {
     BadRequest(String),
     #[error("unsupported content type")]
     UnsupportedMediaType,
+    #[error("more than {0} events in one request")]
+    TooManyEvents(usize),
     #[error("not accepted: {0}")]
     Unauthorized(AuthFailure),
 }
@@ -210,6 +276,91 @@ pub fn canonical_json(value: &Value) -> String {
     let mut out = String::new();
     write(value, &mut out);
     out
+}
+
+/// Shortest URL token accepted: a token in a path is a bearer credential.
+pub const MIN_URL_TOKEN_LEN: usize = 16;
+
+/// Path segments that appear in a receiver's URL by construction (the route, the local emulator's
+/// prefix, common stage names): a token equal to one would let every request to the route in.
+const RESERVED_SEGMENTS: &[&str] = &[
+    "lambda-url",
+    "$default",
+    "default",
+    "prod",
+    "production",
+    "staging",
+    "stage",
+    "dev",
+    "test",
+    "live",
+    "api",
+    "webhook",
+    "webhooks",
+];
+
+/// URL tokens from `var` (a list or a tenant map), refused when one is shorter than
+/// [`MIN_URL_TOKEN_LEN`], holds a `/`, or equals a segment every URL of the route has (a provider
+/// or function name, `lambda-url`, a stage name, or the `API_STAGE_NAME` variable's value).
+pub fn url_tokens(
+    env: &crate::config::Env,
+    var: &str,
+) -> Result<crate::secret::SecretList, crate::config::ConfigError> {
+    let tokens = env.secrets(var)?;
+    let stage = env.get("API_STAGE_NAME");
+    for token in tokens.iter() {
+        let value = String::from_utf8_lossy(token.expose());
+        let reserved = RESERVED_SEGMENTS
+            .iter()
+            .copied()
+            .chain(stage)
+            .chain(crate::providers::ALL.iter().flat_map(|(p, f)| [*p, *f]))
+            .any(|r| r.eq_ignore_ascii_case(&value));
+        let why = if value.chars().count() < MIN_URL_TOKEN_LEN {
+            format!("every token needs at least {MIN_URL_TOKEN_LEN} characters")
+        } else if value.contains('/') {
+            "a token is one path segment: no '/'".to_owned()
+        } else if reserved {
+            "a token equals a segment of the route's URL (provider, function or stage name)"
+                .to_owned()
+        } else {
+            continue;
+        };
+        return Err(crate::config::ConfigError::Invalid {
+            name: var.to_owned(),
+            why,
+        });
+    }
+    Ok(tokens)
+}
+
+/// Finds a configured URL token among the path's segments: every segment is compared (no early
+/// exit), each in constant time against every token. Returns the proof and the position of the
+/// first matching segment.
+pub fn path_token(
+    tokens: &crate::secret::SecretList,
+    request: &Inbound<'_>,
+) -> Result<(Verified, usize), AuthFailure> {
+    let mut found = None;
+    let mut segments = 0;
+    for (i, segment) in request.path_segments().enumerate() {
+        segments += 1;
+        if let Ok(proof) = crate::verify::token(tokens, segment.as_bytes()) {
+            found = found.or(Some((proof, i)));
+        }
+    }
+    match (found, segments) {
+        (Some(found), _) => Ok(found),
+        (None, 0) => Err(AuthFailure::Missing),
+        (None, _) => Err(AuthFailure::Mismatch),
+    }
+}
+
+/// A top-level string field of a JSON body, for a simulator choosing which tenant's secret to
+/// sign with.
+pub fn body_field(body: &[u8], name: &str) -> Option<String> {
+    let map = serde_json::from_slice::<serde_json::Map<String, Value>>(body).ok()?;
+    str_field(&map, name).map(str::to_owned)
 }
 
 /// A string field of a JSON object, if present and a non-empty string.

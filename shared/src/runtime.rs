@@ -60,10 +60,10 @@ pub async fn receiver_from_env<P: Provider>(
                 aws_sdk_dynamodb::Client::new(sdk),
                 &settings.table,
             ));
-            let queue = Arc::new(SqsQueue::new(
-                aws_sdk_sqs::Client::new(sdk),
-                &settings.queue_url,
-            ));
+            let queue = Arc::new(
+                SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &settings.queue_url)
+                    .with_limits(settings.max_message_bytes, settings.max_concurrent_calls),
+            );
             Receiver::new(provider, claims, queue, settings, Arc::new(SystemClock))
         }
         Err(e) => Receiver::misconfigured(e),

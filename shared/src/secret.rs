@@ -1,5 +1,9 @@
 //! Secrets as types: a [`Secret`] never prints its value, and a [`SecretList`] is never empty,
 //! so "no secret configured" cannot reach a verifier (fail closed, DESIGN.md).
+//!
+//! A credential variable holds either a comma-separated list (one trust domain: any value
+//! verifies a request for any tenant) or a JSON object mapping a tenant id to its secret or to an
+//! array of secrets (rotation): then a value only verifies requests for its own tenant.
 
 use std::fmt;
 
@@ -26,38 +30,132 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// All accepted values of one secret (rotation, several sites, several URLs). Never empty.
+/// All accepted values of one credential, each bound to a tenant or to none. Never empty.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SecretList(Vec<Secret>);
+pub struct SecretList {
+    entries: Vec<(Option<String>, Secret)>,
+    per_tenant: bool,
+}
 
 impl SecretList {
     /// Parses a comma-separated list; blank entries are dropped. `None` when nothing is left.
     pub fn parse(csv: &str) -> Option<Self> {
-        let list: Vec<Secret> = csv.split(',').filter_map(Secret::new).collect();
-        (!list.is_empty()).then_some(SecretList(list))
+        let entries: Vec<_> = csv
+            .split(',')
+            .filter_map(Secret::new)
+            .map(|s| (None, s))
+            .collect();
+        (!entries.is_empty()).then_some(SecretList {
+            entries,
+            per_tenant: false,
+        })
+    }
+
+    /// A configured value: a tenant map when it is a JSON object (`{"<tenant>": "<secret>" |
+    /// ["<secret>", …]}`), else a comma-separated list. `Ok(None)` when nothing is configured;
+    /// `Err` (naming no value) when a map is malformed or has an empty tenant or secret.
+    pub fn from_config(raw: &str) -> Result<Option<Self>, String> {
+        let raw = raw.trim();
+        if !raw.starts_with('{') {
+            return Ok(SecretList::parse(raw));
+        }
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(raw).map_err(|e| {
+                format!(
+                    "not a JSON object of tenant → secret(s): {}",
+                    crate::envelope::describe_json_error(&e)
+                )
+            })?;
+        let mut entries = Vec::new();
+        for (tenant, value) in map {
+            let tenant = tenant.trim();
+            if tenant.is_empty() {
+                return Err("a tenant id is empty".into());
+            }
+            let values: Vec<&serde_json::Value> = match &value {
+                serde_json::Value::Array(list) if !list.is_empty() => list.iter().collect(),
+                serde_json::Value::Array(_) => {
+                    return Err(format!("tenant {tenant} has an empty list of secrets"))
+                }
+                one => vec![one],
+            };
+            for v in values {
+                let secret = v.as_str().and_then(Secret::new).ok_or_else(|| {
+                    format!("tenant {tenant}: every secret must be a non-empty string")
+                })?;
+                entries.push((Some(tenant.to_owned()), secret));
+            }
+        }
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(SecretList {
+            entries,
+            per_tenant: true,
+        }))
+    }
+
+    /// Whether values are bound to tenants (a JSON map was configured).
+    pub fn is_per_tenant(&self) -> bool {
+        self.per_tenant
     }
 
     /// The first value: the one to sign with (simulator, samples).
     pub fn first(&self) -> &Secret {
-        &self.0[0] // never empty: `parse` refuses an empty list
+        &self.entries[0].1 // never empty: `parse` and `from_config` refuse an empty list
+    }
+
+    /// The value to sign a request for `tenant` with: that tenant's first secret in a map,
+    /// else the first value (simulator, samples, tests).
+    pub fn for_tenant(&self, tenant: Option<&str>) -> &Secret {
+        self.entries
+            .iter()
+            .find(|(t, _)| t.is_some() && t.as_deref() == tenant)
+            .map(|(_, s)| s)
+            .unwrap_or_else(|| self.first())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Secret> {
-        self.0.iter()
+        self.entries.iter().map(|(_, s)| s)
+    }
+
+    /// Every value with the tenant it belongs to (`None` in a comma-separated list).
+    pub fn entries(&self) -> impl Iterator<Item = (Option<&str>, &Secret)> {
+        self.entries.iter().map(|(t, s)| (t.as_deref(), s))
+    }
+
+    /// The tenants of a map, in configuration order, each once.
+    pub fn tenants(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for (t, _) in self.entries() {
+            if let Some(t) = t.filter(|t| !out.contains(t)) {
+                out.push(t);
+            }
+        }
+        out
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries.is_empty()
     }
 }
 
 impl fmt::Debug for SecretList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretList({} × ***)", self.0.len())
+        if self.per_tenant {
+            write!(
+                f,
+                "SecretList({} tenants, {} × ***)",
+                self.tenants().len(),
+                self.entries.len()
+            )
+        } else {
+            write!(f, "SecretList({} × ***)", self.entries.len())
+        }
     }
 }
 
@@ -71,6 +169,11 @@ mod tests {
         let printed = format!("{list:?} {:?}", Secret::new("hunter2-secret").unwrap());
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("2 × ***"), "{printed}");
+        let map = SecretList::from_config(r#"{"site-a":"hunter2-secret"}"#)
+            .unwrap()
+            .unwrap();
+        let printed = format!("{map:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
     }
 
     #[test]
@@ -81,5 +184,47 @@ mod tests {
         let list = SecretList::parse(" a ,,b ").unwrap();
         let values: Vec<&[u8]> = list.iter().map(Secret::expose).collect();
         assert_eq!(values, vec![b"a".as_slice(), b"b".as_slice()]);
+        assert!(!list.is_per_tenant());
+    }
+
+    #[test]
+    fn a_json_object_binds_secrets_to_tenants() {
+        let map = SecretList::from_config(r#" {"site-a":"s1","site-b":["s2","s3"]} "#)
+            .unwrap()
+            .unwrap();
+        assert!(map.is_per_tenant());
+        let entries: Vec<(Option<&str>, &[u8])> =
+            map.entries().map(|(t, s)| (t, s.expose())).collect();
+        assert_eq!(
+            entries,
+            vec![
+                (Some("site-a"), b"s1".as_slice()),
+                (Some("site-b"), b"s2".as_slice()),
+                (Some("site-b"), b"s3".as_slice())
+            ]
+        );
+        assert_eq!(map.tenants(), vec!["site-a", "site-b"]);
+        assert_eq!(map.for_tenant(Some("site-b")).expose(), b"s2");
+        assert_eq!(map.for_tenant(None).expose(), b"s1");
+        // A comma inside a map value is part of the secret, not a separator.
+        let one = SecretList::from_config(r#"{"t":"a,b"}"#).unwrap().unwrap();
+        assert_eq!(one.first().expose(), b"a,b");
+    }
+
+    #[test]
+    fn malformed_maps_are_errors_that_name_no_value() {
+        for bad in [
+            r#"{"site-a": "hunter2-secret""#,
+            r#"{"site-a": ""}"#,
+            r#"{"site-a": []}"#,
+            r#"{"site-a": ["hunter2-secret", 5]}"#,
+            r#"{" ": "hunter2-secret"}"#,
+            r#"{"site-a": {"x": "hunter2-secret"}}"#,
+        ] {
+            let err = SecretList::from_config(bad).unwrap_err();
+            assert!(!err.contains("hunter2"), "{bad}: {err}");
+        }
+        assert_eq!(SecretList::from_config("{}").unwrap(), None);
+        assert_eq!(SecretList::from_config("  ").unwrap(), None);
     }
 }

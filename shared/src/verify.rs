@@ -13,16 +13,88 @@ use crate::secret::{Secret, SecretList};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Proof that a request passed its provider's authentication. Only this module makes one.
-#[derive(Debug)]
+/// Proof that a request passed its provider's authentication, and for which tenants. Only this
+/// module makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
-    _private: (),
+    scope: Scope,
+}
+
+/// Whom a verified credential speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// A comma-separated list verified it: one trust domain, any tenant.
+    AnyTenant,
+    /// A tenant map verified it: these tenants only (several when they share a value).
+    Tenants(Vec<String>),
 }
 
 impl Verified {
-    fn new() -> Self {
-        Verified { _private: () }
+    fn new(scope: Scope) -> Self {
+        Verified { scope }
     }
+
+    pub fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// Whether a request naming `tenant` (or none) may be accepted under this proof.
+    pub fn permits(&self, tenant: Option<&str>) -> bool {
+        match &self.scope {
+            Scope::AnyTenant => true,
+            Scope::Tenants(tenants) => tenant.is_some_and(|t| tenants.iter().any(|a| a == t)),
+        }
+    }
+
+    /// The one tenant this proof speaks for, when a map verified it (TRIFFT, whose payloads name
+    /// no tenant, takes its tenant from the credential).
+    pub fn tenant(&self) -> Option<&str> {
+        match &self.scope {
+            Scope::Tenants(t) if t.len() == 1 => Some(&t[0]),
+            _ => None,
+        }
+    }
+
+    /// Both proofs at once (a URL token and a signature): the tenants both speak for. A request
+    /// whose two credentials belong to different tenants is refused.
+    pub fn and(self, other: Verified) -> Result<Verified, AuthFailure> {
+        let scope = match (self.scope, other.scope) {
+            (Scope::AnyTenant, s) | (s, Scope::AnyTenant) => s,
+            (Scope::Tenants(a), Scope::Tenants(b)) => {
+                let both: Vec<String> = a.into_iter().filter(|t| b.contains(t)).collect();
+                if both.is_empty() {
+                    return Err(AuthFailure::TenantRefused);
+                }
+                Scope::Tenants(both)
+            }
+        };
+        Ok(Verified::new(scope))
+    }
+}
+
+/// Checks every entry of `secrets` with `matches` (each check constant time, none skipped) and
+/// makes the proof: the tenants whose values matched, or any tenant for a plain list.
+fn check_all(secrets: &SecretList, matches: impl Fn(&Secret) -> Choice) -> Option<Verified> {
+    let mut any = Choice::from(0);
+    let mut tenants = Vec::new();
+    for (tenant, secret) in secrets.entries() {
+        let hit = matches(secret);
+        any |= hit;
+        // Branching after the constant-time comparison only tells a caller who matched.
+        if let (true, Some(t)) = (bool::from(hit), tenant) {
+            if !tenants.iter().any(|x: &String| x == t) {
+                tenants.push(t.to_owned());
+            }
+        }
+    }
+    if !bool::from(any) {
+        return None;
+    }
+    Some(Verified::new(if secrets.is_per_tenant() {
+        Scope::Tenants(tenants)
+    } else {
+        Scope::AnyTenant
+    }))
 }
 
 /// Why authentication failed. Shown only in logs (never the values involved); the caller
@@ -57,13 +129,10 @@ pub fn hmac_sha256_hex(
     }
     let mut given = [0u8; 32];
     hex::decode_to_slice(signature_hex, &mut given).map_err(|_| AuthFailure::Malformed)?;
-    let mut matched = Choice::from(0);
-    for secret in secrets.iter() {
-        matched |= hmac_sha256(secret, parts).as_slice().ct_eq(&given);
-    }
-    bool::from(matched)
-        .then(Verified::new)
-        .ok_or(AuthFailure::Mismatch)
+    check_all(secrets, |secret| {
+        hmac_sha256(secret, parts).as_slice().ct_eq(&given)
+    })
+    .ok_or(AuthFailure::Mismatch)
 }
 
 /// Constant-time match of a presented token (URL token, header value) against a list.
@@ -72,18 +141,20 @@ pub fn token(secrets: &SecretList, presented: &[u8]) -> Result<Verified, AuthFai
     if presented.is_empty() {
         return Err(AuthFailure::Missing);
     }
-    let mut matched = Choice::from(0);
-    for secret in secrets.iter() {
-        matched |= secret.expose().ct_eq(presented);
-    }
-    bool::from(matched)
-        .then(Verified::new)
-        .ok_or(AuthFailure::Mismatch)
+    check_all(secrets, |secret| secret.expose().ct_eq(presented)).ok_or(AuthFailure::Mismatch)
+}
+
+/// An accepted Basic user and password, and the tenant they belong to (`None`: any tenant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasicPair {
+    pub tenant: Option<String>,
+    pub user: Secret,
+    pub password: Secret,
 }
 
 /// Basic authentication: `Authorization: Basic base64(user:password)` against accepted pairs.
 pub fn basic(
-    credentials: &[(Secret, Secret)],
+    credentials: &[BasicPair],
     authorization: Option<&str>,
 ) -> Result<Verified, AuthFailure> {
     let value = authorization.ok_or(AuthFailure::Missing)?.trim();
@@ -99,13 +170,27 @@ pub fn basic(
         .position(|&b| b == b':')
         .ok_or(AuthFailure::Malformed)?;
     let (user, password) = (&decoded[..split], &decoded[split + 1..]);
-    let mut matched = Choice::from(0);
-    for (u, p) in credentials {
-        matched |= u.expose().ct_eq(user) & p.expose().ct_eq(password);
+    let mut any = Choice::from(0);
+    let mut tenants: Vec<String> = Vec::new();
+    for pair in credentials {
+        let hit = pair.user.expose().ct_eq(user) & pair.password.expose().ct_eq(password);
+        any |= hit;
+        if let (true, Some(t)) = (bool::from(hit), &pair.tenant) {
+            if !tenants.contains(t) {
+                tenants.push(t.clone());
+            }
+        }
     }
-    bool::from(matched)
-        .then(Verified::new)
-        .ok_or(AuthFailure::Mismatch)
+    if !bool::from(any) {
+        return Err(AuthFailure::Mismatch);
+    }
+    Ok(Verified::new(
+        if credentials.iter().any(|p| p.tenant.is_some()) {
+            Scope::Tenants(tenants)
+        } else {
+            Scope::AnyTenant
+        },
+    ))
 }
 
 /// The raw MAC of `parts` under `secret`. For signing (simulator, samples, tests): never log it.
@@ -196,7 +281,11 @@ mod tests {
 
     #[test]
     fn basic_auth_checks_user_and_password_together() {
-        let pair = |u: &str, p: &str| (Secret::new(u).unwrap(), Secret::new(p).unwrap());
+        let pair = |u: &str, p: &str| BasicPair {
+            tenant: None,
+            user: Secret::new(u).unwrap(),
+            password: Secret::new(p).unwrap(),
+        };
         let creds = vec![pair("alice", "pw1"), pair("bob", "pw2")];
         let header = |u: &str| {
             format!(
@@ -225,5 +314,34 @@ mod tests {
             AuthFailure::Malformed
         );
         assert_eq!(basic(&creds, None).unwrap_err(), AuthFailure::Missing);
+    }
+
+    #[test]
+    fn a_tenant_map_proof_names_the_tenants_whose_value_matched() {
+        let map = SecretList::from_config(r#"{"a":"key-a","b":["old-b","key-b"],"c":"key-a"}"#)
+            .unwrap()
+            .unwrap();
+        let body = b"x";
+        let sig = sign_hex(&Secret::new("key-b").unwrap(), &[body]);
+        let proof = hmac_sha256_hex(&map, &[body], &sig).unwrap();
+        assert_eq!(proof.scope(), &Scope::Tenants(vec!["b".into()]));
+        assert!(proof.permits(Some("b")));
+        assert!(!proof.permits(Some("a")) && !proof.permits(None));
+        assert_eq!(proof.tenant(), Some("b"));
+        // A value shared by two tenants speaks for both, and names neither alone.
+        let shared = token(&map, b"key-a").unwrap();
+        assert_eq!(
+            shared.scope(),
+            &Scope::Tenants(vec!["a".into(), "c".into()])
+        );
+        assert!(shared.permits(Some("c")) && shared.tenant().is_none());
+        // A plain list is one trust domain.
+        let any = token(&list("key-a,key-b"), b"key-b").unwrap();
+        assert!(any.permits(Some("whoever")) && any.permits(None));
+        // Two credentials of different tenants never combine.
+        let a = token(&map, b"key-a").unwrap();
+        let b = token(&map, b"key-b").unwrap();
+        assert_eq!(a.clone().and(b).unwrap_err(), AuthFailure::TenantRefused);
+        assert_eq!(a.clone().and(any).unwrap(), a);
     }
 }

@@ -35,8 +35,8 @@ use crate::config::{ConfigError, Env};
 use crate::consumer::{typed_payload, EventHandler, HandlerError};
 use crate::envelope::{Envelope, Payload};
 use crate::provider::{
-    canonical_json, json_object, str_field, Inbound, InboundEvent, Inspection, Provider, Refusal,
-    VerifiedRequest,
+    body_field, canonical_json, json_object, path_token, str_field, url_tokens, EventKey, Inbound,
+    InboundEvent, Inspection, Provider, Refusal, VerifiedRequest,
 };
 use crate::secret::{Secret, SecretList};
 use crate::verify::{self, sha256_hex, AuthFailure, Verified};
@@ -79,13 +79,13 @@ impl Tilby {
                 })
             })
             .transpose()?;
-        let signing = match (env.optional_secrets(SIGNING_TOKEN_VAR), header) {
+        let signing = match (env.optional_secrets(SIGNING_TOKEN_VAR)?, header) {
             (Some(tokens), header) => Some(Signing { tokens, header }),
             (None, Some(_)) => return Err(ConfigError::Missing(SIGNING_TOKEN_VAR.into())),
             (None, None) => None,
         };
         Ok(Tilby {
-            url_tokens: env.secrets(URL_TOKEN_VAR)?,
+            url_tokens: url_tokens(env, URL_TOKEN_VAR)?,
             signing,
             environments: env.list(ENVIRONMENT_IDS_VAR),
         })
@@ -94,19 +94,7 @@ impl Tilby {
     /// The position of the path segment holding a configured token. Every segment is compared,
     /// each in constant time.
     fn token_segment(&self, request: &Inbound<'_>) -> Result<(Verified, usize), AuthFailure> {
-        let mut found = None;
-        let mut segments = 0;
-        for (i, segment) in request.path_segments().enumerate() {
-            segments += 1;
-            if let Ok(proof) = verify::token(&self.url_tokens, segment.as_bytes()) {
-                found = found.or(Some((proof, i)));
-            }
-        }
-        match (found, segments) {
-            (Some(found), _) => Ok(found),
-            (None, 0) => Err(AuthFailure::Missing),
-            (None, _) => Err(AuthFailure::Mismatch),
-        }
+        path_token(&self.url_tokens, request)
     }
 
     /// `entity_name` and `type` from the two path segments after the token, if any.
@@ -177,7 +165,8 @@ impl Provider for Tilby {
     fn authenticate(&self, request: &Inbound<'_>) -> Result<Verified, AuthFailure> {
         let (proof, _) = self.token_segment(request)?;
         match &self.signing {
-            Some(signing) => signing.verify(request),
+            // Both must hold, and with tenant maps both must speak for the same shop.
+            Some(signing) => proof.and(signing.verify(request)?),
             None => Ok(proof),
         }
     }
@@ -202,6 +191,7 @@ impl Provider for Tilby {
             return Ok(Inspection::Reply {
                 status: StatusCode::OK,
                 body: json!({"status": "subscribed"}),
+                tenant,
             });
         }
         let (path_entity, path_type) = self.path_names(request);
@@ -220,6 +210,10 @@ impl Provider for Tilby {
             Some(one @ Value::Object(_)) => vec![one],
             Some(_) => return Err(Refusal::BadRequest("entities is not a list".into())),
         };
+        // Refused before any entity is copied, claimed or sent.
+        if entities.len() > request.max_events() {
+            return Err(Refusal::TooManyEvents(request.max_events()));
+        }
         let common = Common {
             event_type: format!("{entity_name}.{kind}"),
             hash_prefix: format!(
@@ -263,21 +257,21 @@ impl Common {
             None => canonical_json(&Value::Object(payload.clone())),
         };
         let fingerprint = sha256_hex(content.as_bytes());
+        // Three shapes, three arities: a hash, the notification alone, the notification and
+        // the entity's id, or the notification and the entity's content hash.
         let key = match (&self.notification_uuid, &entity) {
-            (None, _) => sha256_hex(format!("{}{content}", self.hash_prefix).as_bytes()),
-            (Some(n), None) => n.clone(),
-            (Some(n), Some(entity)) => {
-                format!(
-                    "{n}:{}",
-                    entity_ref(entity).unwrap_or_else(|| fingerprint.clone())
-                )
-            }
+            (None, _) => EventKey::hash_of(format!("{}{content}", self.hash_prefix).as_bytes()),
+            (Some(n), None) => EventKey::id(n.clone()),
+            (Some(n), Some(entity)) => match entity_ref(entity) {
+                Some(r) => EventKey::parts([n.clone(), r]),
+                None => EventKey::parts([n.clone(), "sha256".to_owned(), fingerprint.clone()]),
+            },
         };
         if let Some(entity) = entity {
             payload.insert("entity".into(), entity);
         }
         InboundEvent {
-            event_id: key.clone(),
+            event_id: key.to_event_id(),
             key,
             event_type: self.event_type.clone(),
             occurred_at: self.occurred_at.clone(),
@@ -307,16 +301,17 @@ pub fn sign(token: &Secret, body: &[u8]) -> String {
 /// the first static token when one is configured, in `TILBY_SIGNATURE_HEADER` or else
 /// [`SIMULATED_SIGNATURE_HEADER`].
 pub fn simulate(body: &[u8], env: &Env, _now: OffsetDateTime) -> Result<Sent, ConfigError> {
+    let tenant = body_field(body, "environment_id");
     let tokens = env.secrets(URL_TOKEN_VAR)?;
-    let token = String::from_utf8_lossy(tokens.first().expose()).into_owned();
+    let token = String::from_utf8_lossy(tokens.for_tenant(tenant.as_deref()).expose()).into_owned();
     let mut sent = Sent::post(&format!("/{token}"), body.to_vec())
         .header("content-type", "application/json")
         .header("user-agent", "Tilby-Webhooks");
-    if let Some(signing) = env.optional_secrets(SIGNING_TOKEN_VAR) {
+    if let Some(signing) = env.optional_secrets(SIGNING_TOKEN_VAR)? {
         let header = env
             .get(SIGNATURE_HEADER_VAR)
             .unwrap_or(SIMULATED_SIGNATURE_HEADER);
-        sent = sent.header(header, sign(signing.first(), body));
+        sent = sent.header(header, sign(signing.for_tenant(tenant.as_deref()), body));
     }
     Ok(sent)
 }
@@ -441,7 +436,7 @@ mod tests {
     const SIGNATURE: &str = "0900c808a34282bc9ad2324a815d0c56538dbcb2a6f82f74c450646dd3ce59f2";
     const SUB_BODY: &str = r#"{"type":"SUBSCRIBED","entity_name":"sales","time":"2022-02-23T15:43:31.714Z","environment_id":"s3_e2e_restaurant","client_id":"SclobyElectron3"}"#;
     const SUB_SIGNATURE: &str = "638010dc5e84d64b4c1d7168acc31691c399d489cff4e0e6cacc4c4f326bdd9a";
-    const URL_TOKEN: &str = "url-token-0001";
+    const URL_TOKEN: &str = "url-token-0000001";
 
     const IMPORT: &str = include_str!("../../../events/tilby/customers.import-80.json");
     const SUBSCRIBED: &str = include_str!("../../../events/tilby/subscribed.json");
@@ -451,7 +446,7 @@ mod tests {
     static POST: Method = Method::POST;
 
     fn tilby(extra: &[(&str, &str)]) -> Tilby {
-        let mut env = Env::from_pairs([(URL_TOKEN_VAR, "other-token-9,url-token-0001")]);
+        let mut env = Env::from_pairs([(URL_TOKEN_VAR, "other-token-0000009,url-token-0000001")]);
         for (k, v) in extra {
             env.set(k, v);
         }
@@ -554,12 +549,12 @@ mod tests {
         let t = tilby(&[]);
         let h = HeaderMap::new();
         let ok = |path: &str| t.authenticate(&inbound(path, &h, b"{}")).is_ok();
-        assert!(ok("/url-token-0001"));
-        assert!(ok("/prod/tilby/url-token-0001/sales/closed"));
-        assert!(ok("/other-token-9"));
+        assert!(ok("/url-token-0000001"));
+        assert!(ok("/prod/tilby/url-token-0000001/sales/closed"));
+        assert!(ok("/other-token-0000009"));
         assert!(!ok("/url-token-000"));
-        assert!(!ok("/url-token-00011"));
-        assert!(!ok("/tilby/url-token-0001x"));
+        assert!(!ok("/url-token-00000011"));
+        assert!(!ok("/tilby/url-token-0000001x"));
         assert_eq!(
             t.authenticate(&inbound("/", &h, b"{}")).unwrap_err(),
             AuthFailure::Missing
@@ -599,12 +594,18 @@ mod tests {
             let Inspection::Reply {
                 status,
                 body: reply,
+                tenant,
             } = inspect(&t, &inbound(&path, &h, body.as_bytes())).unwrap()
             else {
                 panic!("handshake reply expected")
             };
             assert_eq!(status, StatusCode::OK);
             assert_eq!(reply, json!({"status": "subscribed"}));
+            assert_eq!(
+                tenant.as_deref(),
+                crate::provider::body_field(body.as_bytes(), "environment_id").as_deref()
+            );
+            assert!(tenant.is_some());
         }
         let other = SUB_BODY.replace("s3_e2e_restaurant", "someone-else");
         assert_eq!(
@@ -625,14 +626,20 @@ mod tests {
     #[test]
     fn vector_becomes_one_event_per_entity_keyed_by_notification_and_entity() {
         let t = tilby(&[]);
-        let events = events(&t, "/url-token-0001", BODY);
+        let events = events(&t, "/url-token-0000001", BODY);
         assert_eq!(events.len(), 1);
         let e = &events[0];
         assert_eq!(
             e.key,
+            EventKey::parts([
+                "625bd8dc-f13c-4d43-9ca7-39c9a26c8f9c",
+                "235f2cd2-4cf1-4550-acab-b6248ad99dfc"
+            ])
+        );
+        assert_eq!(
+            e.event_id,
             "625bd8dc-f13c-4d43-9ca7-39c9a26c8f9c:235f2cd2-4cf1-4550-acab-b6248ad99dfc"
         );
-        assert_eq!(e.event_id, e.key);
         assert_eq!(e.event_type, "sales.closed");
         assert_eq!(e.tenant.as_deref(), Some("s3_e2e_restaurant"));
         assert_eq!(e.occurred_at.as_deref(), Some("2022-03-24T10:25:03.499Z"));
@@ -673,19 +680,19 @@ mod tests {
             v
         };
         for body in [BODY.to_owned(), without_uuid.to_string(), IMPORT.to_owned()] {
-            let first = events(&t, "/url-token-0001", &body);
+            let first = events(&t, "/url-token-0000001", &body);
             let mut retried: Value = serde_json::from_str(&body).unwrap();
             retried["nRetry"] = json!(3);
-            let again = events(&t, "/url-token-0001", &retried.to_string());
+            let again = events(&t, "/url-token-0000001", &retried.to_string());
             assert_eq!(first, again);
-            let keys: HashSet<&str> = first.iter().map(|e| e.key.as_str()).collect();
+            let keys: HashSet<&EventKey> = first.iter().map(|e| &e.key).collect();
             assert_eq!(keys.len(), first.len(), "keys are distinct");
         }
         // Without notification_uuid the key is a hash of name, type, time and the entity.
-        let hashed = events(&t, "/url-token-0001", &without_uuid.to_string());
+        let hashed = events(&t, "/url-token-0000001", &without_uuid.to_string());
         assert_eq!(
             hashed[0].key,
-            sha256_hex(
+            EventKey::hash_of(
                 b"sales\nclosed\n2022-03-24T10:25:03.499Z\n{\"id\":1,\"n\":\"a\"}".as_slice()
             )
         );
@@ -693,13 +700,20 @@ mod tests {
         let mut reordered = without_uuid.clone();
         reordered["entities"][0] = serde_json::from_str(r#"{"n":"a","id":1}"#).unwrap();
         assert_eq!(
-            events(&t, "/url-token-0001", &reordered.to_string())[0].key,
+            events(&t, "/url-token-0000001", &reordered.to_string())[0].key,
             hashed[0].key
         );
         // An entity without uuid or id is keyed by its content under the notification.
         let anonymous = r#"{"type":"UPDATED","entity_name":"items","notification_uuid":"n-1","entities":[{"name":"x"}],"nRetry":1}"#;
-        let e = &events(&t, "/url-token-0001", anonymous)[0];
-        assert_eq!(e.key, format!("n-1:{}", sha256_hex(br#"{"name":"x"}"#)));
+        let e = &events(&t, "/url-token-0000001", anonymous)[0];
+        assert_eq!(
+            e.key,
+            EventKey::parts(["n-1", "sha256", &sha256_hex(br#"{"name":"x"}"#)])
+        );
+        assert_eq!(
+            e.event_id,
+            format!("n-1:sha256:{}", sha256_hex(br#"{"name":"x"}"#))
+        );
     }
 
     #[test]
@@ -707,21 +721,21 @@ mod tests {
         let t = tilby(&[]);
         let lower = BODY.replace("\"CLOSED\"", "\"Closed\"");
         assert_eq!(
-            events(&t, "/url-token-0001", &lower)[0].event_type,
+            events(&t, "/url-token-0000001", &lower)[0].event_type,
             "sales.closed"
         );
         let bare = r#"{"notification_uuid":"n-2","environment_id":"shop","entities":[{"id":5}]}"#;
         assert_eq!(
-            events(&t, "/tilby/url-token-0001/items/UPDATED", bare)[0].event_type,
+            events(&t, "/tilby/url-token-0000001/items/UPDATED", bare)[0].event_type,
             "items.updated"
         );
         assert_eq!(
-            events(&t, "/url-token-0001", bare)[0].event_type,
+            events(&t, "/url-token-0000001", bare)[0].event_type,
             "unknown.unknown"
         );
         // The body wins over the path.
         assert_eq!(
-            events(&t, "/url-token-0001/items/updated", BODY)[0].event_type,
+            events(&t, "/url-token-0000001/items/updated", BODY)[0].event_type,
             "sales.closed"
         );
     }
@@ -733,9 +747,9 @@ mod tests {
             let body = format!(
                 r#"{{"type":"DELETED","entity_name":"items","notification_uuid":"n-3","time":"t"{entities},"nRetry":2}}"#
             );
-            let e = events(&t, "/url-token-0001", &body);
+            let e = events(&t, "/url-token-0000001", &body);
             assert_eq!(e.len(), 1);
-            assert_eq!(e[0].key, "n-3");
+            assert_eq!(e[0].key, EventKey::id("n-3"));
             assert_eq!(
                 e[0].payload,
                 Payload::Json(
@@ -747,7 +761,7 @@ mod tests {
         for bad in [r#"{"type":"CLOSED","entities":"x"}"#, "[1]", "{\"type\":"] {
             assert!(
                 matches!(
-                    inspect(&t, &inbound("/url-token-0001", &h, bad.as_bytes())),
+                    inspect(&t, &inbound("/url-token-0000001", &h, bad.as_bytes())),
                     Err(Refusal::BadRequest(_))
                 ),
                 "{bad}"
@@ -758,17 +772,17 @@ mod tests {
     #[test]
     fn samples_are_realistic_and_the_import_splits_into_80_events() {
         let t = tilby(&[]);
-        let import = events(&t, "/url-token-0001", IMPORT);
+        let import = events(&t, "/url-token-0000001", IMPORT);
         assert_eq!(import.len(), 80);
         assert!(import.iter().all(|e| e.event_type == "customers.created"));
-        let keys: HashSet<&str> = import.iter().map(|e| e.key.as_str()).collect();
+        let keys: HashSet<&EventKey> = import.iter().map(|e| &e.key).collect();
         assert_eq!(keys.len(), 80);
         assert_eq!(
-            events(&t, "/url-token-0001", SALES_CLOSED)[0].event_type,
+            events(&t, "/url-token-0000001", SALES_CLOSED)[0].event_type,
             "sales.closed"
         );
         assert_eq!(
-            events(&t, "/url-token-0001", ITEMS_UPDATED)[0].event_type,
+            events(&t, "/url-token-0000001", ITEMS_UPDATED)[0].event_type,
             "items.updated"
         );
         for sample in [SALES_CLOSED, ITEMS_UPDATED, IMPORT] {
@@ -826,11 +840,11 @@ mod tests {
         let h = headers(&[("x-hidden-signature", SIGNATURE)]);
         tracing::subscriber::with_default(subscriber, || {
             assert!(t
-                .authenticate(&inbound("/url-token-0001", &h, BODY.as_bytes()))
+                .authenticate(&inbound("/url-token-0000001", &h, BODY.as_bytes()))
                 .is_ok());
             let wrong = headers(&[("x-hidden-signature", SUB_SIGNATURE)]);
             assert!(t
-                .authenticate(&inbound("/url-token-0001", &wrong, BODY.as_bytes()))
+                .authenticate(&inbound("/url-token-0000001", &wrong, BODY.as_bytes()))
                 .is_err());
         });
         let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();

@@ -36,10 +36,11 @@ use crate::config::{ConfigError, Env};
 use crate::consumer::{typed_payload, EventHandler, HandlerError};
 use crate::envelope::{Envelope, Payload};
 use crate::provider::{
-    json_object, str_field, Inbound, InboundEvent, Inspection, Provider, Refusal, VerifiedRequest,
+    body_field, json_object, str_field, EventKey, Inbound, InboundEvent, Inspection, Provider,
+    Refusal, VerifiedRequest,
 };
 use crate::secret::{Secret, SecretList};
-use crate::verify::{self, sha256_hex, AuthFailure, Verified};
+use crate::verify::{self, AuthFailure, Verified};
 
 pub const NAME: &str = "tribe";
 pub const SECRET_VAR: &str = "TRIBE_SIGNING_SECRET";
@@ -157,7 +158,7 @@ impl Provider for Tribe {
         let tenant = str_field(&body, "networkId").map(str::to_owned);
         let occurred_at = data_str("time");
         let data_id = data_str("id");
-        let (key, event_id, event_type, ack) = match kind.as_str() {
+        let (event_id, key, event_type, ack) = match kind.as_str() {
             TEST => {
                 let challenge = data_str("challenge").ok_or_else(|| {
                     Refusal::BadRequest("data.challenge is missing or not a string".into())
@@ -165,6 +166,7 @@ impl Provider for Tribe {
                 return Ok(Inspection::Reply {
                     status: StatusCode::OK,
                     body: challenge_reply(&challenge),
+                    tenant,
                 });
             }
             SUBSCRIPTION => {
@@ -173,20 +175,23 @@ impl Provider for Tribe {
                         "data is missing or not an object".into(),
                     ));
                 }
-                let key = data_id.unwrap_or_else(|| {
-                    let hash = sha256_hex(request.body);
-                    warn!(provider = NAME, body_sha256 = %hash,
-                        "SUBSCRIPTION without data.id: keyed by the body's SHA-256");
-                    hash
-                });
+                let key = match data_id {
+                    Some(id) => EventKey::id(id),
+                    None => {
+                        let key = EventKey::hash_of(request.body);
+                        warn!(provider = NAME, body_sha256 = %key.to_event_id(),
+                            "SUBSCRIPTION without data.id: keyed by the body's SHA-256");
+                        key
+                    }
+                };
                 let event_type = data_str("name").unwrap_or_else(|| "subscription".into());
-                (key.clone(), key, event_type, None)
+                (key.to_event_id(), key, event_type, None)
             }
             other => {
-                let key = sha256_hex(request.body);
-                let event_id = data_id.unwrap_or_else(|| key.clone());
+                let key = EventKey::hash_of(request.body);
+                let event_id = data_id.unwrap_or_else(|| key.to_event_id());
                 let ack = json!({ "type": other, "status": "SUCCEEDED" });
-                (key, event_id, other.to_ascii_lowercase(), Some(ack))
+                (event_id, key, other.to_ascii_lowercase(), Some(ack))
             }
         };
         Ok(Inspection::Events {
@@ -219,7 +224,8 @@ pub fn sign(secret: &Secret, timestamp: &str, body: &[u8]) -> String {
 /// the timestamp in milliseconds, Bettermode's headers.
 pub fn simulate(body: &[u8], env: &Env, now: OffsetDateTime) -> Result<Sent, ConfigError> {
     let secrets = env.secrets(SECRET_VAR)?;
-    let secret = secrets.first();
+    let tenant = body_field(body, "networkId");
+    let secret = secrets.for_tenant(tenant.as_deref());
     let timestamp = epoch_millis(now).to_string();
     Ok(Sent::post("/", body.to_vec())
         .header("content-type", "application/json")
@@ -464,10 +470,15 @@ mod tests {
     fn test_challenge_is_answered_byte_for_byte() {
         let t = tribe(TEST_SECRET);
         let h = bettermode(TEST_SIG, TEST_TS);
-        let Inspection::Reply { status, body } = inspect(&t, &h, TEST_BODY, 1_649_315_900_181)
+        let Inspection::Reply {
+            status,
+            body,
+            tenant,
+        } = inspect(&t, &h, TEST_BODY, 1_649_315_900_181)
         else {
             panic!("reply expected")
         };
+        assert_eq!(tenant.as_deref(), Some("jpLyIGaMxu"));
         assert_eq!(status, StatusCode::OK);
         let response = Answer::Reply { status, body }.into_response();
         assert_eq!(response.status(), 200);
@@ -500,8 +511,8 @@ mod tests {
             panic!("one event, default answer expected")
         };
         let e = &events[0];
-        assert_eq!(e.key, "01435cf2c7bb70b61ef8f9968908d977");
-        assert_eq!(e.event_id, e.key);
+        assert_eq!(e.key, EventKey::id("01435cf2c7bb70b61ef8f9968908d977"));
+        assert_eq!(e.event_id, "01435cf2c7bb70b61ef8f9968908d977");
         assert_eq!(e.event_type, "post.published");
         assert_eq!(e.tenant.as_deref(), Some("LUNjAcpf92"));
         assert_eq!(e.occurred_at.as_deref(), Some("2025-01-01T00:00:00.100Z"));
@@ -664,7 +675,7 @@ mod tests {
         let e = &events[0];
         assert_eq!(e.event_type, "app_installed");
         assert_eq!(e.event_id, "inst-1");
-        assert_eq!(e.key, sha256_hex(body.as_bytes()));
+        assert_eq!(e.key, EventKey::hash_of(body.as_bytes()));
         assert_eq!(e.tenant.as_deref(), Some("LUNjAcpf92"));
     }
 
@@ -677,7 +688,7 @@ mod tests {
         let Inspection::Events { events, .. } = inspect(&t, &h, body, 1_735_689_600_123) else {
             panic!("event expected")
         };
-        assert_eq!(events[0].key, sha256_hex(body.as_bytes()));
+        assert_eq!(events[0].key, EventKey::hash_of(body.as_bytes()));
         assert_eq!(events[0].event_type, "subscription");
         assert_eq!(events[0].tenant, None);
     }

@@ -28,10 +28,11 @@ use crate::config::{ConfigError, Env};
 use crate::consumer::{typed_payload, EventHandler, HandlerError};
 use crate::envelope::{Envelope, Payload};
 use crate::provider::{
-    json_object, Inbound, InboundEvent, Inspection, Provider, Refusal, VerifiedRequest,
+    body_field, json_object, path_token, url_tokens, EventKey, Inbound, InboundEvent, Inspection,
+    Provider, Refusal, VerifiedRequest,
 };
 use crate::secret::SecretList;
-use crate::verify::{self, AuthFailure, Verified};
+use crate::verify::{AuthFailure, Verified};
 
 pub const NAME: &str = "tribemade";
 pub const TOKEN_VAR: &str = "TRIBEMADE_URL_TOKEN";
@@ -53,7 +54,7 @@ impl TribeMade {
 
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(TribeMade::new(
-            env.secrets(TOKEN_VAR)?,
+            url_tokens(env, TOKEN_VAR)?,
             env.list(STORE_IDS_VAR),
         ))
     }
@@ -65,20 +66,7 @@ impl Provider for TribeMade {
     }
 
     fn authenticate(&self, request: &Inbound<'_>) -> Result<Verified, AuthFailure> {
-        // Every segment is compared (no early exit), each in constant time against every token.
-        let mut proof = None;
-        let mut segments = 0;
-        for segment in request.path_segments() {
-            segments += 1;
-            if let Ok(verified) = verify::token(&self.tokens, segment.as_bytes()) {
-                proof.get_or_insert(verified);
-            }
-        }
-        proof.ok_or(if segments == 0 {
-            AuthFailure::Missing
-        } else {
-            AuthFailure::Mismatch
-        })
+        path_token(&self.tokens, request).map(|(proof, _)| proof)
     }
 
     fn inspect(&self, request: &VerifiedRequest<'_, '_>) -> Result<Inspection, Refusal> {
@@ -88,7 +76,7 @@ impl Provider for TribeMade {
             return Err(Refusal::Unauthorized(AuthFailure::TenantRefused));
         }
         Ok(Inspection::event(InboundEvent {
-            key: order.order_id.clone(),
+            key: EventKey::id(order.order_id.clone()),
             event_id: order.order_id,
             event_type: ORDER_CREATED.to_owned(),
             occurred_at: Some(order.created_at),
@@ -238,11 +226,11 @@ fn is_iso8601(s: &str) -> bool {
         || PrimitiveDateTime::parse(s, &local).is_ok()
 }
 
-/// The request TribeMade would send with `body`: a POST to the URL with the first configured
-/// token as its last path segment.
+/// The request TribeMade would send with `body`: a POST to the URL with the store's token (the
+/// first configured one, or the body's store's in a tenant map) as its last path segment.
 pub fn simulate(body: &[u8], env: &Env, _now: OffsetDateTime) -> Result<Sent, ConfigError> {
     let tokens = env.secrets(TOKEN_VAR)?;
-    let token = tokens.first();
+    let token = tokens.for_tenant(body_field(body, "store_id").as_deref());
     let path = format!("/{}", String::from_utf8_lossy(token.expose()));
     Ok(Sent::post(&path, body.to_vec()).header("content-type", "application/json"))
 }
@@ -406,8 +394,8 @@ mod tests {
             panic!("one event expected")
         };
         let e = &events[0];
-        assert_eq!(e.key, "770e8400-e29b-41d4-a716-446655440789");
-        assert_eq!(e.event_id, e.key);
+        assert_eq!(e.key, EventKey::id("770e8400-e29b-41d4-a716-446655440789"));
+        assert_eq!(e.event_id, "770e8400-e29b-41d4-a716-446655440789");
         assert_eq!(e.event_type, "order.created");
         assert_eq!(e.tenant.as_deref(), Some(STORE));
         assert_eq!(e.occurred_at.as_deref(), Some("2024-11-16T10:30:45.123456"));
@@ -595,7 +583,7 @@ mod tests {
 
     #[test]
     fn simulate_posts_to_the_first_token() {
-        let env = Env::from_pairs([(TOKEN_VAR, "tribemade-dev-token-0001,second")]);
+        let env = Env::from_pairs([(TOKEN_VAR, "tribemade-dev-token-0001,second-token-0000001")]);
         let sent = simulate(BODY.as_bytes(), &env, OffsetDateTime::UNIX_EPOCH).unwrap();
         assert_eq!(sent.path, "/tribemade-dev-token-0001");
         assert_eq!(sent.method, Method::POST);

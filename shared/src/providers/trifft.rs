@@ -17,7 +17,8 @@
 //!   (malformed JSON under a JSON content type → 400); a form or query is decoded into a JSON
 //!   object of strings (a repeated name → array of its values, in order); XML and plain text
 //!   travel verbatim in `payload_raw`. Without a content type the body is JSON if it parses,
-//!   else text. Text that is not UTF-8 → 400 (the envelope carries text).
+//!   else text. A body that is not UTF-8 (XML in Latin-1) travels byte for byte in
+//!   `payload_base64`: an authenticated event is never refused for its encoding.
 //! - Event id (providers.md default): `TRIFFT_EVENT_ID_POINTER` (JSON pointer into the JSON or
 //!   decoded form payload), then `TRIFFT_EVENT_ID_HEADER`, else the SHA-256 of the content bytes
 //!   (a retry re-sends the same bytes). A configured id that is absent falls back to the hash,
@@ -40,10 +41,11 @@ use crate::config::{ConfigError, Env};
 use crate::consumer::{EventHandler, HandlerError};
 use crate::envelope::{Envelope, Payload};
 use crate::provider::{
-    is_json_media_type, Inbound, InboundEvent, Inspection, Provider, Refusal, VerifiedRequest,
+    is_json_media_type, EventKey, Inbound, InboundEvent, Inspection, Provider, Refusal,
+    VerifiedRequest,
 };
 use crate::secret::{Secret, SecretList};
-use crate::verify::{self, sha256_hex, AuthFailure, Verified};
+use crate::verify::{self, AuthFailure, BasicPair, Verified};
 
 pub const NAME: &str = "trifft";
 pub const AUTH_HEADER_VAR: &str = "TRIFFT_AUTH_HEADER";
@@ -129,7 +131,7 @@ impl Locator {
 pub struct Trifft {
     header_auth: Option<HeaderAuth>,
     /// Accepted Basic (user, password) pairs; empty when Basic is not configured.
-    basic: Vec<(Secret, Secret)>,
+    basic: Vec<BasicPair>,
     event_id: Locator,
     event_type: Locator,
 }
@@ -143,11 +145,33 @@ impl Trifft {
                 "{AUTH_HEADER_VAR} + {AUTH_VALUE_VAR} or {BASIC_USER_VAR} + {BASIC_PASSWORD_VAR}"
             )));
         }
+        let event_id = Locator::from_env(env, EVENT_ID_POINTER_VAR, EVENT_ID_HEADER_VAR)?;
+        let event_type = Locator::from_env(env, EVENT_TYPE_POINTER_VAR, EVENT_TYPE_HEADER_VAR)?;
+        // An id or type read from a credential header would put the secret in the envelope, the
+        // claim and the logs.
+        for (var, locator) in [
+            (EVENT_ID_HEADER_VAR, &event_id),
+            (EVENT_TYPE_HEADER_VAR, &event_type),
+        ] {
+            let Some(header) = &locator.header else {
+                continue;
+            };
+            let is_credential = *header == lambda_http::http::header::AUTHORIZATION
+                || header_auth
+                    .as_ref()
+                    .is_some_and(|auth| auth.names.contains(header));
+            if is_credential {
+                return Err(ConfigError::Invalid {
+                    name: var.into(),
+                    why: format!("{header} carries the credential"),
+                });
+            }
+        }
         Ok(Trifft {
             header_auth,
             basic,
-            event_id: Locator::from_env(env, EVENT_ID_POINTER_VAR, EVENT_ID_HEADER_VAR)?,
-            event_type: Locator::from_env(env, EVENT_TYPE_POINTER_VAR, EVENT_TYPE_HEADER_VAR)?,
+            event_id,
+            event_type,
         })
     }
 
@@ -175,48 +199,105 @@ fn header_name(var: &str, value: &str) -> Result<HeaderName, ConfigError> {
 
 fn header_auth(env: &Env) -> Result<Option<HeaderAuth>, ConfigError> {
     let names = env.list(AUTH_HEADER_VAR);
-    match (names.is_empty(), env.optional_secrets(AUTH_VALUE_VAR)) {
+    match (names.is_empty(), env.optional_secrets(AUTH_VALUE_VAR)?) {
         (true, None) => Ok(None),
         (false, None) => Err(ConfigError::Missing(AUTH_VALUE_VAR.into())),
         (true, Some(_)) => Err(ConfigError::Missing(AUTH_HEADER_VAR.into())),
-        (false, Some(values)) => Ok(Some(HeaderAuth {
-            names: names
-                .iter()
-                .map(|n| header_name(AUTH_HEADER_VAR, n))
-                .collect::<Result<_, _>>()?,
-            values,
-        })),
+        (false, Some(values)) => {
+            // The value names the tenant: one value for two tenants would name neither.
+            let all: Vec<&[u8]> = values.iter().map(Secret::expose).collect();
+            if values.is_per_tenant() && (1..all.len()).any(|i| all[..i].contains(&all[i])) {
+                return Err(ConfigError::Invalid {
+                    name: AUTH_VALUE_VAR.into(),
+                    why: "the same value is given for two tenants".into(),
+                });
+            }
+            Ok(Some(HeaderAuth {
+                names: names
+                    .iter()
+                    .map(|n| header_name(AUTH_HEADER_VAR, n))
+                    .collect::<Result<_, _>>()?,
+                values,
+            }))
+        }
     }
 }
 
-/// Pairs users and passwords: zipped when the lists have equal lengths, otherwise a single user
-/// (or password) goes with every entry of the other list (rotation). Anything else is ambiguous.
-fn basic_pairs(env: &Env) -> Result<Vec<(Secret, Secret)>, ConfigError> {
+/// Pairs users and passwords. Lists: zipped when of equal lengths, otherwise a single user (or
+/// password) goes with every entry of the other list (rotation). A tenant map of passwords: the
+/// user is one plain value for every tenant, or a map giving each of the same tenants one user.
+/// Anything else is ambiguous, and so a configuration error.
+fn basic_pairs(env: &Env) -> Result<Vec<BasicPair>, ConfigError> {
     let (users, passwords) = match (
-        env.optional_secrets(BASIC_USER_VAR),
-        env.optional_secrets(BASIC_PASSWORD_VAR),
+        env.optional_secrets(BASIC_USER_VAR)?,
+        env.optional_secrets(BASIC_PASSWORD_VAR)?,
     ) {
         (None, None) => return Ok(Vec::new()),
         (Some(_), None) => return Err(ConfigError::Missing(BASIC_PASSWORD_VAR.into())),
         (None, Some(_)) => return Err(ConfigError::Missing(BASIC_USER_VAR.into())),
-        (Some(u), Some(p)) => (
-            u.iter().cloned().collect::<Vec<_>>(),
-            p.iter().cloned().collect::<Vec<_>>(),
-        ),
+        (Some(u), Some(p)) => (u, p),
     };
-    match (users.as_slice(), passwords.as_slice()) {
-        (u, p) if u.len() == p.len() => Ok(users.into_iter().zip(passwords).collect()),
-        ([user], _) => Ok(passwords.into_iter().map(|p| (user.clone(), p)).collect()),
-        (_, [password]) => Ok(users.into_iter().map(|u| (u, password.clone())).collect()),
-        _ => Err(ConfigError::Invalid {
-            name: BASIC_PASSWORD_VAR.into(),
-            why: format!(
-                "{} users and {} passwords: give equal counts, one user, or one password",
-                users.len(),
-                passwords.len()
-            ),
-        }),
+    let invalid = |why: String| ConfigError::Invalid {
+        name: BASIC_PASSWORD_VAR.into(),
+        why,
+    };
+    let pair = |tenant: Option<&str>, user: &Secret, password: &Secret| BasicPair {
+        tenant: tenant.map(str::to_owned),
+        user: user.clone(),
+        password: password.clone(),
+    };
+    let pairs: Vec<BasicPair> = match (users.is_per_tenant(), passwords.is_per_tenant()) {
+        (false, false) => {
+            let (u, p): (Vec<&Secret>, Vec<&Secret>) =
+                (users.iter().collect(), passwords.iter().collect());
+            match (u.as_slice(), p.as_slice()) {
+                (u, p) if u.len() == p.len() => {
+                    u.iter().zip(p).map(|(u, p)| pair(None, u, p)).collect()
+                }
+                ([user], _) => p.iter().map(|p| pair(None, user, p)).collect(),
+                (_, [password]) => u.iter().map(|u| pair(None, u, password)).collect(),
+                _ => {
+                    return Err(invalid(format!(
+                        "{} users and {} passwords: give equal counts, one user, or one password",
+                        u.len(),
+                        p.len()
+                    )))
+                }
+            }
+        }
+        (false, true) if users.len() == 1 => passwords
+            .entries()
+            .map(|(t, p)| pair(t, users.first(), p))
+            .collect(),
+        (true, true) => {
+            if users.tenants() != passwords.tenants() || users.len() != users.tenants().len() {
+                return Err(invalid(format!(
+                    "{BASIC_USER_VAR} must give the same tenants as {BASIC_PASSWORD_VAR}, one user each"
+                )));
+            }
+            passwords
+                .entries()
+                .map(|(t, p)| pair(t, users.for_tenant(t), p))
+                .collect()
+        }
+        _ => {
+            return Err(invalid(format!(
+                "with a tenant map of passwords, {BASIC_USER_VAR} is one user or a tenant map of users; \
+                 with a list of passwords it is a list"
+            )))
+        }
+    };
+    for (i, a) in pairs.iter().enumerate() {
+        if pairs[..i]
+            .iter()
+            .any(|b| b.tenant != a.tenant && b.user == a.user && b.password == a.password)
+        {
+            return Err(invalid(
+                "the same user and password are given for two tenants".into(),
+            ));
+        }
     }
+    Ok(pairs)
 }
 
 /// The more telling of two failures, for the log: a wrong credential beats a malformed one,
@@ -285,16 +366,16 @@ impl Provider for Trifft {
         let (content, payload) = content(request)?;
         let json = match &payload {
             Payload::Json(v) => Some(v),
-            Payload::Raw(_) => None,
+            Payload::Raw(_) | Payload::Bytes(_) => None,
         };
         let key = match self.event_id.find(request, json) {
-            Some(id) => id,
+            Some(id) => EventKey::id(id),
             None => {
                 if self.event_id.is_set() {
                     warn!(provider = NAME, configured = %self.event_id.describe(),
                         "configured event id not found; keyed by the content's SHA-256");
                 }
-                sha256_hex(content)
+                EventKey::hash_of(content)
             }
         };
         let object = json.and_then(Value::as_object);
@@ -304,11 +385,12 @@ impl Provider for Trifft {
             .or_else(|| first_scalar(object, &TYPE_FIELDS))
             .unwrap_or_else(|| DEFAULT_EVENT_TYPE.to_owned());
         Ok(Inspection::event(InboundEvent {
-            event_id: key.clone(),
+            event_id: key.to_event_id(),
             key,
             event_type,
             occurred_at: first_scalar(object, &TIME_FIELDS),
-            tenant: None,
+            // The payload names no tenant: with a tenant map, the credential's label is it.
+            tenant: request.proof().tenant().map(str::to_owned),
             payload,
             fingerprint: None,
         }))
@@ -347,18 +429,13 @@ fn content<'a>(request: &Inbound<'a>) -> Result<(&'a [u8], Payload), Refusal> {
             })?)
         }
         Some(FORM) => Payload::Json(form_to_json(body)),
-        Some(_) => Payload::Raw(text(body)?),
+        Some(_) => Payload::text_or_bytes(body),
         None => match serde_json::from_slice(body) {
             Ok(v) => Payload::Json(v),
-            Err(_) => Payload::Raw(text(body)?),
+            Err(_) => Payload::text_or_bytes(body),
         },
     };
     Ok((body, payload))
-}
-
-fn text(body: &[u8]) -> Result<String, Refusal> {
-    String::from_utf8(body.to_vec())
-        .map_err(|_| Refusal::BadRequest("body is not UTF-8 text".into()))
 }
 
 /// Decodes `application/x-www-form-urlencoded` bytes (a form body or a query string) into a JSON
@@ -436,10 +513,10 @@ pub fn simulate_get(query: &str, env: &Env, now: OffsetDateTime) -> Result<Sent,
 
 fn with_basic(sent: Sent, env: &Env) -> Result<Sent, ConfigError> {
     let pairs = basic_pairs(env)?;
-    let (user, password) = pairs
+    let pair = pairs
         .first()
         .ok_or_else(|| ConfigError::Missing(format!("{AUTH_VALUE_VAR} or {BASIC_USER_VAR}")))?;
-    let credentials = [user.expose(), b":", password.expose()].concat();
+    let credentials = [pair.user.expose(), b":", pair.password.expose()].concat();
     Ok(sent.header(
         "authorization",
         format!(
@@ -495,12 +572,12 @@ pub struct TrifftHandler;
 #[async_trait]
 impl EventHandler for TrifftHandler {
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let (kind, bytes) = match (&event.payload, &event.payload_raw) {
-            (Some(json), _) => ("json", json.to_string().len()),
-            (None, Some(raw)) => ("raw", raw.len()),
-            (None, None) => {
-                return Err(HandlerError::Reject("TRIFFT event without payload".into()))
-            }
+        let (kind, bytes) = match event.content() {
+            Some(Payload::Json(json)) => ("json", json.to_string().len()),
+            Some(Payload::Raw(raw)) => ("raw", raw.len()),
+            // Not UTF-8 (XML in Latin-1): the bytes as sent, to decode with their charset.
+            Some(Payload::Bytes(bytes)) => ("bytes", bytes.len()),
+            None => return Err(HandlerError::Reject("TRIFFT event without payload".into())),
         };
         let member_event = event
             .payload
@@ -515,6 +592,7 @@ impl EventHandler for TrifftHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify::sha256_hex;
     use lambda_http::http::{HeaderMap, HeaderValue};
     use serde_json::json;
 
@@ -681,10 +759,10 @@ mod tests {
             ]))
             .unwrap()
             .iter()
-            .map(|(u, p)| {
+            .map(|p| {
                 (
-                    String::from_utf8_lossy(u.expose()).into(),
-                    String::from_utf8_lossy(p.expose()).into(),
+                    String::from_utf8_lossy(p.user.expose()).into(),
+                    String::from_utf8_lossy(p.password.expose()).into(),
                 )
             })
             .collect()
@@ -708,8 +786,8 @@ mod tests {
             ("content-type", "application/json"),
         ]);
         let e = inspect_one(&t, &inbound(&post, &h, None, BODY.as_bytes())).unwrap();
-        assert_eq!(e.key, sha256_hex(BODY.as_bytes()));
-        assert_eq!(e.event_id, e.key);
+        assert_eq!(e.key, EventKey::hash_of(BODY.as_bytes()));
+        assert_eq!(e.event_id, sha256_hex(BODY.as_bytes()));
         assert_eq!(e.event_type, "trft_perk_redeemed");
         assert_eq!(e.occurred_at.as_deref(), Some("1747053296"));
         assert_eq!(e.tenant, None);
@@ -745,14 +823,14 @@ mod tests {
         let both = br#"{"meta":{"id":42,"kind":"points.earned"},"event":"ignored"}"#;
         let e = inspect_one(&configured, &inbound(&post, &h, None, both)).unwrap();
         assert_eq!(
-            (e.key.as_str(), e.event_type.as_str()),
-            ("42", "points.earned")
+            (e.key, e.event_type.as_str()),
+            (EventKey::id("42"), "points.earned")
         );
         // Pointer absent: the header.
         let e = inspect_one(&configured, &inbound(&post, &h, None, br#"{"event":"x"}"#)).unwrap();
         assert_eq!(
-            (e.key.as_str(), e.event_type.as_str()),
-            ("hdr-id", "hdr.type")
+            (e.key, e.event_type.as_str()),
+            (EventKey::id("hdr-id"), "hdr.type")
         );
         // Neither: the hash and the top-level fields, in their order.
         let bare = headers(&[("X-Trifft-Key", HEADER_VALUE)]);
@@ -766,7 +844,7 @@ mod tests {
             let e =
                 inspect_one(&configured, &inbound(&post, &bare, None, body.as_bytes())).unwrap();
             assert_eq!(e.event_type, expected, "{body}");
-            assert_eq!(e.key, sha256_hex(body.as_bytes()));
+            assert_eq!(e.key, EventKey::hash_of(body.as_bytes()));
         }
     }
 
@@ -777,7 +855,7 @@ mod tests {
         let h = headers(&[("X-Trifft-Key", HEADER_VALUE)]);
         let query = "event=points_earned&email=member%40example.com&tag=a&tag=b+c&empty=";
         let e = inspect_one(&t, &inbound(&get, &h, Some(query), b"")).unwrap();
-        assert_eq!(e.key, sha256_hex(query.as_bytes()));
+        assert_eq!(e.key, EventKey::hash_of(query.as_bytes()));
         assert_eq!(e.event_type, "points_earned");
         assert_eq!(
             e.payload,
@@ -825,11 +903,12 @@ mod tests {
             inspect_one(&t, &inbound(&post, &h, None, b"{\"a\":")),
             Err(Refusal::BadRequest(_))
         ));
-        let h = with_type("text/plain");
-        assert!(matches!(
-            inspect_one(&t, &inbound(&post, &h, None, b"\xff\xfe")),
-            Err(Refusal::BadRequest(_))
-        ));
+        // Not UTF-8 (Latin-1 XML, stray bytes): carried byte for byte, never refused.
+        for media in ["text/plain", "application/xml"] {
+            let h = with_type(media);
+            let e = inspect_one(&t, &inbound(&post, &h, None, b"<n>caf\xe9</n>\xff")).unwrap();
+            assert_eq!(e.payload, Payload::Bytes(b"<n>caf\xe9</n>\xff".to_vec()));
+        }
         // No content type: JSON when it parses, text otherwise.
         let h = headers(&[("X-Trifft-Key", HEADER_VALUE)]);
         let e = inspect_one(&t, &inbound(&post, &h, None, br#"{"type":"t"}"#)).unwrap();

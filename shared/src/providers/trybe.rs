@@ -19,10 +19,11 @@ use crate::config::{ConfigError, Env};
 use crate::consumer::{typed_payload, EventHandler, HandlerError};
 use crate::envelope::{Envelope, Payload};
 use crate::provider::{
-    json_object, str_field, Inbound, InboundEvent, Inspection, Provider, Refusal, VerifiedRequest,
+    body_field, json_object, str_field, EventKey, Inbound, InboundEvent, Inspection, Provider,
+    Refusal, VerifiedRequest,
 };
 use crate::secret::SecretList;
-use crate::verify::{self, sha256_hex, AuthFailure, Verified};
+use crate::verify::{self, AuthFailure, Verified};
 
 pub const NAME: &str = "trybe";
 pub const SIGNATURE_HEADER: &str = "signature";
@@ -58,11 +59,11 @@ impl Provider for Trybe {
     fn inspect(&self, request: &VerifiedRequest<'_, '_>) -> Result<Inspection, Refusal> {
         let body = json_object(request.body)?;
         let key = match str_field(&body, "id") {
-            Some(id) => id.to_owned(),
-            None => sha256_hex(request.body),
+            Some(id) => EventKey::id(id),
+            None => EventKey::hash_of(request.body),
         };
         Ok(Inspection::event(InboundEvent {
-            event_id: key.clone(),
+            event_id: key.to_event_id(),
             key,
             event_type: str_field(&body, "event").unwrap_or("unknown").to_owned(),
             occurred_at: str_field(&body, "timestamp").map(str::to_owned),
@@ -81,7 +82,8 @@ pub fn sign(secret: &crate::secret::Secret, body: &[u8]) -> String {
 /// The request Trybe would send with `body`, signed with the first configured secret.
 pub fn simulate(body: &[u8], env: &Env, _now: OffsetDateTime) -> Result<Sent, ConfigError> {
     let secrets = env.secrets(SECRET_VAR)?;
-    let secret = secrets.first();
+    let tenant = body_field(body, "site_id");
+    let secret = secrets.for_tenant(tenant.as_deref());
     Ok(Sent::post("/", body.to_vec())
         .header("content-type", "application/json")
         .header("user-agent", "GuzzleHttp/7")
@@ -272,8 +274,11 @@ mod tests {
         };
         let e = &events[0];
         assert_eq!(
-            (e.key.as_str(), e.event_type.as_str()),
-            ("66c36d4eef7657ae2b096128", "customer_labels.added")
+            (&e.key, e.event_type.as_str()),
+            (
+                &EventKey::id("66c36d4eef7657ae2b096128"),
+                "customer_labels.added"
+            )
         );
         assert_eq!(
             e.tenant.as_deref(),

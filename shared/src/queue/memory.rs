@@ -14,6 +14,8 @@ pub struct MemoryQueue {
     pub fail: AtomicBool,
     /// Fails the message at this position of each send call (1-based; 0 = none).
     pub fail_position: AtomicUsize,
+    /// Every send hangs (never answers) while set.
+    pub hang: AtomicBool,
 }
 
 impl MemoryQueue {
@@ -25,6 +27,9 @@ impl MemoryQueue {
 #[async_trait]
 impl EventQueue for MemoryQueue {
     async fn send(&self, messages: &[Message]) -> Vec<Result<String, QueueError>> {
+        if self.hang.load(Ordering::SeqCst) {
+            futures::future::pending::<()>().await;
+        }
         let fail_at = self.fail_position.load(Ordering::SeqCst);
         let mut stored = self.messages.lock().expect("lock");
         messages

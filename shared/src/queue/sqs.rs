@@ -1,20 +1,25 @@
-//! SQS: SendMessage for one message; SendMessageBatch (10 entries, 256 KiB a call) sent
-//! concurrently for more. A batch entry counts as queued only when SQS lists it as successful.
+//! SQS: SendMessage for one message; SendMessageBatch (10 entries, and no more bytes a call than
+//! the queue's message size limit) for more, a bounded number of calls at a time. A batch entry
+//! counts as queued only when SQS lists it as successful.
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
-use futures::future::join_all;
+use futures::stream::{self, StreamExt};
 
 use super::{EventQueue, Message, QueueError};
 
 const BATCH_ENTRIES: usize = 10;
-const BATCH_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct SqsQueue {
     client: Client,
     queue_url: String,
+    /// Bytes per SendMessageBatch call: the queue's message size limit, which SQS also applies
+    /// to a batch's total (`MAX_MESSAGE_BYTES`).
+    batch_bytes: usize,
+    /// SendMessageBatch calls in flight at once (`MAX_CONCURRENT_CALLS`).
+    concurrency: usize,
 }
 
 impl SqsQueue {
@@ -22,7 +27,16 @@ impl SqsQueue {
         SqsQueue {
             client,
             queue_url: queue_url.into(),
+            batch_bytes: crate::config::DEFAULT_MAX_MESSAGE_BYTES,
+            concurrency: crate::config::DEFAULT_MAX_CONCURRENT_CALLS,
         }
+    }
+
+    /// Limits from the settings: batch bytes and calls in flight.
+    pub fn with_limits(mut self, batch_bytes: usize, concurrency: usize) -> Self {
+        self.batch_bytes = batch_bytes;
+        self.concurrency = concurrency.max(1);
+        self
     }
 
     async fn send_one(&self, m: &Message) -> Result<String, QueueError> {
@@ -100,11 +114,11 @@ impl SqsQueue {
 }
 
 fn attributes(m: &Message) -> std::collections::HashMap<String, MessageAttributeValue> {
-    [("provider", &m.provider), ("event_type", &m.event_type)]
+    m.attributes()
         .into_iter()
         .map(|(k, v)| {
             let value = MessageAttributeValue::builder()
-                .data_type("String")
+                .data_type(super::ATTRIBUTE_TYPE)
                 .string_value(v)
                 .build()
                 .expect("type set");
@@ -113,14 +127,15 @@ fn attributes(m: &Message) -> std::collections::HashMap<String, MessageAttribute
         .collect()
 }
 
-/// Splits messages into batches of at most 10 entries and 256 KiB, keeping their positions.
-fn batches(messages: &[Message]) -> Vec<Vec<(usize, &Message)>> {
+/// Splits messages into batches of at most 10 entries and `max_bytes` (as SQS counts them),
+/// keeping their positions.
+fn batches(messages: &[Message], max_bytes: usize) -> Vec<Vec<(usize, &Message)>> {
     let mut out: Vec<Vec<(usize, &Message)>> = Vec::new();
     let mut bytes = 0;
     for (i, m) in messages.iter().enumerate() {
-        let size = m.body.len() + m.provider.len() + m.event_type.len() + 64;
+        let size = m.sqs_size();
         match out.last_mut() {
-            Some(batch) if batch.len() < BATCH_ENTRIES && bytes + size <= BATCH_BYTES => {
+            Some(batch) if batch.len() < BATCH_ENTRIES && bytes + size <= max_bytes => {
                 batch.push((i, m));
                 bytes += size;
             }
@@ -139,8 +154,12 @@ impl EventQueue for SqsQueue {
         if let [one] = messages {
             return vec![self.send_one(one).await];
         }
-        let batches = batches(messages);
-        let sent = join_all(batches.iter().map(|b| self.send_batch(b))).await;
+        let batches = batches(messages, self.batch_bytes);
+        let calls: Vec<_> = batches.iter().map(|b| self.send_batch(b)).collect();
+        let sent: Vec<_> = stream::iter(calls)
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
         let mut results: Vec<Option<Result<String, QueueError>>> = vec![None; messages.len()];
         for (i, r) in sent.into_iter().flatten() {
             results[i] = Some(r);
@@ -167,12 +186,19 @@ mod tests {
     #[test]
     fn batches_hold_ten_entries_and_respect_the_byte_limit() {
         let many: Vec<Message> = (0..23).map(|_| msg(10)).collect();
-        let sizes: Vec<usize> = batches(&many).iter().map(Vec::len).collect();
+        let sizes: Vec<usize> = batches(&many, 256 * 1024).iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![10, 10, 3]);
         let big: Vec<Message> = (0..4).map(|_| msg(100 * 1024)).collect();
-        let sizes: Vec<usize> = batches(&big).iter().map(Vec::len).collect();
+        let sizes: Vec<usize> = batches(&big, 256 * 1024).iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![2, 2]);
-        let positions: Vec<usize> = batches(&big)
+        // Exactly at the limit, counted as SQS counts (body + attribute names, types, values).
+        let exact = msg(100).sqs_size();
+        let sizes: Vec<usize> = batches(&big[..0], 1).iter().map(Vec::len).collect();
+        assert!(sizes.is_empty());
+        let three: Vec<Message> = (0..3).map(|_| msg(100)).collect();
+        let sizes: Vec<usize> = batches(&three, 2 * exact).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![2, 1]);
+        let positions: Vec<usize> = batches(&big, 256 * 1024)
             .into_iter()
             .flatten()
             .map(|(i, _)| i)

@@ -16,8 +16,9 @@ use super::{
 use crate::clock::rfc3339;
 
 /// The claim condition (DESIGN.md); `claimable()` in `store/mod.rs` is its twin for the fake.
-const CLAIM_CONDITION: &str =
-    "attribute_not_exists(pk) OR expires_at < :now OR (#status = :pending AND lease_until_ms < :now_ms)";
+/// `claim_token = :token`: an SDK retry of a write that landed (its answer was lost) finds its
+/// own claim and succeeds, instead of seeing itself "in flight" and orphaning the claim.
+const CLAIM_CONDITION: &str = "attribute_not_exists(pk) OR claim_token = :token OR expires_at < :now OR (#status = :pending AND lease_until_ms < :now_ms)";
 const STILL_OURS: &str = "claim_token = :token";
 
 #[derive(Debug, Clone)]
@@ -89,6 +90,7 @@ impl ClaimStore for DynamoClaims {
             .expression_attribute_values(":now", n(claim.now.unix_timestamp()))
             .expression_attribute_values(":now_ms", n(crate::clock::epoch_millis(claim.now)))
             .expression_attribute_values(":pending", s(claim.pending.as_str()))
+            .expression_attribute_values(":token", s(&claim.token))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;

@@ -16,6 +16,11 @@ pub struct MemoryClaims {
     records: Mutex<HashMap<String, Record>>,
     /// When set, every call fails (to test the 503 paths).
     pub fail: std::sync::atomic::AtomicBool,
+    /// Each claim takes this long (milliseconds of tokio time), so that concurrency shows.
+    pub claim_delay_ms: std::sync::atomic::AtomicU64,
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// The most claims seen in flight at once.
+    pub max_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl MemoryClaims {
@@ -42,7 +47,15 @@ impl MemoryClaims {
 #[async_trait]
 impl ClaimStore for MemoryClaims {
     async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
         self.check()?;
+        let delay = self.claim_delay_ms.load(SeqCst);
+        if delay > 0 {
+            let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+            self.in_flight.fetch_sub(1, SeqCst);
+        }
         let mut records = self.records.lock().expect("lock");
         let existing = records.get(&claim.pk);
         if claimable(existing, claim) {

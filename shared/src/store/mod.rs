@@ -118,14 +118,16 @@ pub struct Record {
     pub token: String,
 }
 
-/// The claim condition, shared by both adapters so that they cannot disagree:
-/// `attribute_not_exists(pk) OR expires_at < :now OR (#status = pending AND lease_until_ms < :now_ms)`.
+/// The claim condition of the in-memory store; `CLAIM_CONDITION` in `store/dynamodb.rs` is its
+/// twin (issue 11 makes one definition serve both):
+/// `attribute_not_exists(pk) OR claim_token = :token OR expires_at < :now OR (#status = pending AND lease_until_ms < :now_ms)`.
 pub fn claimable(existing: Option<&Record>, claim: &Claim) -> bool {
     let now_ms = crate::clock::epoch_millis(claim.now);
     match existing {
         None => true,
         Some(r) => {
-            r.expires_at < claim.now.unix_timestamp()
+            r.token == claim.token
+                || r.expires_at < claim.now.unix_timestamp()
                 || (r.status == claim.pending && r.lease_until_ms < now_ms)
         }
     }

@@ -275,11 +275,28 @@ pub async fn only_envelope(
     assert_eq!(env["provider"], provider);
     assert_eq!(env["event_id"], event_id);
     assert_eq!(env["event_type"], event_type);
-    assert_eq!(env["dedup_key"], format!("{provider}#{event_id}"));
+    assert_eq!(
+        env["dedup_key"].as_str(),
+        Some(key(provider, env["tenant"].as_str(), event_id).as_str())
+    );
     let attribute = |name: &str| message.message_attributes[name].string_value.clone();
     assert_eq!(attribute("provider").as_deref(), Some(provider));
     assert_eq!(attribute("event_type").as_deref(), Some(event_type));
     (message, env)
+}
+
+/// The dedup key of the provider's event `id` for `tenant`.
+pub fn key(provider: &str, tenant: Option<&str>, id: &str) -> String {
+    shared::pipeline::dedup_key(provider, tenant, &shared::provider::EventKey::id(id))
+}
+
+/// The dedup key of an event keyed by the SHA-256 of `content`.
+pub fn key_hash(provider: &str, tenant: Option<&str>, content: &[u8]) -> String {
+    shared::pipeline::dedup_key(
+        provider,
+        tenant,
+        &shared::provider::EventKey::hash_of(content),
+    )
 }
 
 pub fn sqs_event(records: Vec<SqsMessage>) -> SqsEvent {

@@ -78,7 +78,7 @@ async fn batch_is_processed_and_recorded_once() {
     let mut first_times = Vec::new();
     for id in &ids {
         let item = stack
-            .item(&format!("processed#trybe#{id}"))
+            .item(&format!("processed#{}", key("trybe", Some("s1"), id)))
             .await
             .expect("processed record");
         assert_eq!(s(&item, "status"), "PROCESSED");
@@ -92,7 +92,10 @@ async fn batch_is_processed_and_recorded_once() {
     for (id, first) in ids.iter().zip(first_times) {
         assert_eq!(
             s(
-                &stack.item(&format!("processed#trybe#{id}")).await.unwrap(),
+                &stack
+                    .item(&format!("processed#{}", key("trybe", Some("s1"), id)))
+                    .await
+                    .unwrap(),
                 "processed_at"
             ),
             first
@@ -138,7 +141,7 @@ async fn a_failed_handler_is_reported_and_runs_again_on_redelivery() {
     assert_eq!(failed, vec![failed_record.message_id.clone().unwrap()]);
     assert!(
         stack
-            .item(&format!("processed#trybe#{}", ids[1]))
+            .item(&format!("processed#{}", key("trybe", Some("s1"), &ids[1])))
             .await
             .is_none(),
         "claim released for the retry"

@@ -16,6 +16,7 @@ use shared::store::DynamoClaims;
 use shared::Receiver;
 
 use crate::helpers::*;
+use shared::provider::EventKey;
 
 // local.env's dev values.
 const URL_TOKEN: &str = "tilby-dev-token-0001";
@@ -125,7 +126,12 @@ async fn a_notification_becomes_one_message_per_entity_answered_exactly_200() {
             .find(|e| e["event_id"] == key.as_str())
             .unwrap_or_else(|| panic!("{key} queued"));
         assert_eq!(e["provider"], "tilby");
-        assert_eq!(e["dedup_key"], format!("tilby#{key}"));
+        let dedup = shared::pipeline::dedup_key(
+            "tilby",
+            Some("s3_bistrot_milano"),
+            &EventKey::parts([uuid, entity_uuid.as_str()]),
+        );
+        assert_eq!(e["dedup_key"], dedup.as_str());
         assert_eq!(e["event_type"], "sales.closed");
         assert_eq!(e["tenant"], "s3_bistrot_milano");
         assert_eq!(e["occurred_at"], "2025-05-12T13:58:45.102Z");
@@ -134,7 +140,7 @@ async fn a_notification_becomes_one_message_per_entity_answered_exactly_200() {
         assert_eq!(payload["from_user"], "giulia.bianchi@example.com");
         assert_eq!(payload["notification_uuid"], uuid);
         assert!(payload.get("entities").is_none() && payload.get("nRetry").is_none());
-        let claim = stack.item(&format!("tilby#{key}")).await.expect("claim");
+        let claim = stack.item(&dedup).await.expect("claim");
         assert_eq!(s(&claim, "status"), "ENQUEUED");
         assert_eq!(s(&claim, "event_type"), "sales.closed");
     }
@@ -317,9 +323,14 @@ async fn names_missing_from_the_body_come_from_the_path_and_type_case_is_ignored
     let envelopes = drained(&stack).await;
     assert_eq!(envelopes.len(), 2);
     assert!(envelopes.iter().all(|e| e["event_type"] == "items.updated"));
+    let path_key = shared::pipeline::dedup_key(
+        "tilby",
+        Some("s3_bistrot_milano"),
+        &EventKey::parts(["n-path", "311"]),
+    );
     assert!(envelopes
         .iter()
-        .any(|e| e["dedup_key"] == "tilby#n-path:311"));
+        .any(|e| e["dedup_key"] == path_key.as_str()));
 }
 
 /// The real queue, except that the messages at `failing` positions of each send fail.
@@ -374,7 +385,12 @@ async fn a_partially_failed_batch_answers_503_and_its_retry_queues_only_the_rest
     let first = drained(&stack).await;
     assert_eq!(first.len(), 21);
     for i in 0..25 {
-        let key = format!("tilby#{uuid}:00000000-0000-4000-8000-{i:012}");
+        let entity = format!("00000000-0000-4000-8000-{i:012}");
+        let key = shared::pipeline::dedup_key(
+            "tilby",
+            Some("s3_bistrot_milano"),
+            &EventKey::parts([uuid, entity.as_str()]),
+        );
         let claim = stack.item(&key).await;
         if failing.contains(&i) {
             assert!(claim.is_none(), "claim {i} released");

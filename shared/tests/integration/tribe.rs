@@ -131,7 +131,7 @@ async fn subscription_is_claimed_and_queued_once_with_its_envelope() {
         serde_json::from_str::<Value>(&body).unwrap()
     );
     let claim = stack
-        .item(&format!("tribe#{event_id}"))
+        .item(&key("tribe", Some(NETWORK), &event_id))
         .await
         .expect("claim stored");
     assert_eq!(s(&claim, "status"), "ENQUEUED");
@@ -176,7 +176,7 @@ async fn legacy_tribe_headers_are_accepted() {
     assert_eq!(messages.len(), 1);
     assert_eq!(
         envelope(&messages[0])["dedup_key"],
-        format!("tribe#{event_id}")
+        key("tribe", Some(NETWORK), &event_id)
     );
 }
 
@@ -294,7 +294,7 @@ async fn other_types_are_queued_under_their_type_and_acknowledged_succeeded() {
     assert_eq!(env["tenant"], NETWORK);
     assert_eq!(
         env["dedup_key"],
-        format!("tribe#{}", sha256_hex(body.as_bytes()))
+        key_hash("tribe", Some(NETWORK), body.as_bytes())
     );
     let processor =
         stack.processor(Router::default().provider(tribe::NAME, Arc::new(tribe::TribeHandler)));

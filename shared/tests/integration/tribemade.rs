@@ -87,7 +87,7 @@ async fn valid_order_is_claimed_and_queued_once_with_its_envelope() {
     assert_eq!(env["occurred_at"], "2024-11-16T10:30:45.123456");
     assert_eq!(env["payload"], body);
     let claim = stack
-        .item(&format!("tribemade#{id}"))
+        .item(&key("tribemade", Some(STORE), &id))
         .await
         .expect("claim stored");
     assert_eq!(s(&claim, "status"), "ENQUEUED");
@@ -263,7 +263,11 @@ async fn sample_in_events_is_accepted_as_simulated() {
     assert_eq!(messages.len(), 1);
     assert_eq!(
         envelope(&messages[0])["dedup_key"],
-        "tribemade#770e8400-e29b-41d4-a716-446655440789"
+        key(
+            "tribemade",
+            Some("550e8400-e29b-41d4-a716-446655440000"),
+            "770e8400-e29b-41d4-a716-446655440789"
+        )
     );
 }
 

@@ -81,10 +81,10 @@ async fn header_authentication_alone_accepts_each_configured_value_and_nothing_e
     let r = receiver(&stack, &HEADER_AUTH).await;
     let first = send(&r, &with_key(PERK_REDEEMED)).await;
     assert_eq!(first.status(), 200);
-    let key = sha256_hex(PERK_REDEEMED.as_bytes());
+    let hash = sha256_hex(PERK_REDEEMED.as_bytes());
     assert_eq!(
         body_json(&first),
-        json!({"status": "accepted", "event_id": key})
+        json!({"status": "accepted", "event_id": hash})
     );
     let rotated = unauthenticated(r#"{"event":"rotated"}"#).header(HEADER, KEY2);
     assert_eq!(send(&r, &rotated).await.status(), 200);
@@ -256,7 +256,7 @@ async fn xml_travels_byte_for_byte_in_payload_raw() {
     );
     assert_eq!(
         points["dedup_key"],
-        format!("trifft#{}", sha256_hex(POINTS_EARNED_XML.as_bytes()))
+        key_hash("trifft", None, POINTS_EARNED_XML.as_bytes())
     );
     let note = by_raw(awkward);
     assert_eq!(note["event_type"], trifft::DEFAULT_EVENT_TYPE);
@@ -298,7 +298,7 @@ async fn plain_text_travels_verbatim_and_forms_are_decoded() {
     assert_eq!(form["occurred_at"], "1747060000");
     assert_eq!(
         form["dedup_key"],
-        format!("trifft#{}", sha256_hex(SIGNUP_FORM.as_bytes()))
+        key_hash("trifft", None, SIGNUP_FORM.as_bytes())
     );
 }
 
@@ -321,10 +321,7 @@ async fn a_get_query_is_the_payload_and_its_repeat_a_duplicate() {
         json!({"event": "trft_points_earned", "points": "120", "email_address": "member@example.com", "tag": ["a", "b"]})
     );
     assert_eq!(e["event_type"], "trft_points_earned");
-    assert_eq!(
-        e["dedup_key"],
-        format!("trifft#{}", sha256_hex(query.as_bytes()))
-    );
+    assert_eq!(e["dedup_key"], key_hash("trifft", None, query.as_bytes()));
 }
 
 #[tokio::test]
@@ -370,8 +367,9 @@ async fn a_configured_pointer_or_header_id_dedups_events_whose_bytes_differ() {
         .map(|m| envelope(m)["dedup_key"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(keys.len(), 3);
-    for key in ["trifft#evt-1001", "trifft#evt-1002", "trifft#evt-2001"] {
-        assert!(keys.iter().any(|k| k == key), "{key} in {keys:?}");
+    for id in ["evt-1001", "evt-1002", "evt-2001"] {
+        let expected = key("trifft", None, id);
+        assert!(keys.contains(&expected), "{expected} in {keys:?}");
     }
 }
 
@@ -379,20 +377,21 @@ async fn a_configured_pointer_or_header_id_dedups_events_whose_bytes_differ() {
 async fn a_repeated_body_is_deduplicated_by_its_hash() {
     let stack = Stack::new().await;
     let r = receiver(&stack, &HEADER_AUTH).await;
-    let key = sha256_hex(PERK_REDEEMED.as_bytes());
+    let hash = sha256_hex(PERK_REDEEMED.as_bytes());
+    let dedup = key_hash("trifft", None, PERK_REDEEMED.as_bytes());
     assert_eq!(send(&r, &with_key(PERK_REDEEMED)).await.status(), 200);
     let again = send(&r, &with_key(PERK_REDEEMED)).await;
     assert_eq!(again.status(), 200);
     assert_eq!(
         body_json(&again),
-        json!({"status": "duplicate", "event_id": key})
+        json!({"status": "duplicate", "event_id": hash})
     );
     let messages = stack.drain().await;
     assert_eq!(messages.len(), 1);
     let e = envelope(&messages[0]);
     assert_eq!(e["provider"], "trifft");
-    assert_eq!(e["event_id"], key.as_str());
-    assert_eq!(e["dedup_key"], format!("trifft#{key}"));
+    assert_eq!(e["event_id"], hash.as_str());
+    assert_eq!(e["dedup_key"], dedup.as_str());
     assert_eq!(e["event_type"], "trft_perk_redeemed");
     assert_eq!(e["occurred_at"], "1747053296");
     assert_eq!(e["content_type"], "application/json");
@@ -403,7 +402,7 @@ async fn a_repeated_body_is_deduplicated_by_its_hash() {
         attrs["event_type"].string_value.as_deref(),
         Some("trft_perk_redeemed")
     );
-    let claim = stack.item(&format!("trifft#{key}")).await.expect("claim");
+    let claim = stack.item(&dedup).await.expect("claim");
     assert_eq!(s(&claim, "status"), "ENQUEUED");
 }
 
@@ -428,14 +427,38 @@ async fn malformed_json_and_unsupported_media_types_are_refused() {
         .header(HEADER, KEY)
         .header("content-type", "multipart/form-data; boundary=x");
     assert_eq!(send(&r, &multipart).await.status(), 415);
-    let latin1 = Sent {
-        base64: true,
-        ..Sent::post("/", b"cr\xe8me".to_vec())
-            .header(HEADER, KEY)
-            .header("content-type", "text/plain")
-    };
-    assert_eq!(send(&r, &latin1).await.status(), 400);
     stack.assert_no_trace().await;
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_utf8_is_queued_byte_for_byte_in_base64() {
+    let stack = Stack::new().await;
+    let r = receiver(&stack, &HEADER_AUTH).await;
+    let latin1 =
+        b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?><note>cr\xe8me br\xfbl\xe9e</note>"
+            .to_vec();
+    let sent = Sent {
+        base64: true,
+        ..Sent::post("/", latin1.clone())
+            .header(HEADER, KEY)
+            .header("content-type", "application/xml; charset=ISO-8859-1")
+    };
+    assert_eq!(send(&r, &sent).await.status(), 200);
+    let messages = stack.drain().await;
+    assert_eq!(messages.len(), 1);
+    let e = envelope(&messages[0]);
+    assert!(e.get("payload").is_none() && e.get("payload_raw").is_none());
+    let carried: shared::Envelope = serde_json::from_value(e.clone()).unwrap();
+    assert_eq!(
+        carried.content(),
+        Some(shared::Payload::Bytes(latin1.clone()))
+    );
+    assert_eq!(e["body_sha256"], sha256_hex(&latin1));
+    assert_eq!(e["dedup_key"], key_hash("trifft", None, &latin1));
+    let processor =
+        stack.processor(Router::default().provider("trifft", Arc::new(trifft::TrifftHandler)));
+    let response = processor.process(sqs_event(messages)).await;
+    assert!(response.batch_item_failures.is_empty());
 }
 
 #[tokio::test]

@@ -80,7 +80,11 @@ async fn signed_event_is_claimed_and_queued_once_with_its_envelope() {
     );
 
     let claim = stack
-        .item(&format!("trybe#{event_id}"))
+        .item(&key(
+            "trybe",
+            Some("00000000-0000-0000-0000-111111111111"),
+            &event_id,
+        ))
         .await
         .expect("claim stored");
     assert_eq!(s(&claim, "status"), "ENQUEUED");
@@ -220,7 +224,14 @@ async fn queue_outage_after_the_claim_answers_503_and_releases_the_claim() {
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
     assert!(
-        stack.item(&format!("trybe#{event_id}")).await.is_none(),
+        stack
+            .item(&key(
+                "trybe",
+                Some("00000000-0000-0000-0000-111111111111"),
+                &event_id
+            ))
+            .await
+            .is_none(),
         "claim released"
     );
 
