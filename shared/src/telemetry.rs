@@ -2,23 +2,122 @@
 //! `AWS_LAMBDA_LOG_LEVEL`, else `info`. Call sites log ids, types and outcomes, never secrets,
 //! signatures or payload contents. Each line carries the runtime's invocation span
 //! (`span.requestId`, `span.xrayTraceId`), so every line of a request can be found by its id.
+//!
+//! Other crates are capped at INFO whatever the level says: at DEBUG and TRACE the Lambda runtime
+//! logs raw invocation events (request bodies, headers with signatures and tokens) and the AWS
+//! SDK logs requests (message bodies with personal data). `RUST_LOG=trace` opens only our own
+//! crates, which log nothing secret at any level.
 
-use tracing_subscriber::EnvFilter;
+use tracing::{Level, Metadata, Subscriber};
+use tracing_subscriber::filter::{filter_fn, FilterExt};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-pub fn init() {
-    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
-        .map(|l| l.to_lowercase())
-        .unwrap_or_else(|_| "info".into());
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    // try_init: tests and benches may call this more than once.
-    let _ = tracing_subscriber::fmt()
+/// Crates of this workspace: the only targets allowed below INFO.
+const OWN_CRATES: &[&str] = &[
+    "shared",
+    "event_processor",
+    "trybe_webhook",
+    "tribe_webhook",
+    "trifft_webhook",
+    "tribemade_webhook",
+    "tilby_webhook",
+    "webhook_sim",
+];
+
+/// Whether an event or span may be recorded at all: ours at any level, others at INFO and above.
+pub fn allowed(meta: &Metadata<'_>) -> bool {
+    *meta.level() <= Level::INFO || {
+        let root = meta.target().split("::").next().unwrap_or("");
+        OWN_CRATES.contains(&root)
+    }
+}
+
+/// The level directive in force: `RUST_LOG`, else `AWS_LAMBDA_LOG_LEVEL`, else `info`.
+pub fn level_from_env() -> String {
+    std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| EnvFilter::try_new(v).is_ok())
+        .or_else(|| {
+            std::env::var("AWS_LAMBDA_LOG_LEVEL")
+                .ok()
+                .map(|l| l.to_lowercase())
+        })
+        .unwrap_or_else(|| "info".into())
+}
+
+/// The subscriber every function uses, writing to `writer` (stdout in Lambda, a buffer in the
+/// tests that check what the logs may contain).
+pub fn subscriber<W>(directives: &str, writer: W) -> impl Subscriber + Send + Sync
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let level = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    let layer = tracing_subscriber::fmt::layer()
         .json()
-        .with_env_filter(filter)
         .flatten_event(true)
         .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
-        .try_init();
+        .with_writer(writer)
+        .with_filter(level.and(filter_fn(allowed)));
+    tracing_subscriber::registry().with(layer)
+}
+
+pub fn init() {
+    // Tests and benches may call this more than once: the first subscriber stays.
+    let _ = tracing::subscriber::set_global_default(subscriber(&level_from_env(), std::io::stdout));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Capture {
+        type Writer = Capture;
+        fn make_writer(&'a self) -> Capture {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn trace_opens_our_crates_only_and_other_crates_stay_at_info() {
+        let capture = Capture::default();
+        let subscriber = subscriber(
+            "trace,lambda_runtime=trace,aws_smithy_runtime=trace",
+            capture.clone(),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::trace!(target: "lambda_runtime::layers", "raw event secret-body-1");
+            tracing::debug!(target: "aws_smithy_runtime::client", "request secret-body-2");
+            tracing::trace!(target: "hyper_util", "bytes secret-body-3");
+            tracing::info!(target: "lambda_runtime", "runtime-info-line");
+            tracing::trace!(target: "shared::pipeline", "own-trace-line");
+            tracing::trace!("own-default-target-line");
+        });
+        let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        assert!(!logs.contains("secret-body"), "{logs}");
+        for line in [
+            "runtime-info-line",
+            "own-trace-line",
+            "own-default-target-line",
+        ] {
+            assert!(logs.contains(line), "{line} missing: {logs}");
+        }
+    }
 }

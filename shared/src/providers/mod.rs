@@ -42,6 +42,17 @@ pub fn simulate(
     }
 }
 
+/// The processor's routing: each provider's events to its handler.
+pub fn router() -> crate::consumer::Router {
+    use std::sync::Arc;
+    crate::consumer::Router::default()
+        .provider(trybe::NAME, Arc::new(trybe::TrybeHandler))
+        .provider(tribe::NAME, Arc::new(tribe::TribeHandler))
+        .provider(tribemade::NAME, Arc::new(tribemade::TribeMadeHandler))
+        .provider(trifft::NAME, Arc::new(trifft::TrifftHandler))
+        .provider(tilby::NAME, Arc::new(tilby::TilbyHandler))
+}
+
 /// The provider `name`, configured from `env` (the same `from_env` its function uses).
 pub fn from_env(name: &str, env: &Env) -> Result<Box<dyn Provider>, ConfigError> {
     Ok(match name {

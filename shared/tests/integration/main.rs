@@ -2,6 +2,7 @@
 //! One test binary, one moto server; each test makes its own table and queues.
 
 mod helpers;
+mod logs;
 mod processor;
 mod samples;
 mod tilby;

@@ -12,14 +12,14 @@ use shared::providers;
 
 use crate::helpers::*;
 
-fn root() -> PathBuf {
+pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .to_path_buf()
 }
 
-fn raw_samples(provider: &str) -> Vec<PathBuf> {
+pub fn raw_samples(provider: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("events").join(provider))
         .unwrap_or_else(|e| panic!("events/{provider}: {e}"))
         .map(|e| e.unwrap().path())
@@ -34,7 +34,7 @@ fn apigw_for(sample: &Path) -> PathBuf {
     sample.with_file_name(format!("{stem}.apigw.json"))
 }
 
-fn dev_env(stack: &Stack) -> Env {
+pub fn dev_env(stack: &Stack) -> Env {
     let mut env = Env::from_env_file(&root().join("local.env")).expect("local.env");
     env.set("EVENTS_TABLE", &stack.table);
     env.set("EVENTS_QUEUE_URL", &stack.queue_url);

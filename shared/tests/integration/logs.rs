@@ -1,0 +1,191 @@
+//! The log guarantee: at every level, TRACE included, and from every crate, no log line carries
+//! a secret, a URL token, an `Authorization` or signature header, a signature we computed, or
+//! personal data from a payload. Every provider's samples (accepted, duplicate, forged, during an
+//! outage) and a processor batch run under the functions' own subscriber at `trace`, capturing
+//! what it writes.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use shared::config::Env;
+use shared::providers;
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::helpers::*;
+use crate::samples::{dev_env, raw_samples, root};
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+/// Keys whose values are personal data in the samples.
+const PERSONAL_KEYS: &[&str] = &[
+    "first_name",
+    "last_name",
+    "full_name",
+    "email",
+    "email_address",
+    "from_user",
+    "phone",
+    "mobile",
+    "number",
+    "phone_number",
+    "full_address",
+    "address",
+    "pincode",
+];
+
+/// Personal values in a sample: JSON fields above (and a customer's `name`), and anything that
+/// looks like an email address in any body (XML, text, forms).
+fn personal_data(body: &[u8], out: &mut BTreeSet<String>) {
+    fn walk(value: &Value, parent: &str, out: &mut BTreeSet<String>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let personal = PERSONAL_KEYS.contains(&k.as_str())
+                        || (k == "name" && parent == "customer");
+                    match v {
+                        Value::String(s) if personal => {
+                            out.insert(s.clone());
+                        }
+                        Value::Number(n) if personal => {
+                            out.insert(n.to_string());
+                        }
+                        _ => walk(v, k, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, parent, out)),
+            _ => {}
+        }
+    }
+    if let Ok(json) = serde_json::from_slice::<Value>(body) {
+        walk(&json, "", out);
+    }
+    let text = String::from_utf8_lossy(body).replace("%40", "@");
+    for word in text.split(|c: char| !(c.is_alphanumeric() || "@.-_+".contains(c))) {
+        if word.contains('@') && word.len() > 3 {
+            out.insert(word.trim_matches('.').to_owned());
+        }
+    }
+}
+
+/// Every credential in the environment: secrets, tokens, header values, passwords.
+fn credentials(env_file: &str, out: &mut BTreeSet<String>) {
+    for line in env_file.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name, value)) = line.split_once('=') else {
+            continue;
+        };
+        let secret = ["SECRET", "TOKEN", "AUTH_VALUE", "PASSWORD"]
+            .iter()
+            .any(|s| name.contains(s))
+            && !name.starts_with("AWS_");
+        if secret {
+            out.extend(value.split(',').map(|v| v.trim().to_owned()));
+        }
+    }
+}
+
+/// The header values a request authenticates with (signatures, tokens, Authorization).
+fn auth_headers(sent: &shared::apigw::Sent, out: &mut BTreeSet<String>) {
+    for (name, value) in &sent.headers {
+        let name = name.to_ascii_lowercase();
+        if !["content-type", "user-agent"].contains(&name.as_str()) && !name.contains("timestamp") {
+            out.insert(value.clone());
+        }
+    }
+}
+
+#[tokio::test] // current-thread: every task of the test runs on this thread, under the capture
+async fn no_secret_token_signature_or_personal_data_reaches_the_logs_even_at_trace() {
+    let capture = Capture::default();
+    let guard =
+        tracing::subscriber::set_default(shared::telemetry::subscriber("trace", capture.clone()));
+    let env_file = std::fs::read_to_string(root().join("local.env")).unwrap();
+    let dev = Env::from_env_file(&root().join("local.env")).unwrap();
+    let mut forbidden = BTreeSet::new();
+    credentials(&env_file, &mut forbidden);
+
+    let stack = Stack::new().await;
+    let outage_sdk = sdk_at(DEAD_ENDPOINT).await;
+    let now = time::OffsetDateTime::now_utc();
+    let mut answered = 0;
+    for (provider, _) in providers::ALL {
+        let receiver = stack
+            .receiver(&[], |_| providers::from_env(provider, &dev_env(&stack)))
+            .await;
+        let outage = shared::runtime::receiver_from_env(dev_env(&stack), &outage_sdk, |env| {
+            providers::from_env(provider, env)
+        })
+        .await;
+        for (i, path) in raw_samples(provider).into_iter().enumerate() {
+            let body = std::fs::read(&path).unwrap();
+            personal_data(&body, &mut forbidden);
+            let sent = providers::simulate(provider, &body, &dev, now).unwrap();
+            auth_headers(&sent, &mut forbidden);
+            assert_eq!(send(&receiver, &sent).await.status(), 200, "{path:?}");
+            assert_eq!(send(&receiver, &sent).await.status(), 200, "{path:?} again");
+            // Forged: another body under the same credentials. What we would have computed
+            // for it (the signature of the forged body) must not be logged either.
+            let mut forged_body = body.clone();
+            forged_body.extend_from_slice(b"\n ");
+            let forged = shared::apigw::Sent {
+                body: forged_body.clone(),
+                ..sent.clone()
+            };
+            let computed = providers::simulate(provider, &forged_body, &dev, now).unwrap();
+            auth_headers(&computed, &mut forbidden);
+            let status = send(&receiver, &forged).await.status();
+            // URL-token providers sign nothing: the forged body passes and is a new event.
+            assert!(status == 401 || status == 200, "{path:?}: {status}");
+            answered += 3;
+            if i == 0 {
+                // The failure path (the SDK's retries and its errors), once per provider.
+                let unavailable = send(&outage, &sent).await.status();
+                assert!(
+                    unavailable == 503 || unavailable == 200,
+                    "{path:?}: {unavailable}"
+                );
+                answered += 1;
+            }
+        }
+    }
+    let processor = stack.processor(providers::router());
+    let records = stack.drain().await;
+    assert!(records.len() > 20, "{} messages", records.len());
+    let response = processor.process(sqs_event(records)).await;
+    assert!(response.batch_item_failures.is_empty());
+    drop(guard);
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    // The capture saw the run: one line per request, the processor, and third-party INFO.
+    assert!(
+        logs.matches("webhook answered").count() >= answered,
+        "{answered} requests"
+    );
+    assert!(logs.contains("trybe event processed"));
+    let forbidden: Vec<&String> = forbidden.iter().filter(|v| v.len() >= 4).collect();
+    assert!(forbidden.len() > 150, "{} values checked", forbidden.len());
+    let leaked: Vec<&&String> = forbidden
+        .iter()
+        .filter(|v| logs.contains(v.as_str()))
+        .collect();
+    assert!(leaked.is_empty(), "in the logs: {leaked:?}");
+}
