@@ -5,6 +5,7 @@ mod helpers;
 mod logs;
 mod processor;
 mod samples;
+mod template;
 mod tilby;
 mod tribe;
 mod tribemade;
