@@ -292,19 +292,22 @@ impl<P: Provider> Ready<P> {
                 return answer;
             }
         };
-        let budget = self
-            .settings
-            .deadline
-            .saturating_sub(self.settings.cleanup_budget());
-        match tokio::time::timeout(budget, self.claim_and_queue(&prepared, inbound.now, ack)).await
+        let started = tokio::time::Instant::now();
+        let work_until = started
+            + self
+                .settings
+                .deadline
+                .saturating_sub(self.settings.cleanup_budget());
+        let (answer, reason, queued) = match tokio::time::timeout_at(
+            work_until,
+            self.claim_and_send(&prepared, ack),
+        )
+        .await
         {
-            Ok((answer, reason)) => {
-                trace.reason = reason;
-                answer
-            }
+            Ok(done) => done,
             Err(_) => {
-                // Out of time: give back every claim that may be ours and is not on the queue,
-                // mark ENQUEUED what is, within what is left of the deadline.
+                // Out of time: give back every claim that may be ours and is not on the
+                // queue, mark ENQUEUED what is, within what is left of the deadline.
                 let sent: Vec<&Prepared> = prepared
                     .iter()
                     .filter(|p| p.is(&[progress::SENT]))
@@ -318,7 +321,7 @@ impl<P: Provider> Ready<P> {
                     .is_err()
                 {
                     warn!(provider = self.provider.name(),
-                        "deadline cleanup cut short; remaining claims free themselves when their lease ends");
+                            "deadline cleanup cut short; remaining claims free themselves when their lease ends");
                 }
                 error!(
                     provider = self.provider.name(),
@@ -326,11 +329,29 @@ impl<P: Provider> Ready<P> {
                     "claim store or queue did not answer within the request deadline"
                 );
                 trace.reason = Some("request deadline passed".into());
-                Answer::Unavailable {
+                return Answer::Unavailable {
                     retry_after_secs: 1,
-                }
+                };
             }
+        };
+        // The answer is decided; marking the queued claims ENQUEUED may use what is left of the
+        // deadline and no more. A claim left RECEIVED holds a message that is already durable.
+        let finishes: Vec<_> = queued
+            .iter()
+            .map(|(p, message_id)| self.finish_one(p, message_id.clone(), inbound.now))
+            .collect();
+        let finishing = stream::iter(finishes)
+            .buffer_unordered(self.settings.max_concurrent_calls)
+            .collect::<Vec<()>>();
+        if tokio::time::timeout_at(started + self.settings.deadline, finishing)
+            .await
+            .is_err()
+        {
+            warn!(provider = self.provider.name(),
+                "claims not marked ENQUEUED within the deadline; their messages are queued and the claims free themselves when their lease ends");
         }
+        trace.reason = reason;
+        answer
     }
 
     /// Builds every message before claiming anything: an event too large for the queue is
@@ -401,14 +422,13 @@ impl<P: Provider> Ready<P> {
         Ok(prepared)
     }
 
-    /// Claim → send → finish, a bounded number of calls at a time. Returns the answer and, for a
-    /// refusal, the reason to log.
-    async fn claim_and_queue(
+    /// Claim → send, a bounded number of calls at a time. Returns the answer, for a refusal the
+    /// reason to log, and the events now on the queue with their message ids (to finish).
+    async fn claim_and_send<'p>(
         &self,
-        prepared: &[Prepared],
-        now: OffsetDateTime,
+        prepared: &'p [Prepared],
         ack: Option<Value>,
-    ) -> (Answer, Option<String>) {
+    ) -> (Answer, Option<String>, Vec<(&'p Prepared, String)>) {
         let provider = self.provider.name();
         let claims: Vec<_> = prepared.iter().map(|p| self.take(p)).collect();
         let outcomes: Vec<Result<ClaimOutcome, StoreError>> = stream::iter(claims)
@@ -445,6 +465,7 @@ impl<P: Provider> Ready<P> {
                     retry_after_secs: 1,
                 },
                 Some("claim store failed".into()),
+                Vec::new(),
             );
         }
 
@@ -468,14 +489,6 @@ impl<P: Provider> Ready<P> {
                 }
             }
         }
-        let finishes: Vec<_> = queued
-            .iter()
-            .map(|(p, message_id)| self.finish_one(p, message_id.clone(), now))
-            .collect();
-        stream::iter(finishes)
-            .buffer_unordered(self.settings.max_concurrent_calls)
-            .collect::<Vec<()>>()
-            .await;
         if !unsent.is_empty() {
             self.release(unsent).await;
             return (
@@ -483,6 +496,7 @@ impl<P: Provider> Ready<P> {
                     retry_after_secs: 1,
                 },
                 Some("queue send failed".into()),
+                queued,
             );
         }
         if let Some(wait) = retry_after {
@@ -491,6 +505,7 @@ impl<P: Provider> Ready<P> {
                     retry_after_secs: wait.as_secs_f64().ceil() as u64,
                 },
                 Some("first delivery still in flight".into()),
+                queued,
             );
         }
         let event_id = (prepared.len() == 1).then(|| prepared[0].envelope.event_id.clone());
@@ -503,6 +518,7 @@ impl<P: Provider> Ready<P> {
                 ack,
             },
             None,
+            queued,
         )
     }
 

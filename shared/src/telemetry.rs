@@ -9,10 +9,10 @@
 //! crates, which log nothing secret at any level.
 
 use tracing::{Level, Metadata, Subscriber};
-use tracing_subscriber::filter::{filter_fn, FilterExt};
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::EnvFilter;
 
 /// Crates of this workspace: the only targets allowed below INFO.
 const OWN_CRATES: &[&str] = &[
@@ -54,15 +54,19 @@ where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let level = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
-    let layer = tracing_subscriber::fmt::layer()
+    let json = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
         .with_current_span(true)
         .with_span_list(false)
         .with_target(false)
-        .with_writer(writer)
-        .with_filter(level.and(filter_fn(allowed)));
-    tracing_subscriber::registry().with(layer)
+        .with_writer(writer);
+    // Global filters (not per-layer ones, whose interest is kept per thread and can be lost
+    // when another thread registers a call site first).
+    tracing_subscriber::registry()
+        .with(level)
+        .with(filter_fn(allowed))
+        .with(json)
 }
 
 pub fn init() {

@@ -63,6 +63,11 @@ fn moto() -> &'static Moto {
     })
 }
 
+/// The shared moto server's endpoint (started on first use).
+pub fn moto_endpoint() -> &'static str {
+    &moto().endpoint
+}
+
 pub async fn sdk_at(endpoint: &str) -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(endpoint)

@@ -3,6 +3,10 @@
 //! personal data from a payload. Every provider's samples (accepted, duplicate, forged, during an
 //! outage) and a processor batch run under the functions' own subscriber at `trace`, capturing
 //! what it writes.
+//!
+//! The run happens in a process of its own (this test binary started again for the one inner
+//! test), whose global subscriber is the capture: sharing a process with the other tests, whose
+//! threads register the same call sites, lost events in both a scoped and a global capture.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -113,11 +117,35 @@ fn auth_headers(sent: &shared::apigw::Sent, out: &mut BTreeSet<String>) {
     }
 }
 
-#[tokio::test] // current-thread: every task of the test runs on this thread, under the capture
-async fn no_secret_token_signature_or_personal_data_reaches_the_logs_even_at_trace() {
+const INNER: &str = "logs::capture_run_in_its_own_process";
+
+#[test]
+fn no_secret_token_signature_or_personal_data_reaches_the_logs_even_at_trace() {
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([INNER, "--exact", "--ignored", "--test-threads=1"])
+        .env("LOG_CAPTURE_RUN", "1")
+        .status()
+        .expect("run the capture in its own process");
+    assert!(
+        status.success(),
+        "the capture run failed: see its output above"
+    );
+}
+
+#[tokio::test]
+#[ignore = "run in its own process by no_secret_token_signature_or_personal_data_reaches_the_logs_even_at_trace"]
+async fn capture_run_in_its_own_process() {
+    assert_eq!(
+        std::env::var("LOG_CAPTURE_RUN").as_deref(),
+        Ok("1"),
+        "run by the outer test"
+    );
     let capture = Capture::default();
-    let guard =
-        tracing::subscriber::set_default(shared::telemetry::subscriber("trace", capture.clone()));
+    tracing::subscriber::set_global_default(shared::telemetry::subscriber(
+        "trace",
+        capture.clone(),
+    ))
+    .expect("the only subscriber of this process");
     let env_file = std::fs::read_to_string(root().join("local.env")).unwrap();
     let dev = Env::from_env_file(&root().join("local.env")).unwrap();
     let mut forbidden = BTreeSet::new();
@@ -172,7 +200,6 @@ async fn no_secret_token_signature_or_personal_data_reaches_the_logs_even_at_tra
     assert!(records.len() > 20, "{} messages", records.len());
     let response = processor.process(sqs_event(records)).await;
     assert!(response.batch_item_failures.is_empty());
-    drop(guard);
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     // The capture saw the run: one line per request, the processor, and third-party INFO.

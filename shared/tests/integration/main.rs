@@ -1,6 +1,8 @@
 //! Integration tests against a real moto server (DynamoDB, SQS, Secrets Manager).
 //! One test binary, one moto server; each test makes its own table and queues.
 
+mod deadline;
+mod faults;
 mod helpers;
 mod logs;
 mod processor;
