@@ -386,4 +386,37 @@ mod tests {
         );
         assert_eq!(canonical_json(&a), canonical_json(&b));
     }
+
+    #[test]
+    fn url_tokens_too_short_multi_segment_or_equal_to_a_route_segment_are_refused() {
+        use crate::config::{ConfigError, Env};
+        let check = |value: &str, stage: Option<&str>| {
+            let mut env = Env::from_pairs([("TOKEN", value)]);
+            if let Some(stage) = stage {
+                env.set("API_STAGE_NAME", stage);
+            }
+            url_tokens(&env, "TOKEN")
+        };
+        assert!(check("0123456789abcdef", None).is_ok());
+        assert!(check(r#"{"store-a":"0123456789abcdef"}"#, None).is_ok());
+        for bad in [
+            "0123456789abcde",                     // 15 characters
+            "good-token-0000001,short",            // one short value in a list
+            r#"{"a":"0123456789abcdef","b":"x"}"#, // one short value in a map
+            "0123456789/abcdef",                   // two segments
+            "tribemade-webhook",                   // the function's name
+            "TRIBEMADE-WEBHOOK",
+        ] {
+            assert!(
+                matches!(check(bad, None), Err(ConfigError::Invalid { ref name, .. }) if name == "TOKEN"),
+                "{bad}"
+            );
+        }
+        assert!(check("production-stage-01", None).is_ok());
+        assert!(check("production-stage-01", Some("production-stage-01")).is_err());
+        assert_eq!(
+            check("", None).unwrap_err(),
+            ConfigError::Missing("TOKEN".into())
+        );
+    }
 }

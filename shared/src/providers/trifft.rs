@@ -752,6 +752,70 @@ mod tests {
             ConfigError::Invalid { .. }
         ));
 
+        // An id or type taken from a credential header would store and log the secret.
+        for (var, header) in [
+            (EVENT_ID_HEADER_VAR, "x-key"),
+            (EVENT_TYPE_HEADER_VAR, "X-KEY"),
+            (EVENT_ID_HEADER_VAR, "Authorization"),
+        ] {
+            assert_eq!(
+                missing(&[
+                    (AUTH_HEADER_VAR, "X-Key"),
+                    (AUTH_VALUE_VAR, "v"),
+                    (var, header)
+                ]),
+                ConfigError::Invalid {
+                    name: var.into(),
+                    why: format!("{} carries the credential", header.to_ascii_lowercase())
+                }
+            );
+        }
+        // Tenant maps: one value for two tenants names neither; user and password maps pair by
+        // tenant, one user each; a password map with a list of several users is ambiguous.
+        let invalid = |pairs: &[(&str, &str)]| {
+            matches!(
+                Trifft::from_env(&env(pairs)),
+                Err(ConfigError::Invalid { .. })
+            )
+        };
+        assert!(invalid(&[
+            (AUTH_HEADER_VAR, "X-Key"),
+            (AUTH_VALUE_VAR, r#"{"a":"same-value","b":"same-value"}"#)
+        ]));
+        assert!(invalid(&[
+            (BASIC_USER_VAR, "u1,u2"),
+            (BASIC_PASSWORD_VAR, r#"{"a":"p1"}"#)
+        ]));
+        assert!(invalid(&[
+            (BASIC_USER_VAR, r#"{"a":"u1"}"#),
+            (BASIC_PASSWORD_VAR, r#"{"b":"p1"}"#)
+        ]));
+        assert!(invalid(&[
+            (BASIC_USER_VAR, r#"{"a":"u1"}"#),
+            (BASIC_PASSWORD_VAR, "p1")
+        ]));
+        assert!(invalid(&[
+            (BASIC_USER_VAR, "u"),
+            (BASIC_PASSWORD_VAR, r#"{"a":"same","b":"same"}"#)
+        ]));
+        let mapped = basic_pairs(&env(&[
+            (BASIC_USER_VAR, r#"{"a":"ua","b":"ub"}"#),
+            (BASIC_PASSWORD_VAR, r#"{"a":["pa1","pa2"],"b":"pb"}"#),
+        ]))
+        .unwrap();
+        let labelled: Vec<(Option<&str>, &[u8], &[u8])> = mapped
+            .iter()
+            .map(|p| (p.tenant.as_deref(), p.user.expose(), p.password.expose()))
+            .collect();
+        assert_eq!(
+            labelled,
+            vec![
+                (Some("a"), b"ua".as_slice(), b"pa1".as_slice()),
+                (Some("a"), b"ua".as_slice(), b"pa2".as_slice()),
+                (Some("b"), b"ub".as_slice(), b"pb".as_slice())
+            ]
+        );
+
         let pairs = |users: &str, passwords: &str| -> Vec<(String, String)> {
             basic_pairs(&env(&[
                 (BASIC_USER_VAR, users),

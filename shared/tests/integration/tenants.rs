@@ -338,3 +338,43 @@ async fn a_malformed_tenant_map_fails_closed_with_500() {
     }
     stack.assert_no_trace().await;
 }
+
+#[tokio::test]
+async fn configurations_that_weaken_authentication_fail_closed_with_500() {
+    let stack = Stack::new().await;
+    let cases: [(&str, &[(&str, &str)]); 5] = [
+        ("tribemade", &[(tribemade::TOKEN_VAR, "short-token")]),
+        (
+            "tilby",
+            &[(tilby::URL_TOKEN_VAR, "tilby-url-token-0001,tilby")],
+        ),
+        ("tribemade", &[(tribemade::TOKEN_VAR, "tribemade-webhook")]),
+        (
+            "trifft",
+            &[
+                (trifft::AUTH_HEADER_VAR, "X-Trifft-Key"),
+                (trifft::AUTH_VALUE_VAR, "trifft-key-0000000001"),
+                (trifft::EVENT_ID_HEADER_VAR, "x-trifft-key"),
+            ],
+        ),
+        (
+            "trifft",
+            &[
+                (trifft::BASIC_USER_VAR, "u1,u2"),
+                (trifft::BASIC_PASSWORD_VAR, "p1,p2,p3"),
+            ],
+        ),
+    ];
+    for (provider, config) in cases {
+        let receiver = stack
+            .receiver(config, |env| providers::from_env(provider, env))
+            .await;
+        let env = Env::from_pairs(config.iter().copied());
+        // Even a request carrying the configured credential is refused.
+        let sent = providers::simulate(provider, b"{\"id\":\"x\"}", &env, now())
+            .unwrap_or_else(|_| Sent::post("/", "{}"));
+        let response = send(&receiver, &sent).await;
+        assert_eq!(response.status(), 500, "{provider}: {config:?}");
+    }
+    stack.assert_no_trace().await;
+}
