@@ -37,6 +37,7 @@ def main():
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     queue = sqs.create_queue(QueueName=env["EVENTS_QUEUE_NAME"], Attributes={
         "VisibilityTimeout": "30",
+        "MaximumMessageSize": "1048576",  # as the template: MAX_MESSAGE_BYTES' default
         "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
     })["QueueUrl"]
     print(f"AWS_ENDPOINT_URL={args.endpoint}")

@@ -154,6 +154,11 @@ impl Stack {
                 aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
                 redrive,
             )
+            // As the template: the receivers' default MAX_MESSAGE_BYTES.
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize,
+                shared::config::DEFAULT_MAX_MESSAGE_BYTES.to_string(),
+            )
             .send()
             .await
             .expect("create queue")

@@ -137,3 +137,31 @@ async fn raw_text_forms_and_batches_are_sqs_legal_too() {
         }
     }
 }
+
+#[tokio::test]
+async fn messages_up_to_the_queues_1_mib_are_queued_and_larger_ones_refused_before_any_claim() {
+    let stack = Stack::new().await;
+    const SECRET: &str = "trybe-sqs-size-secret";
+    let r = stack
+        .receiver(&[(trybe::SECRET_VAR, SECRET)], trybe::Trybe::from_env)
+        .await;
+    let signed = |id: &str, filler: usize| {
+        let body =
+            json!({"id": id, "event": "big.one", "data": {"blob": "x".repeat(filler)}}).to_string();
+        Sent::post("/trybe", body.clone()).header(
+            "Signature",
+            trybe::sign(&Secret::new(SECRET).unwrap(), body.as_bytes()),
+        )
+    };
+    // 900 KB: over the old 256 KiB limit, within SQS's 1 MiB.
+    assert_eq!(send(&r, &signed("big-1", 900_000)).await.status(), 200);
+    let messages = stack.drain().await;
+    assert_eq!(messages.len(), 1);
+    assert!(messages[0].body.as_ref().unwrap().len() > 900_000);
+    // A body under MAX_BODY_BYTES whose message (body and attributes) exceeds the queue's limit.
+    let just_under = signed("big-2", 1_048_576 - 70);
+    assert!(just_under.body.len() <= 1_048_576, "the body is within MAX_BODY_BYTES");
+    assert_eq!(send(&r, &just_under).await.status(), 413);
+    assert!(stack.drain().await.is_empty());
+    assert_eq!(stack.item_count().await, 1, "only big-1's claim");
+}
