@@ -770,6 +770,26 @@ mod tests {
     }
 
     #[test]
+    fn more_entities_than_the_cap_are_refused_before_any_is_copied() {
+        let t = tilby(&[]);
+        let h = HeaderMap::new();
+        let body = |n: usize| {
+            let entities: Vec<Value> = (0..n).map(|i| json!({ "id": i })).collect();
+            json!({"type": "CREATED", "entity_name": "customers", "notification_uuid": "n-cap",
+                "entities": entities})
+            .to_string()
+        };
+        let at_cap = body(crate::provider::DEFAULT_MAX_EVENTS);
+        let req = inbound("/url-token-0000001", &h, at_cap.as_bytes());
+        assert!(
+            matches!(inspect(&t, &req), Ok(Inspection::Events { ref events, .. }) if events.len() == 200)
+        );
+        let over = body(crate::provider::DEFAULT_MAX_EVENTS + 1);
+        let req = inbound("/url-token-0000001", &h, over.as_bytes());
+        assert_eq!(inspect(&t, &req).unwrap_err(), Refusal::TooManyEvents(200));
+    }
+
+    #[test]
     fn samples_are_realistic_and_the_import_splits_into_80_events() {
         let t = tilby(&[]);
         let import = events(&t, "/url-token-0000001", IMPORT);
