@@ -160,7 +160,10 @@ async fn messages_up_to_the_queues_1_mib_are_queued_and_larger_ones_refused_befo
     assert!(messages[0].body.as_ref().unwrap().len() > 900_000);
     // A body under MAX_BODY_BYTES whose message (body and attributes) exceeds the queue's limit.
     let just_under = signed("big-2", 1_048_576 - 70);
-    assert!(just_under.body.len() <= 1_048_576, "the body is within MAX_BODY_BYTES");
+    assert!(
+        just_under.body.len() <= 1_048_576,
+        "the body is within MAX_BODY_BYTES"
+    );
     assert_eq!(send(&r, &just_under).await.status(), 413);
     assert!(stack.drain().await.is_empty());
     assert_eq!(stack.item_count().await, 1, "only big-1's claim");
