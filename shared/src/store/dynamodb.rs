@@ -15,16 +15,14 @@ use super::{
 };
 use crate::clock::rfc3339;
 
-/// The claim condition (DESIGN.md); `claimable()` in `store/mod.rs` is its twin for the fake.
-/// `claim_token = :token`: an SDK retry of a write that landed (its answer was lost) finds its
-/// own claim and succeeds, instead of seeing itself "in flight" and orphaning the claim.
-const CLAIM_CONDITION: &str = "attribute_not_exists(pk) OR claim_token = :token OR expires_at < :now OR (#status = :pending AND lease_until_ms < :now_ms)";
 const STILL_OURS: &str = "claim_token = :token";
 
 #[derive(Debug, Clone)]
 pub struct DynamoClaims {
     client: Client,
     table: String,
+    /// [`super::condition_expression`], written once.
+    condition: String,
 }
 
 impl DynamoClaims {
@@ -32,6 +30,7 @@ impl DynamoClaims {
         DynamoClaims {
             client,
             table: table.into(),
+            condition: super::condition_expression(),
         }
     }
 }
@@ -71,6 +70,10 @@ fn parse_record(item: &HashMap<String, AttributeValue>) -> Option<Record> {
 
 #[async_trait]
 impl ClaimStore for DynamoClaims {
+    async fn record(&self, pk: &str) -> Result<Option<Record>, StoreError> {
+        self.read(pk).await
+    }
+
     async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
         let record = new_record(claim);
         let result = self
@@ -85,12 +88,14 @@ impl ClaimStore for DynamoClaims {
             .item("event_type", s(&claim.event_type))
             .item("body_sha256", s(&claim.fingerprint))
             .item("claim_token", s(&claim.token))
-            .condition_expression(CLAIM_CONDITION)
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":now", n(claim.now.unix_timestamp()))
-            .expression_attribute_values(":now_ms", n(crate::clock::epoch_millis(claim.now)))
-            .expression_attribute_values(":pending", s(claim.pending.as_str()))
-            .expression_attribute_values(":token", s(&claim.token))
+            .condition_expression(self.condition.as_str())
+            .set_expression_attribute_names(self.used(&[("#status", "status".to_owned())]))
+            .set_expression_attribute_values(self.used(&[
+                (":now", n(claim.now.unix_timestamp())),
+                (":now_ms", n(crate::clock::epoch_millis(claim.now))),
+                (":pending", s(claim.pending.as_str())),
+                (":token", s(&claim.token)),
+            ]))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
@@ -179,7 +184,19 @@ impl ClaimStore for DynamoClaims {
 }
 
 impl DynamoClaims {
-    async fn read(&self, pk: &str) -> Result<Option<Record>, StoreError> {
+    /// The placeholders the claim condition uses (DynamoDB refuses unused ones), so that the
+    /// condition is written from [`super::CLAIM_CONDITION`] alone.
+    fn used<V: Clone>(&self, placeholders: &[(&str, V)]) -> Option<HashMap<String, V>> {
+        let used: HashMap<String, V> = placeholders
+            .iter()
+            .filter(|(name, _)| self.condition.contains(name))
+            .map(|(name, v)| ((*name).to_owned(), v.clone()))
+            .collect();
+        (!used.is_empty()).then_some(used)
+    }
+
+    /// The record under `pk` (a consistent read).
+    pub async fn read(&self, pk: &str) -> Result<Option<Record>, StoreError> {
         let out = self
             .client
             .get_item()

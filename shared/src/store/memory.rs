@@ -46,6 +46,11 @@ impl MemoryClaims {
 
 #[async_trait]
 impl ClaimStore for MemoryClaims {
+    async fn record(&self, pk: &str) -> Result<Option<Record>, StoreError> {
+        self.check()?;
+        Ok(self.get(pk))
+    }
+
     async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
         use std::sync::atomic::Ordering::SeqCst;
         self.check()?;
@@ -94,128 +99,5 @@ impl ClaimStore for MemoryClaims {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn claim(now_s: i64, pending: Status, token: &str, fingerprint: &str) -> Claim {
-        Claim {
-            pk: "trybe#e1".into(),
-            pending,
-            event_type: "t".into(),
-            fingerprint: fingerprint.into(),
-            now: OffsetDateTime::from_unix_timestamp(now_s).unwrap(),
-            lease: Duration::from_secs(30),
-            ttl: Duration::from_secs(3600),
-            token: token.into(),
-        }
-    }
-
-    #[tokio::test]
-    async fn lifecycle_new_inflight_takeover_duplicate_conflict_expiry() {
-        let store = MemoryClaims::default();
-        let t0 = 1_700_000_000;
-        assert_eq!(
-            store
-                .claim(&claim(t0, Status::Received, "a", "h1"))
-                .await
-                .unwrap(),
-            ClaimOutcome::New
-        );
-        // Live lease: in flight, retry after the rest of the lease.
-        let r = store
-            .claim(&claim(t0 + 10, Status::Received, "b", "h1"))
-            .await
-            .unwrap();
-        assert_eq!(
-            r,
-            ClaimOutcome::InFlight {
-                retry_after: Duration::from_secs(20)
-            }
-        );
-        // Lease over: a retry takes the claim over; the old holder can no longer finish it.
-        assert_eq!(
-            store
-                .claim(&claim(t0 + 31, Status::Received, "c", "h1"))
-                .await
-                .unwrap(),
-            ClaimOutcome::New
-        );
-        store
-            .finish(
-                "trybe#e1",
-                "a",
-                &Finish::Enqueued {
-                    message_id: "m".into(),
-                },
-                claim(t0, Status::Received, "", "").now,
-            )
-            .await
-            .unwrap();
-        assert_eq!(store.get("trybe#e1").unwrap().status, Status::Received);
-        store
-            .finish(
-                "trybe#e1",
-                "c",
-                &Finish::Enqueued {
-                    message_id: "m".into(),
-                },
-                claim(t0, Status::Received, "", "").now,
-            )
-            .await
-            .unwrap();
-        // Enqueued: a duplicate, and a conflict when the content differs.
-        let same = store
-            .claim(&claim(t0 + 40, Status::Received, "d", "h1"))
-            .await
-            .unwrap();
-        assert_eq!(
-            same,
-            ClaimOutcome::Duplicate {
-                status: Status::Enqueued,
-                conflict: false
-            }
-        );
-        let other = store
-            .claim(&claim(t0 + 40, Status::Received, "d", "h2"))
-            .await
-            .unwrap();
-        assert_eq!(
-            other,
-            ClaimOutcome::Duplicate {
-                status: Status::Enqueued,
-                conflict: true
-            }
-        );
-        // The takeover at t0+31 expires at t0+3631: until then a duplicate, after it free again
-        // even if DynamoDB's TTL has not deleted the item yet.
-        assert!(matches!(
-            store
-                .claim(&claim(t0 + 3630, Status::Received, "e", "h1"))
-                .await
-                .unwrap(),
-            ClaimOutcome::Duplicate { .. }
-        ));
-        assert_eq!(
-            store
-                .claim(&claim(t0 + 3632, Status::Received, "e", "h1"))
-                .await
-                .unwrap(),
-            ClaimOutcome::New
-        );
-    }
-
-    #[tokio::test]
-    async fn release_only_deletes_our_own_claim() {
-        let store = MemoryClaims::default();
-        store
-            .claim(&claim(1_700_000_000, Status::Received, "mine", "h"))
-            .await
-            .unwrap();
-        store.release("trybe#e1", "theirs").await.unwrap();
-        assert!(store.get("trybe#e1").is_some());
-        store.release("trybe#e1", "mine").await.unwrap();
-        assert!(store.get("trybe#e1").is_none());
-    }
-}
+// Its behaviour is the claim contract, tested against this store and DynamoDB alike in
+// `shared/tests/integration/claims.rs`.

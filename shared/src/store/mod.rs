@@ -2,7 +2,8 @@
 //! delivery of an event goes on to the queue (DESIGN.md "The claim record").
 //!
 //! The same record shape serves the processor (`processed#<dedup_key>`, PROCESSING →
-//! PROCESSED), so both stages share one adapter and one set of rules.
+//! PROCESSED), so both stages share one adapter and one set of rules, and both adapters share
+//! one definition of the claim condition ([`CLAIM_CONDITION`]).
 
 mod dynamodb;
 mod memory;
@@ -95,6 +96,8 @@ pub struct StoreError(pub String);
 
 #[async_trait]
 pub trait ClaimStore: Send + Sync {
+    /// The record under `pk`, read consistently (operators' tools, tests).
+    async fn record(&self, pk: &str) -> Result<Option<Record>, StoreError>;
     async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError>;
     /// Deletes the claim if it is still ours (the queue send failed: let a retry take it).
     async fn release(&self, pk: &str, token: &str) -> Result<(), StoreError>;
@@ -118,19 +121,69 @@ pub struct Record {
     pub token: String,
 }
 
-/// The claim condition of the in-memory store; `CLAIM_CONDITION` in `store/dynamodb.rs` is its
-/// twin (issue 11 makes one definition serve both):
-/// `attribute_not_exists(pk) OR claim_token = :token OR expires_at < :now OR (#status = pending AND lease_until_ms < :now_ms)`.
-pub fn claimable(existing: Option<&Record>, claim: &Claim) -> bool {
-    let now_ms = crate::clock::epoch_millis(claim.now);
-    match existing {
-        None => true,
-        Some(r) => {
-            r.token == claim.token
-                || r.expires_at < claim.now.unix_timestamp()
-                || (r.status == claim.pending && r.lease_until_ms < now_ms)
+/// One clause of the claim condition. A claim is taken when any clause holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clause {
+    /// No record: a new event.
+    Absent,
+    /// The record is this very attempt's (an SDK retry of a write whose answer was lost).
+    OwnToken,
+    /// The record outlived the dedup horizon; DynamoDB's TTL deletes late, so it is compared.
+    Expired,
+    /// The holder's lease lapsed before it finished (it crashed or timed out): take it over.
+    LeaseLapsed,
+}
+
+/// The claim condition, defined once: DynamoDB's `ConditionExpression` is written from it
+/// ([`condition_expression`]) and the in-memory store evaluates it ([`claimable`]), so the two
+/// stores cannot disagree; the contract tests run against both.
+pub const CLAIM_CONDITION: &[Clause] = &[
+    Clause::Absent,
+    Clause::OwnToken,
+    Clause::Expired,
+    Clause::LeaseLapsed,
+];
+
+impl Clause {
+    /// The clause as a DynamoDB condition, with the placeholders `:token`, `:now`, `:pending`,
+    /// `:now_ms` and the name `#status`.
+    pub fn expression(self) -> &'static str {
+        match self {
+            Clause::Absent => "attribute_not_exists(pk)",
+            Clause::OwnToken => "claim_token = :token",
+            Clause::Expired => "expires_at < :now",
+            Clause::LeaseLapsed => "(#status = :pending AND lease_until_ms < :now_ms)",
         }
     }
+
+    /// Whether the clause holds for `existing` (`None`: no record).
+    pub fn holds(self, existing: Option<&Record>, claim: &Claim) -> bool {
+        let now_ms = crate::clock::epoch_millis(claim.now);
+        match (self, existing) {
+            (Clause::Absent, None) => true,
+            (_, None) | (Clause::Absent, Some(_)) => false,
+            (Clause::OwnToken, Some(r)) => r.token == claim.token,
+            (Clause::Expired, Some(r)) => r.expires_at < claim.now.unix_timestamp(),
+            (Clause::LeaseLapsed, Some(r)) => {
+                r.status == claim.pending && r.lease_until_ms < now_ms
+            }
+        }
+    }
+}
+
+/// `attribute_not_exists(pk) OR claim_token = :token OR expires_at < :now OR (#status = :pending
+/// AND lease_until_ms < :now_ms)`.
+pub fn condition_expression() -> String {
+    CLAIM_CONDITION
+        .iter()
+        .map(|c| c.expression())
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+/// The claim condition, evaluated (the in-memory store).
+pub fn claimable(existing: Option<&Record>, claim: &Claim) -> bool {
+    CLAIM_CONDITION.iter().any(|c| c.holds(existing, claim))
 }
 
 /// The outcome of a refused claim, from the record that refused it.
@@ -156,5 +209,16 @@ pub fn new_record(claim: &Claim) -> Record {
         expires_at: claim.now.unix_timestamp() + claim.ttl.as_secs() as i64,
         fingerprint: claim.fingerprint.clone(),
         token: claim.token.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_dynamodb_condition_is_written_from_the_clauses() {
+        assert_eq!(
+            super::condition_expression(),
+            "attribute_not_exists(pk) OR claim_token = :token OR expires_at < :now OR (#status = :pending AND lease_until_ms < :now_ms)"
+        );
     }
 }
