@@ -38,23 +38,22 @@ pub fn timeouts() -> TimeoutConfig {
         .build()
 }
 
-/// Builds a receiver from the environment. Never fails: an incomplete configuration gives a
-/// receiver that answers 500 to everything (fail closed) and says why once, in the log.
-pub async fn receiver_from_env<P: Provider>(
+/// Builds a receiver from the environment. An incomplete or weakening configuration gives a
+/// receiver that answers 500 to everything (fail closed) and says why once, in the log. A secret
+/// that could not be read from Secrets Manager (an outage, a throttle, a wrong ARN) is an error:
+/// the function's init then fails and Lambda runs it again at the next invocation, instead of
+/// keeping an instance that refuses everything for hours.
+pub async fn try_receiver_from_env<P: Provider>(
     mut env: Env,
     sdk: &SdkConfig,
     build: impl FnOnce(&Env) -> Result<P, ConfigError>,
-) -> Receiver<P> {
-    let ready = async {
-        if !env.secret_arns().is_empty() {
-            env.resolve_secrets(&aws_sdk_secretsmanager::Client::new(sdk))
-                .await?;
-        }
-        let settings = Settings::from_env(&env)?;
-        let provider = build(&env)?;
-        Ok::<_, ConfigError>((settings, provider))
-    };
-    match ready.await {
+) -> Result<Receiver<P>, ConfigError> {
+    if !env.secret_arns().is_empty() {
+        env.resolve_secrets(&aws_sdk_secretsmanager::Client::new(sdk))
+            .await?;
+    }
+    let ready = Settings::from_env(&env).and_then(|settings| Ok((settings, build(&env)?)));
+    Ok(match ready {
         Ok((settings, provider)) => {
             let claims = Arc::new(DynamoClaims::new(
                 aws_sdk_dynamodb::Client::new(sdk),
@@ -67,7 +66,19 @@ pub async fn receiver_from_env<P: Provider>(
             Receiver::new(provider, claims, queue, settings, Arc::new(SystemClock))
         }
         Err(e) => Receiver::misconfigured(e),
-    }
+    })
+}
+
+/// [`try_receiver_from_env`], with an unreadable secret also answered 500 (tests and tools that
+/// want a receiver whatever happens).
+pub async fn receiver_from_env<P: Provider>(
+    env: Env,
+    sdk: &SdkConfig,
+    build: impl FnOnce(&Env) -> Result<P, ConfigError>,
+) -> Receiver<P> {
+    try_receiver_from_env(env, sdk, build)
+        .await
+        .unwrap_or_else(Receiver::misconfigured)
 }
 
 /// `main` of a receiver function.
@@ -76,9 +87,14 @@ pub async fn run_receiver<P: Provider>(
 ) -> Result<(), lambda_http::Error> {
     crate::telemetry::init();
     let sdk = sdk_config().await;
-    let receiver: &'static Receiver<P> = Box::leak(Box::new(
-        receiver_from_env(Env::from_process(), &sdk, build).await,
-    ));
+    let receiver = match try_receiver_from_env(Env::from_process(), &sdk, build).await {
+        Ok(receiver) => receiver,
+        Err(e) => {
+            tracing::error!(error = %e, "cold start failed: a secret could not be read; Lambda retries the init");
+            return Err(e.into());
+        }
+    };
+    let receiver: &'static Receiver<P> = Box::leak(Box::new(receiver));
     lambda_http::run(lambda_http::service_fn(move |request| async move {
         Ok::<_, Infallible>(receiver.handle(request).await)
     }))

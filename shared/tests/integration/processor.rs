@@ -16,12 +16,18 @@ use crate::helpers::*;
 
 const SECRET: &str = "trybe-dev-secret-0001";
 
-/// Counts calls; fails the events whose id is in `fail`.
+/// A handler that counts its runs and fails the event ids listed in `fail`.
 #[derive(Default)]
-struct Counting {
-    calls: AtomicUsize,
-    seen: Mutex<Vec<String>>,
-    fail: Mutex<Vec<String>>,
+pub struct Counting {
+    pub calls: AtomicUsize,
+    pub seen: Mutex<Vec<String>>,
+    pub fail: Mutex<Vec<String>>,
+}
+
+impl Counting {
+    pub fn runs(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
 }
 
 #[async_trait]
