@@ -7,6 +7,7 @@ mod faults;
 mod helpers;
 mod logs;
 mod processor;
+mod processor_faults;
 mod receiver_faults;
 mod samples;
 mod sqs_legal;

@@ -42,7 +42,7 @@ impl EventHandler for Counting {
     }
 }
 
-async fn queue_events(stack: &Stack, n: usize) -> Vec<String> {
+pub async fn queue_events(stack: &Stack, n: usize) -> Vec<String> {
     let r = stack
         .receiver(&[(trybe::SECRET_VAR, SECRET)], Trybe::from_env)
         .await;
