@@ -220,7 +220,7 @@ fn with_body(head: &[u8], body: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
     (format!("{}\r\n\r\n", lines.join("\r\n")).into_bytes(), body)
 }
 
-fn header(head: &[u8], name: &str) -> Option<String> {
+pub fn header(head: &[u8], name: &str) -> Option<String> {
     String::from_utf8_lossy(head).lines().find_map(|line| {
         let (k, v) = line.split_once(':')?;
         k.trim()
@@ -231,7 +231,7 @@ fn header(head: &[u8], name: &str) -> Option<String> {
 
 /// One HTTP/1.1 message: its head (through the blank line) and a `Content-Length` body (the SDK
 /// and moto both send lengths). `None` at end of stream.
-async fn read_message(stream: &mut TcpStream) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+pub async fn read_message(stream: &mut TcpStream) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {

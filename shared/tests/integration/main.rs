@@ -2,12 +2,15 @@
 //! One test binary, one moto server; each test makes its own table and queues.
 
 mod claims;
+mod crashes;
 mod deadline;
 mod faults;
 mod helpers;
+mod lambda_host;
 mod logs;
 mod processor;
 mod processor_faults;
+mod races;
 mod receiver_faults;
 mod samples;
 mod sqs_legal;
