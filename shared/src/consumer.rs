@@ -231,6 +231,8 @@ impl Processor {
             // stays PROCESSING until its lease ends.
             warn!(dedup_key = %envelope.dedup_key, error = %e, "processed but not marked PROCESSED");
         }
+        info!(provider = %envelope.provider, event_id = %envelope.event_id, dedup_key = %envelope.dedup_key,
+            "handler ran");
         Ok(RecordOutcome::Processed)
     }
 }

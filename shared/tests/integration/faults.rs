@@ -46,9 +46,23 @@ impl Fault {
 /// requests it applies to.
 type Rule = (String, Option<&'static str>, Fault, Option<usize>);
 
+/// Random faults: each request of the listed operations fails with this probability, as an
+/// error, a throttle or a delay past the receivers' deadline, chosen at random.
+#[derive(Clone, Default)]
+struct Chaos {
+    operations: Vec<String>,
+    /// Per million requests.
+    rate_ppm: u64,
+    delay: Duration,
+    state: u64,
+}
+
 #[derive(Clone, Default)]
 pub struct Proxy {
     rules: Arc<Mutex<Vec<Rule>>>,
+    chaos: Arc<Mutex<Chaos>>,
+    /// Faults injected at random, by operation.
+    pub injected: Arc<Mutex<std::collections::BTreeMap<String, usize>>>,
     /// Operations seen, in order (`DynamoDB_20120810.PutItem`, `AmazonSQS.SendMessage`, …).
     pub seen: Arc<Mutex<Vec<String>>>,
 }
@@ -100,6 +114,50 @@ impl Proxy {
 
     pub fn clear(&self) {
         self.rules.lock().unwrap().clear();
+        self.chaos.lock().unwrap().rate_ppm = 0;
+    }
+
+    /// Fails `rate` of the requests of `operations` at random (seeded, so a run repeats): an
+    /// internal error, a throttle, or a `delay` (past the deadline: the caller gives up).
+    pub fn chaos(&self, operations: &[&str], rate: f64, delay: Duration, seed: u64) {
+        *self.chaos.lock().unwrap() = Chaos {
+            operations: operations.iter().map(|o| (*o).to_owned()).collect(),
+            rate_ppm: (rate * 1e6) as u64,
+            delay,
+            state: seed | 1,
+        };
+    }
+
+    fn random_fault(&self, operation: &str) -> Option<Fault> {
+        let mut chaos = self.chaos.lock().unwrap();
+        if chaos.rate_ppm == 0
+            || !chaos
+                .operations
+                .iter()
+                .any(|o| operation.ends_with(&format!(".{o}")))
+        {
+            return None;
+        }
+        let (rate_ppm, delay) = (chaos.rate_ppm, chaos.delay);
+        let mut next = || {
+            // xorshift64*: enough randomness for fault injection, no dependency.
+            chaos.state ^= chaos.state >> 12;
+            chaos.state ^= chaos.state << 25;
+            chaos.state ^= chaos.state >> 27;
+            chaos.state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        };
+        if next() % 1_000_000 >= rate_ppm {
+            return None;
+        }
+        let fault = match next() % 3 {
+            0 => Fault::INTERNAL,
+            1 if operation.starts_with("DynamoDB") => Fault::DYNAMO_THROTTLE,
+            1 => Fault::THROTTLE,
+            _ => Fault::Delay(delay),
+        };
+        let name = operation.rsplit('.').next().unwrap_or(operation).to_owned();
+        *self.injected.lock().unwrap().entry(name).or_default() += 1;
+        Some(fault)
     }
 
     /// How many requests of `operation` reached the proxy.
@@ -113,6 +171,9 @@ impl Proxy {
     }
 
     fn fault_for(&self, operation: &str, body: &[u8]) -> Option<Fault> {
+        if let Some(fault) = self.random_fault(operation) {
+            return Some(fault);
+        }
         let body = String::from_utf8_lossy(body);
         let mut rules = self.rules.lock().unwrap();
         let rule = rules.iter_mut().find(|(name, text, _, left)| {

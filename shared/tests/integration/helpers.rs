@@ -90,6 +90,11 @@ pub struct Stack {
 
 impl Stack {
     pub async fn new() -> Stack {
+        Stack::with_max_receives(3).await
+    }
+
+    /// A stack whose queue moves a message to the DLQ after `max_receives` receives.
+    pub async fn with_max_receives(max_receives: u32) -> Stack {
         let sdk = sdk_at(&moto().endpoint).await;
         let ddb = aws_sdk_dynamodb::Client::new(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -146,7 +151,8 @@ impl Stack {
             .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
             .clone();
         let redrive =
-            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 3}).to_string();
+            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives})
+                .to_string();
         let queue_url = sqs
             .create_queue()
             .queue_name(format!("events-{id}"))

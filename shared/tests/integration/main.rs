@@ -13,6 +13,7 @@ mod processor_faults;
 mod races;
 mod receiver_faults;
 mod samples;
+mod soak;
 mod sqs_legal;
 mod template;
 mod tenants;
