@@ -69,6 +69,34 @@ where
         .with(json)
 }
 
+/// A writer that keeps what the subscriber writes, for tests that check what logs contain
+/// (`subscriber(level, capture.clone())`, then `capture.text()`).
+#[derive(Clone, Default)]
+pub struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Capture {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("capture lock")).into_owned()
+    }
+}
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("capture lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
 pub fn init() {
     // Tests and benches may call this more than once: the first subscriber stays.
     let _ = tracing::subscriber::set_global_default(subscriber(&level_from_env(), std::io::stdout));
@@ -77,27 +105,6 @@ pub fn init() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Capture {
-        type Writer = Capture;
-        fn make_writer(&'a self) -> Capture {
-            self.clone()
-        }
-    }
 
     #[test]
     fn trace_opens_our_crates_only_and_other_crates_stay_at_info() {
@@ -114,7 +121,7 @@ mod tests {
             tracing::trace!(target: "shared::pipeline", "own-trace-line");
             tracing::trace!("own-default-target-line");
         });
-        let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let logs = capture.text();
         assert!(!logs.contains("secret-body"), "{logs}");
         for line in [
             "runtime-info-line",

@@ -83,28 +83,51 @@ async fn retry_through_the_lease(api: &RuntimeApi, event: &Value) -> (u64, Value
     }
 }
 
-#[tokio::test]
-async fn a_receiver_killed_between_claim_and_send_leaves_a_claim_its_lease_frees() {
+/// A receiver process killed while its `operation` call is held; what it left, and a fresh
+/// process (faults cleared) on the same Runtime API for the retries.
+struct Crashed {
+    stack: Stack,
+    api: RuntimeApi,
+    id: String,
+    _fresh: Function,
+}
+
+async fn receiver_killed_inside(operation: &str) -> Crashed {
     let stack = Stack::new().await;
     let (proxy, endpoint) = Proxy::start(moto_endpoint()).await;
     let deadline = DEADLINE_MS.to_string();
     let env = receiver_env(&stack, &endpoint, &deadline);
     let api = RuntimeApi::start().await;
     let id = uuid::Uuid::new_v4().simple().to_string();
-    proxy.inject("SendMessage", Fault::Hang);
+    proxy.inject(operation, Fault::Hang);
     let crashing = Function::start("trybe-webhook", &api, &env);
     api.invoke(event(&id));
-    until_seen(&proxy, "SendMessage").await;
+    until_seen(&proxy, operation).await;
     crashing.kill();
+    proxy.clear();
+    let _fresh = Function::start("trybe-webhook", &api, &env);
+    Crashed {
+        stack,
+        api,
+        id,
+        _fresh,
+    }
+}
+
+#[tokio::test]
+async fn a_receiver_killed_between_claim_and_send_leaves_a_claim_its_lease_frees() {
+    let Crashed {
+        stack,
+        api,
+        id,
+        _fresh,
+    } = receiver_killed_inside("SendMessage").await;
     let claim = stack
         .item(&key("trybe", Some(SITE), &id))
         .await
         .expect("claim survives");
     assert_eq!(s(&claim, "status"), "RECEIVED");
     assert!(stack.drain().await.is_empty(), "nothing was sent");
-
-    proxy.clear();
-    let _fresh = Function::start("trybe-webhook", &api, &env);
     let (status, body) = retry_through_the_lease(&api, &event(&id)).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("accepted")));
     assert_eq!(stack.drain().await.len(), 1, "queued exactly once");
@@ -114,25 +137,18 @@ async fn a_receiver_killed_between_claim_and_send_leaves_a_claim_its_lease_frees
 
 #[tokio::test]
 async fn a_receiver_killed_between_send_and_finish_is_queued_twice_and_processed_once() {
-    let stack = Stack::new().await;
-    let (proxy, endpoint) = Proxy::start(moto_endpoint()).await;
-    let deadline = DEADLINE_MS.to_string();
-    let env = receiver_env(&stack, &endpoint, &deadline);
-    let api = RuntimeApi::start().await;
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    proxy.inject("UpdateItem", Fault::Hang);
-    let crashing = Function::start("trybe-webhook", &api, &env);
-    api.invoke(event(&id));
-    until_seen(&proxy, "UpdateItem").await;
-    crashing.kill();
+    let Crashed {
+        stack,
+        api,
+        id,
+        _fresh,
+    } = receiver_killed_inside("UpdateItem").await;
     let first = stack.drain().await;
     assert_eq!(first.len(), 1, "the message was sent before the crash");
     let claim = stack.item(&key("trybe", Some(SITE), &id)).await.unwrap();
     assert_eq!(s(&claim, "status"), "RECEIVED");
 
     // The provider never got its 200: it retries; after the lease the retry queues a copy.
-    proxy.clear();
-    let _fresh = Function::start("trybe-webhook", &api, &env);
     let (status, _) = retry_through_the_lease(&api, &event(&id)).await;
     assert_eq!(status, 200);
     let second = stack.drain().await;

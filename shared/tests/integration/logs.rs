@@ -9,35 +9,13 @@
 //! threads register the same call sites, lost events in both a scoped and a global capture.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use shared::config::Env;
 use shared::providers;
-use tracing_subscriber::fmt::MakeWriter;
 
 use crate::helpers::*;
 use crate::samples::{dev_env, raw_samples, root};
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
 
 /// Keys whose values are personal data in the samples.
 const PERSONAL_KEYS: &[&str] = &[
@@ -140,7 +118,7 @@ async fn capture_run_in_its_own_process() {
         Ok("1"),
         "run by the outer test"
     );
-    let capture = Capture::default();
+    let capture = shared::telemetry::Capture::default();
     tracing::subscriber::set_global_default(shared::telemetry::subscriber(
         "trace",
         capture.clone(),
@@ -201,7 +179,7 @@ async fn capture_run_in_its_own_process() {
     let response = processor.process(sqs_event(records)).await;
     assert!(response.batch_item_failures.is_empty());
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     // The capture saw the run: one line per request, the processor, and third-party INFO.
     assert!(
         logs.matches("webhook answered").count() >= answered,

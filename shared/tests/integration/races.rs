@@ -33,6 +33,21 @@ async fn answers(api: &RuntimeApi, ids: &[String]) -> Vec<Value> {
     out
 }
 
+/// The HTTP statuses of the receivers' answers to `ids`: each 200 (accepted or duplicate) or 503
+/// (the first delivery was in flight), nothing else.
+async fn statuses(api: &RuntimeApi, ids: &[String]) -> Vec<u64> {
+    let statuses: Vec<u64> = answers(api, ids)
+        .await
+        .iter()
+        .map(|a| a["statusCode"].as_u64().unwrap())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    statuses
+}
+
 #[tokio::test]
 async fn one_event_delivered_to_four_receiver_processes_at_once_is_queued_once() {
     let stack = Stack::new().await;
@@ -56,15 +71,7 @@ async fn one_event_delivered_to_four_receiver_processes_at_once_is_queued_once()
             )
             .to_event_json();
         let ids: Vec<String> = (0..PROCESSES).map(|_| api.invoke(event.clone())).collect();
-        let statuses: Vec<u64> = answers(&api, &ids)
-            .await
-            .iter()
-            .map(|a| a["statusCode"].as_u64().unwrap())
-            .collect();
-        assert!(
-            statuses.iter().all(|s| *s == 200 || *s == 503),
-            "{statuses:?}"
-        );
+        let statuses = statuses(&api, &ids).await;
         assert!(statuses.contains(&200), "{statuses:?}");
         assert_eq!(stack.drain().await.len(), 1, "round {round}: {statuses:?}");
     }
@@ -95,15 +102,7 @@ async fn overlapping_tilby_imports_queue_each_entity_once() {
         })
         .collect();
     let ids: Vec<String> = events.iter().map(|e| api.invoke(e.clone())).collect();
-    let statuses: Vec<u64> = answers(&api, &ids)
-        .await
-        .iter()
-        .map(|a| a["statusCode"].as_u64().unwrap())
-        .collect();
-    assert!(
-        statuses.iter().all(|s| *s == 200 || *s == 503),
-        "{statuses:?}"
-    );
+    let statuses = statuses(&api, &ids).await;
     let queued: Vec<String> = stack
         .drain()
         .await
