@@ -25,8 +25,13 @@ pub struct Envelope {
     pub content_type: Option<String>,
     /// SHA-256 of the request body exactly as received.
     pub body_sha256: String,
-    /// The parsed JSON payload, for JSON bodies.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The parsed JSON payload, for JSON bodies. A body of `null` is `Some(Value::Null)`: present
+    /// and null, not absent.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub payload: Option<Value>,
     /// The body as text, for bodies that are not JSON (XML, plain text, form data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,6 +95,13 @@ impl Envelope {
     pub fn to_sqs_body(&self) -> Result<String, serde_json::Error> {
         Ok(escape_for_sqs(serde_json::to_string(self)?))
     }
+}
+
+/// A field that is present is `Some`, even when it is `null` (serde reads a present `null` as
+/// `None` for an `Option`, which would lose a JSON body of `null`; found by the envelope fuzz
+/// target). An absent field is `None` through `#[serde(default)]`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;

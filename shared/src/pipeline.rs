@@ -284,6 +284,16 @@ impl<P: Provider> Ready<P> {
         if events.is_empty() {
             return Answer::Refused(Refusal::BadRequest("no events in the request".into()));
         }
+        // Events of one request that share a dedup key (a notification naming an entity twice)
+        // are one event: claimed and queued once, the others counted as duplicates. Claimed
+        // together they would meet each other's lease and turn a fully queued request into 503.
+        let before = events.len();
+        let mut seen_keys = std::collections::HashSet::new();
+        let events: Vec<InboundEvent> = events
+            .into_iter()
+            .filter(|e| seen_keys.insert((e.tenant.clone(), e.key.clone())))
+            .collect();
+        let repeated = before - events.len();
         let prepared = match self.prepare(inbound, events) {
             Ok(prepared) => prepared,
             Err(refused) => {
@@ -351,7 +361,22 @@ impl<P: Provider> Ready<P> {
                 "claims not marked ENQUEUED within the deadline; their messages are queued and the claims free themselves when their lease ends");
         }
         trace.reason = reason;
-        answer
+        match answer {
+            Answer::Accepted {
+                event_id,
+                queued,
+                duplicates,
+                events,
+                ack,
+            } => Answer::Accepted {
+                event_id,
+                queued,
+                duplicates: duplicates + repeated,
+                events: events + repeated,
+                ack,
+            },
+            other => other,
+        }
     }
 
     /// Builds every message before claiming anything: an event too large for the queue is
@@ -619,7 +644,12 @@ pub fn dedup_key(provider: &str, tenant: Option<&str>, key: &EventKey) -> String
     let mut out = String::with_capacity(64);
     out.push_str(provider);
     out.push('#');
-    push_escaped(&mut out, tenant.unwrap_or(""));
+    match tenant {
+        None => {}
+        // A lone `%` never comes out of `push_escaped`: an empty tenant is not no tenant.
+        Some("") => out.push('%'),
+        Some(t) => push_escaped(&mut out, t),
+    }
     match key {
         EventKey::Id(parts) => {
             out.push_str("#id");

@@ -137,7 +137,6 @@ proptest! {
 }
 
 #[test]
-#[ignore = "known issue: dedup_key writes None and Some(\"\") alike (no provider names an empty tenant today)"]
 fn no_tenant_and_an_empty_tenant_get_different_dedup_keys() {
     let key = EventKey::id("e1");
     assert_ne!(

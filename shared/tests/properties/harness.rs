@@ -427,13 +427,11 @@ pub fn check_request(provider: &str, request: &Request, tight: bool) -> Outcome 
         Answer::Accepted { queued, .. } => *queued,
         _ => 0,
     };
-    if !known_issue::shared_key_503(&answer) {
-        assert_eq!(
-            messages.len(),
-            queued,
-            "{provider}: the queue holds what the answer says was queued ({answer:?})"
-        );
-    }
+    assert_eq!(
+        messages.len(),
+        queued,
+        "{provider}: the queue holds what the answer says was queued ({answer:?})"
+    );
     Outcome {
         status: status.as_u16(),
         queued,
@@ -473,7 +471,7 @@ pub fn check_message(provider: &str, message: &Message, max_message_bytes: usize
         .unwrap_or_else(|e| panic!("{provider}: message body is not an envelope: {e}"));
     assert_eq!(envelope.provider, provider);
     assert_eq!(message.provider, provider);
-    if envelope.content().is_none() && !known_issue::null_payload_lost(&message.body) {
+    if envelope.content().is_none() {
         panic!(
             "{provider}: queued envelope has no content: {}",
             message.body
@@ -490,65 +488,6 @@ pub fn sqs_legal(c: char) -> bool {
         || (0x20..=0xD7FF).contains(&u)
         || (0xE000..=0xFFFD).contains(&u)
         || (0x10000..=0x10FFFF).contains(&u)
-}
-
-/// Issues found by these properties and not fixed yet: each is tolerated in one place, so that
-/// fuzzing goes on finding others. `PROPERTIES_STRICT=1` in the environment tolerates none,
-/// `PROPERTIES_STRICT=<name>,…` not those named. Delete an entry when its issue is fixed; the
-/// `#[ignore]`d tests named after it then pass.
-pub mod known_issue {
-    use serde_json::Value;
-
-    fn strict(issue: &str) -> bool {
-        std::env::var("PROPERTIES_STRICT")
-            .is_ok_and(|v| v == "1" || v == "all" || v.split(',').any(|i| i.trim() == issue))
-    }
-
-    /// A JSON `null` payload (TRIFFT body `null` under a JSON content type) is serialized as
-    /// `"payload":null`, which reads back as no payload: the processor sees an envelope without
-    /// content. Found by the envelope target; saved in fuzz/artifacts/envelope/.
-    pub fn null_payload_lost(body: &str) -> bool {
-        !strict("null_payload")
-            && serde_json::from_str::<serde_json::Value>(body)
-                .ok()
-                .and_then(|v| v.get("payload").map(serde_json::Value::is_null))
-                .unwrap_or(false)
-    }
-
-    /// Two events of one request with the same dedup key (a Tilby notification naming an entity
-    /// twice): the second claim finds the first one's live lease, so the request is answered 503
-    /// with `Retry-After: 10` although every event was queued; the retry gets 200 (duplicates).
-    /// Tilby retries and emails the shop on anything but 200. Found by the tilby target; saved in
-    /// fuzz/artifacts/tilby/. With in-memory fakes nothing else answers 503.
-    pub fn shared_key_503(answer: &shared::Answer) -> bool {
-        !strict("shared_key_503") && matches!(answer, shared::Answer::Unavailable { .. })
-    }
-
-    /// serde_json without its `float_roundtrip` feature reads some floats back one ULP away from
-    /// what it wrote (`4.444444e+87` → `4.4444439999999995e+87`): a payload's number can change
-    /// in its last bit between receiver and processor. Found by the envelope target; saved in
-    /// fuzz/artifacts/envelope/. True when `a` and `b` differ only so.
-    pub fn float_drift(a: &Value, b: &Value) -> bool {
-        fn same(a: &Value, b: &Value) -> bool {
-            match (a, b) {
-                (Value::Number(x), Value::Number(y)) if x != y => match (x.as_f64(), y.as_f64()) {
-                    (Some(x), Some(y)) if a.is_f64() && b.is_f64() => {
-                        (x.to_bits() as i64).abs_diff(y.to_bits() as i64) <= 1
-                    }
-                    _ => false,
-                },
-                (Value::Array(x), Value::Array(y)) => {
-                    x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
-                }
-                (Value::Object(x), Value::Object(y)) => {
-                    x.len() == y.len()
-                        && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
-                }
-                _ => a == b,
-            }
-        }
-        !strict("float_drift") && same(a, b)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1313,22 +1252,14 @@ pub fn check_envelope(case: &EnvelopeCase) {
     if let Some(c) = body.chars().find(|&c| !(sqs_legal(c) && sqs_allows(c))) {
         panic!("SQS body holds {c:?}: {body:?}");
     }
-    let known = known_issue::null_payload_lost(&body);
-    let mut back: Envelope = serde_json::from_str(&body)
+    let back: Envelope = serde_json::from_str(&body)
         .unwrap_or_else(|e| panic!("SQS body does not read back ({e}): {body:?}"));
-    if let (Some(read), Some(written)) = (&back.payload, &envelope.payload) {
-        if read != written && known_issue::float_drift(read, written) {
-            back.payload = envelope.payload.clone();
-        }
-    }
-    if !known {
-        assert_eq!(back, envelope, "the envelope read back from {body:?}");
-        assert_eq!(
-            back.content().as_ref(),
-            Some(&case.payload),
-            "content() after the round trip"
-        );
-    }
+    assert_eq!(back, envelope, "the envelope read back from {body:?}");
+    assert_eq!(
+        back.content().as_ref(),
+        Some(&case.payload),
+        "content() after the round trip"
+    );
     let message = Message::from_envelope(&envelope).expect("serializes");
     assert_eq!(message.body, body);
     for ((name, value), field) in message

@@ -289,7 +289,6 @@ proptest! {
 }
 
 #[test]
-#[ignore = "known issue: a JSON null payload is written as \"payload\":null, which reads back as no payload"]
 fn a_trifft_json_null_body_reaches_the_queue_with_its_payload() {
     let case = Case {
         sign: true,
@@ -309,7 +308,6 @@ fn a_trifft_json_null_body_reaches_the_queue_with_its_payload() {
 }
 
 #[test]
-#[ignore = "known issue: events of one request sharing a dedup key get 503 although all were queued"]
 fn a_tilby_notification_naming_one_entity_twice_is_answered_200_once_it_is_queued() {
     let body = br#"{"type":"CREATED","entity_name":"customers","notification_uuid":"n-1","environment_id":"shop-1","entities":[{"uuid":"c-1"},{"uuid":"c-1"}]}"#;
     let case = Case {

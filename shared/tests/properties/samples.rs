@@ -106,8 +106,7 @@ fn every_sample_prefixed_as_a_fuzz_seed_decodes_to_the_signed_sample() {
 
 #[test]
 fn every_saved_fuzz_artifact_replays_without_breaking_a_property() {
-    // fuzz/artifacts/<target>/<input>: crashes found by `make fuzz`, kept as regressions. Known
-    // issues (harness::known_issue) are tolerated until fixed.
+    // fuzz/artifacts/<target>/<input>: crashes found by `make fuzz`, kept as regressions.
     let Ok(targets) = std::fs::read_dir(harness::root().join("fuzz").join("artifacts")) else {
         return;
     };
