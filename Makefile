@@ -16,8 +16,10 @@ WATCH_PORT ?= 9000
 URL       ?= http://127.0.0.1:$(WATCH_PORT)/lambda-url/$(PROVIDER)-webhook
 COUNT     ?= 1
 CONCURRENCY ?= 1
+FUZZ_SECONDS ?= 60
+FUZZ_CI_SECONDS ?= 20
 
-.PHONY: help venv test unit validate lint fmt fmt-check dev send invoke events build sizes bench load clean-dev
+.PHONY: help venv test unit validate lint fmt fmt-check dev send invoke events build sizes bench load clean-dev fuzz fuzz-ci soak
 
 help: ## This list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -75,5 +77,14 @@ bench: ## Criterion benchmarks of the receiver pipeline (CPU per accepted event)
 load: ## Load run against a running function: make load PROVIDER=trybe EVENT=basket.submitted COUNT=2000 CONCURRENCY=16
 	cargo run --release --quiet -p webhook-sim -- send $(PROVIDER) $(EVENT) --url $(URL) --count $(COUNT) --concurrency $(CONCURRENCY) --quiet
 
+soak: $(STAMP) ## Long soak under random faults, reconciled (SOAK_EVENTS=20000, SOAK_FAULT_RATE=0.03)
+	cargo test -p shared --test integration -- --ignored --exact --nocapture soak::soak
+
 clean-dev: ## Remove local dev state (.dev)
 	rm -rf .dev
+
+fuzz: ## Every cargo-fuzz target for FUZZ_SECONDS each (default 60; nightly; installs cargo-fuzz)
+	fuzz/run.sh $(FUZZ_SECONDS)
+
+fuzz-ci: ## Short fuzz pass (FUZZ_CI_SECONDS=20 each); without nightly prints FUZZ SKIPPED and passes
+	fuzz/run.sh --ci $(FUZZ_CI_SECONDS)
