@@ -232,7 +232,9 @@ async fn poll(stack: &Stack, api: &RuntimeApi, seen: &Mutex<Vec<SqsMessage>>, st
             .queue_url(&stack.queue_url)
             .max_number_of_messages(10)
             .visibility_timeout(4)
-            .wait_time_seconds(1)
+            // Short polls: moto holds its SQS backend while a long poll waits, which would stall
+            // the receivers' sends.
+            .wait_time_seconds(0)
             .message_attribute_names("All")
             .send()
             .await;
@@ -255,9 +257,12 @@ async fn poll(stack: &Stack, api: &RuntimeApi, seen: &Mutex<Vec<SqsMessage>>, st
             .collect();
         if batch.is_empty() {
             idle += 1;
-            if stop.load(Ordering::SeqCst) == 1 && idle >= 8 {
+            // Done when the stream has ended and the queue stayed empty for 8 s: longer than the
+            // visibility timeout (4 s) and the processing lease (3 s), so nothing is in flight.
+            if stop.load(Ordering::SeqCst) == 1 && idle >= 32 {
                 return;
             }
+            tokio::time::sleep(Duration::from_millis(250)).await;
             continue;
         }
         idle = 0;
@@ -420,8 +425,14 @@ impl Soak {
                             }
                             continue;
                         }
-                        let next = deliveries.lock().unwrap().pop();
+                        let (next, left) = {
+                            let mut all = deliveries.lock().unwrap();
+                            (all.pop(), all.len())
+                        };
                         let Some(d) = next else { return };
+                        if left % 1000 == 0 {
+                            eprintln!("soak: {left} deliveries left");
+                        }
                         send_until_accepted(&apis[d.provider], &dev, &d, &totals).await;
                     }
                 })
