@@ -636,14 +636,21 @@ async fn scan(stack: &Stack) -> Vec<(String, String, i64)> {
     let mut out = Vec::new();
     let mut start = None;
     loop {
-        let page = stack
-            .ddb
-            .scan()
-            .table_name(&stack.table)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan");
+        // Small pages: moto takes seconds to scan thousands of items, past the SDK's timeout.
+        let page = loop {
+            match stack
+                .ddb
+                .scan()
+                .table_name(&stack.table)
+                .limit(200)
+                .set_exclusive_start_key(start.clone())
+                .send()
+                .await
+            {
+                Ok(page) => break page,
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        };
         for item in page.items() {
             let text = |k: &str| {
                 item.get(k)
