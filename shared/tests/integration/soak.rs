@@ -538,11 +538,14 @@ impl Soak {
             messages.to_string(),
             messages >= unique,
         );
+        // A handler that ran but whose PROCESSED mark failed leaves its claim PROCESSING (the
+        // processor acknowledges it: the work is done); such claims are bounded by the faults
+        // injected on UpdateItem, and with the PROCESSED ones they cover every event.
         row(
-            "events PROCESSED",
+            "events PROCESSED, or PROCESSING after a failed mark",
             unique.to_string(),
-            processed.to_string(),
-            processed == unique,
+            (processed + still_processing).to_string(),
+            processed + still_processing == unique,
         );
         row(
             "events whose handler never ran",
@@ -563,10 +566,10 @@ impl Soak {
             ran_more == 0,
         );
         row(
-            "processing claims left PROCESSING",
-            "0".into(),
+            "claims left PROCESSING (failed PROCESSED marks)",
+            format!("≤ {finish_faults}"),
             still_processing.to_string(),
-            still_processing == 0,
+            still_processing <= finish_faults,
         );
         row(
             "forged requests accepted",
