@@ -26,12 +26,23 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Default)]
 pub struct Env {
     vars: HashMap<String, String>,
+    /// Every name looked up, set or not: what a function's configuration reads, so the
+    /// deployment templates can be checked against the code ([`Env::names_read`]).
+    read: std::sync::Arc<std::sync::Mutex<Reads>>,
+}
+
+/// The names an [`Env`] was asked for: all of them, and those read as credentials.
+#[derive(Debug, Default)]
+struct Reads {
+    names: std::collections::BTreeSet<String>,
+    secrets: std::collections::BTreeSet<String>,
 }
 
 impl Env {
     pub fn from_process() -> Self {
         Env {
             vars: std::env::vars().collect(),
+            ..Env::default()
         }
     }
 
@@ -41,6 +52,7 @@ impl Env {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
+            ..Env::default()
         }
     }
 
@@ -54,15 +66,41 @@ impl Env {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
             .collect();
-        Ok(Env { vars })
+        Ok(Env {
+            vars,
+            ..Env::default()
+        })
     }
 
     pub fn set(&mut self, name: &str, value: &str) {
         self.vars.insert(name.to_owned(), value.to_owned());
     }
 
+    /// The names looked up so far (set or not), sorted. Clones share the record.
+    pub fn names_read(&self) -> Vec<String> {
+        let read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        read.names.iter().cloned().collect()
+    }
+
+    /// The names looked up as credentials ([`Env::secrets`], [`Env::optional_secrets`]).
+    pub fn secrets_read(&self) -> Vec<String> {
+        let read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        read.secrets.iter().cloned().collect()
+    }
+
+    fn note(&self, name: &str, secret: bool) {
+        let mut read = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        if !read.names.contains(name) {
+            read.names.insert(name.to_owned());
+        }
+        if secret && !read.secrets.contains(name) {
+            read.secrets.insert(name.to_owned());
+        }
+    }
+
     /// A non-empty, trimmed value.
     pub fn get(&self, name: &str) -> Option<&str> {
+        self.note(name, false);
         self.vars
             .get(name)
             .map(|v| v.trim())
@@ -96,6 +134,7 @@ impl Env {
 
     /// An optional credential: `Ok(None)` when unset or blank; a malformed map is an error.
     pub fn optional_secrets(&self, name: &str) -> Result<Option<SecretList>, ConfigError> {
+        self.note(name, true);
         match self.vars.get(name) {
             None => Ok(None),
             Some(v) => SecretList::from_config(v).map_err(|why| ConfigError::Invalid {

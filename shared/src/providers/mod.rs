@@ -23,6 +23,56 @@ pub const ALL: &[(&str, &str)] = &[
     (tilby::NAME, "tilby-webhook"),
 ];
 
+/// The API route of each provider's function (the SAM template and the CDK app use these; a
+/// test checks both). Greedy (`{token+}`) where the provider's URLs carry more than one segment
+/// after the provider's name: Tilby appends `/<entity>/<event>` after its token, and both URL
+/// token providers accept the token in any segment.
+pub const ROUTES: &[(&str, &str)] = &[
+    (trybe::NAME, "/trybe"),
+    (tribe::NAME, "/tribe"),
+    (tribemade::NAME, "/tribemade/{token+}"),
+    (trifft::NAME, "/trifft"),
+    (tilby::NAME, "/tilby/{token+}"),
+];
+
+pub fn route(provider: &str) -> Option<&'static str> {
+    ROUTES
+        .iter()
+        .find(|(name, _)| *name == provider)
+        .map(|(_, route)| *route)
+}
+
+/// Whether API Gateway's HTTP API route `route` (`/a/{b}`, `/a/{b+}`) matches `path`: a
+/// `{name}` is one non-empty segment, a final `{name+}` one or more.
+pub fn route_matches(route: &str, path: &str) -> bool {
+    let mut route = route.trim_start_matches('/').split('/');
+    let mut path = path.trim_start_matches('/').split('/');
+    loop {
+        match (route.next(), path.next()) {
+            (None, None) => return true,
+            (Some(r), Some(p)) if r.starts_with('{') && r.ends_with("+}") => {
+                return !p.is_empty() && route.next().is_none();
+            }
+            (Some(r), Some(p)) if r.starts_with('{') && r.ends_with('}') => {
+                if p.is_empty() {
+                    return false;
+                }
+            }
+            (Some(r), Some(p)) if r == p => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The full path a provider's request arrives at: its route's prefix and the simulated,
+/// function-relative path (`/` alone adds nothing).
+pub fn request_path(provider: &str, sent: &Sent) -> String {
+    match sent.path.as_str() {
+        "" | "/" => format!("/{provider}"),
+        rest => format!("/{provider}{rest}"),
+    }
+}
+
 /// The request `provider` would send with `body`, authenticated with the secrets in `env` the way
 /// that provider does it (signature headers, timestamps, URL tokens, credentials). `Sent::path`
 /// is relative to the function's URL.
@@ -68,6 +118,60 @@ pub fn from_env(name: &str, env: &Env) -> Result<Box<dyn Provider>, ConfigError>
             })
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_as_api_gateway_does() {
+        assert!(route_matches("/trybe", "/trybe"));
+        assert!(!route_matches("/trybe", "/trybe/x"));
+        assert!(!route_matches("/trybe", "/tribe"));
+        assert!(route_matches("/t/{token}", "/t/abc"));
+        assert!(!route_matches("/t/{token}", "/t/abc/sales/closed"));
+        assert!(!route_matches("/t/{token}", "/t/"));
+        assert!(route_matches("/t/{token+}", "/t/abc"));
+        assert!(route_matches("/t/{token+}", "/t/abc/sales/closed"));
+        assert!(!route_matches("/t/{token+}", "/t"));
+        assert!(!route_matches("/t/{token+}", "/t/"));
+    }
+
+    /// Every URL shape a provider is documented to call reaches its function: the simulated
+    /// request, the API Gateway samples in `events/`, and Tilby's `/<token>/<entity>/<event>`.
+    #[test]
+    fn every_provider_url_matches_its_route() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let env = Env::from_env_file(&root.join("local.env")).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        assert_eq!(ROUTES.len(), ALL.len());
+        for (name, _) in ALL {
+            let route = route(name).unwrap();
+            let mut paths = Vec::new();
+            for file in std::fs::read_dir(root.join("events").join(name)).unwrap() {
+                let file = file.unwrap().path();
+                let file_name = file.file_name().unwrap().to_string_lossy().into_owned();
+                let bytes = std::fs::read(&file).unwrap();
+                if file_name.ends_with(".apigw.json") {
+                    let event: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                    paths.push(event["rawPath"].as_str().unwrap().to_owned());
+                } else if file_name.ends_with(".json") {
+                    paths.push(request_path(
+                        name,
+                        &simulate(name, &bytes, &env, now).unwrap(),
+                    ));
+                }
+            }
+            assert!(paths.len() >= 2, "{name}: no samples");
+            for path in paths {
+                assert!(route_matches(route, &path), "{name}: {path} vs {route}");
+            }
+        }
+        let tilby = simulate(tilby::NAME, br#"{"type":"closed"}"#, &env, now).unwrap();
+        let long = format!("{}/sales/closed", request_path(tilby::NAME, &tilby));
+        assert!(route_matches(route(tilby::NAME).unwrap(), &long), "{long}");
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

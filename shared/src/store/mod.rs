@@ -9,6 +9,10 @@ mod dynamodb;
 mod memory;
 
 pub use dynamodb::DynamoClaims;
+
+/// Prefix of the processor's records (`processed#<dedup_key>`); receivers' keys start with
+/// `<provider>#`. The deployment's IAM policies scope each function to its prefix.
+pub const PROCESSED_PREFIX: &str = "processed#";
 pub use memory::MemoryClaims;
 
 use std::time::Duration;

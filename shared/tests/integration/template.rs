@@ -65,6 +65,14 @@ fn function_env(t: &Value, function: &Value) -> (Env, HashMap<String, String>) {
     (env, vars)
 }
 
+/// A function's property, or the Globals' when it sets none.
+fn property<'t>(t: &'t Value, function: &'t Value, name: &str) -> &'t Value {
+    match &function["Properties"][name] {
+        Value::Null => &t["Globals"]["Function"][name],
+        own => own,
+    }
+}
+
 fn function<'t>(t: &'t Value, binary: &str) -> &'t Value {
     t["Resources"]
         .as_object()
@@ -79,7 +87,7 @@ fn every_receiver_times_out_after_its_deadline_and_before_its_lease_ends() {
     let t = template();
     for (provider, binary) in providers::ALL {
         let f = function(&t, binary);
-        let timeout = Duration::from_secs(f["Properties"]["Timeout"].as_u64().expect("Timeout"));
+        let timeout = Duration::from_secs(property(&t, f, "Timeout").as_u64().expect("Timeout"));
         let (env, _) = function_env(&t, f);
         let settings = Settings::from_env(&env).expect("settings from the template");
         assert!(
@@ -124,7 +132,7 @@ fn the_queue_refuses_nothing_the_receivers_accept() {
 fn the_processor_finishes_within_its_lease_and_its_queue_visibility() {
     let t = template();
     let f = function(&t, "event-processor");
-    let timeout = f["Properties"]["Timeout"].as_u64().unwrap();
+    let timeout = property(&t, f, "Timeout").as_u64().unwrap();
     let (env, _) = function_env(&t, f);
     let settings = Settings::from_env(&env).unwrap();
     assert!(Duration::from_secs(timeout) < settings.processing_lease);
@@ -132,4 +140,315 @@ fn the_processor_finishes_within_its_lease_and_its_queue_visibility() {
         .as_u64()
         .unwrap();
     assert!(visibility >= 6 * timeout, "AWS: visibility ≥ 6 × timeout");
+}
+
+/// The template after SAM's transform, as CloudFormation will see it (cfn-lint's offline SAM
+/// transform, the one `cfn-lint` and `sam validate` apply).
+fn transformed() -> Value {
+    let python = root().join(".venv/bin/python");
+    let out = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import json,sys\n\
+             from cfnlint.decode import cfn_yaml\n\
+             from cfnlint.template.transforms._sam import Transform\n\
+             t = Transform(sys.argv[1], cfn_yaml.load(sys.argv[1]), 'eu-west-1')\n\
+             assert not t.transform_template()\n\
+             print(json.dumps(t.template(), default=str))",
+        ])
+        .arg(root().join("infra/template.yaml"))
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}; run `make venv`", python.display()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("transformed template JSON")
+}
+
+/// The provider's configuration as its function reads it, from the dev configuration: the
+/// names it looked up, and those it read as credentials.
+fn names_read(provider: &str) -> (Vec<String>, Vec<String>) {
+    let env = Env::from_env_file(&root().join("local.env")).unwrap();
+    providers::from_env(provider, &env).expect("dev configuration");
+    (env.names_read(), env.secrets_read())
+}
+
+fn own_variables(f: &Value) -> Vec<String> {
+    f["Properties"]["Environment"]["Variables"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn statements(f: &Value) -> Vec<&Value> {
+    f["Properties"]["Policies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["Statement"].as_array().into_iter().flatten())
+        .collect()
+}
+
+#[test]
+fn every_provider_is_routed_where_it_sends_with_every_method_reaching_the_function() {
+    let t = template();
+    for (provider, binary) in providers::ALL {
+        let f = function(&t, binary);
+        let events: Vec<&Value> = f["Properties"]["Events"]
+            .as_object()
+            .expect("Events")
+            .values()
+            .collect();
+        assert_eq!(events.len(), 1, "{provider}: one route");
+        assert_eq!(events[0]["Type"], "HttpApi", "{provider}");
+        let route = events[0]["Properties"]["Path"].as_str().unwrap();
+        assert_eq!(
+            Some(route),
+            providers::route(provider),
+            "{provider}: the route the code's URLs need (providers::ROUTES)"
+        );
+        // The function answers 405 itself for the methods its provider never uses: every
+        // method must reach it, or API Gateway answers 404 and the provider gives up.
+        assert_eq!(events[0]["Properties"]["Method"], "ANY", "{provider}");
+    }
+}
+
+#[test]
+fn every_variable_a_provider_reads_is_deployed_credentials_only_from_secrets_manager() {
+    let t = template();
+    let mut missing = Vec::new();
+    for (provider, binary) in providers::ALL {
+        let f = function(&t, binary);
+        let deployed = own_variables(f);
+        let (read, secrets) = names_read(provider);
+        let prefix = format!("{}_", provider.to_ascii_uppercase());
+        let own_reads: Vec<&String> = read.iter().filter(|n| n.starts_with(&prefix)).collect();
+        assert!(!own_reads.is_empty(), "{provider}: reads nothing?");
+        for name in &own_reads {
+            let arn = format!("{name}{}", config::SECRET_ARN_SUFFIX);
+            if secrets.contains(name) {
+                if !deployed.contains(&arn) || deployed.contains(name) {
+                    missing.push(format!(
+                        "{provider}: credential {name} must be deployed as {arn} only"
+                    ));
+                    continue;
+                }
+                // Its parameter, and the right to read exactly that secret.
+                let param = f["Properties"]["Environment"]["Variables"][&arn]["Fn::If"][1]["Ref"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{provider}: {arn} from a parameter"));
+                assert_eq!(t["Parameters"][param]["Default"], "", "{param}: optional");
+                assert!(
+                    statements(f).iter().any(|s| {
+                        s["Action"] == serde_json::json!(["secretsmanager:GetSecretValue"])
+                            && s["Resource"]["Fn::If"][1]["Ref"] == param
+                    }),
+                    "{provider}: may read {param}"
+                );
+            } else if !deployed.contains(name) {
+                missing.push(format!(
+                    "{provider}: reads {name}, the template does not set it"
+                ));
+            }
+        }
+        for name in &deployed {
+            let plain = name
+                .strip_suffix(config::SECRET_ARN_SUFFIX)
+                .unwrap_or(name)
+                .to_owned();
+            assert!(
+                read.contains(&plain),
+                "{provider}: the template sets {name}, the code never reads {plain}"
+            );
+        }
+    }
+    assert!(missing.is_empty(), "{missing:#?}");
+}
+
+#[test]
+fn the_shared_variables_are_the_ones_the_runtime_reads() {
+    let t = template();
+    let env = Env::from_env_file(&root().join("local.env")).unwrap();
+    let mut env = env;
+    env.set("EVENTS_QUEUE_URL", "http://queue");
+    Settings::from_env(&env).unwrap();
+    let read = env.names_read();
+    for name in t["Globals"]["Function"]["Environment"]["Variables"]
+        .as_object()
+        .unwrap()
+        .keys()
+    {
+        assert!(
+            read.contains(name) || name == "METRICS_NAMESPACE",
+            "the template sets {name} for every function; nothing reads it"
+        );
+    }
+    for name in ["EVENTS_TABLE", "EVENTS_QUEUE_URL"] {
+        assert!(read.iter().any(|n| n == name), "{name}");
+    }
+}
+
+/// Each function may touch only its own keys, and no statement anywhere names "*".
+#[test]
+fn every_function_is_scoped_to_its_own_keys_and_resources() {
+    use shared::provider::EventKey;
+    use shared::store::PROCESSED_PREFIX;
+
+    let t = template();
+    let mut scopes: Vec<(&str, String, Vec<String>)> = providers::ALL
+        .iter()
+        .map(|(provider, binary)| {
+            let long = "x".repeat(2000);
+            let keys = vec![
+                shared::pipeline::dedup_key(provider, Some("t#1"), &EventKey::id("e")),
+                shared::pipeline::dedup_key(provider, None, &EventKey::hash_of(b"body")),
+                shared::pipeline::dedup_key(provider, None, &EventKey::id(&long)),
+            ];
+            (*binary, format!("{provider}#*"), keys)
+        })
+        .collect();
+    let event_key = shared::pipeline::dedup_key("tilby", None, &EventKey::id("e"));
+    scopes.push((
+        "event-processor",
+        format!("{PROCESSED_PREFIX}*"),
+        vec![format!("{PROCESSED_PREFIX}{event_key}")],
+    ));
+    for (binary, pattern, keys) in &scopes {
+        let f = function(&t, binary);
+        let dynamo: Vec<&Value> = statements(f)
+            .into_iter()
+            .filter(|s| {
+                s["Action"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|a| a.as_str().unwrap().starts_with("dynamodb:"))
+            })
+            .collect();
+        assert_eq!(dynamo.len(), 1, "{binary}");
+        let leading = &dynamo[0]["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"];
+        assert_eq!(leading, &serde_json::json!([pattern]), "{binary}");
+        let prefix = pattern.trim_end_matches('*');
+        for key in keys {
+            assert!(key.starts_with(prefix), "{binary}: {key} outside {pattern}");
+        }
+        for s in statements(f) {
+            assert_ne!(s["Resource"], "*", "{binary}: {s}");
+        }
+    }
+    // After SAM's transform: no managed policy but the basic execution role (logs), so no
+    // SQS or DynamoDB right on "*" sneaks in through an event source.
+    let cfn = transformed();
+    for (name, r) in cfn["Resources"].as_object().unwrap() {
+        if r["Type"] == "AWS::IAM::Role" {
+            assert_eq!(
+                r["Properties"]["ManagedPolicyArns"],
+                serde_json::json!([
+                    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+                ]),
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_processor_reads_its_queue_bounded_and_reports_partial_failures() {
+    let t = template();
+    let f = function(&t, "event-processor");
+    assert!(f["Properties"]["Events"].is_null(), "no SAM SQS event");
+    let mappings: Vec<&Value> = t["Resources"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|r| r["Type"] == "AWS::Lambda::EventSourceMapping")
+        .collect();
+    assert_eq!(mappings.len(), 1);
+    let m = &mappings[0]["Properties"];
+    assert_eq!(m["EventSourceArn"]["Fn::GetAtt"][0], "EventsQueue");
+    assert_eq!(
+        m["FunctionResponseTypes"],
+        serde_json::json!(["ReportBatchItemFailures"])
+    );
+    let batch = m["BatchSize"].as_u64().unwrap();
+    assert!(batch <= 10 || m["MaximumBatchingWindowInSeconds"].as_u64() >= Some(1));
+    let concurrency = m["ScalingConfig"]["MaximumConcurrency"]["Ref"]
+        .as_str()
+        .expect("MaximumConcurrency from a parameter");
+    assert!(t["Parameters"][concurrency]["MinValue"].as_u64() >= Some(2));
+    let sqs: Vec<String> = statements(f)
+        .iter()
+        .filter(|s| s["Resource"]["Fn::GetAtt"][0] == "EventsQueue")
+        .flat_map(|s| s["Action"].as_array().unwrap().iter())
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    for action in [
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ChangeMessageVisibility",
+    ] {
+        assert!(sqs.iter().any(|a| a == action), "{action}");
+    }
+}
+
+#[test]
+fn every_function_logs_to_its_own_group_with_retention() {
+    let t = template();
+    let mut binaries: Vec<&str> = providers::ALL.iter().map(|(_, b)| *b).collect();
+    binaries.push("event-processor");
+    for binary in binaries {
+        let f = function(&t, binary);
+        let group = f["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{binary}: LoggingConfig.LogGroup"));
+        let g = &t["Resources"][group];
+        assert_eq!(g["Type"], "AWS::Logs::LogGroup");
+        assert_eq!(
+            g["Properties"]["RetentionInDays"]["Ref"],
+            "LogRetentionDays"
+        );
+        assert_eq!(
+            g["Properties"]["LogGroupName"]["Fn::Sub"],
+            format!("/aws/lambda/${{AWS::StackName}}-{binary}")
+        );
+        assert_eq!(
+            f["Properties"]["FunctionName"]["Fn::Sub"],
+            format!("${{AWS::StackName}}-{binary}")
+        );
+    }
+}
+
+#[test]
+fn the_api_is_throttled_and_every_provider_has_an_unauthorized_alarm() {
+    let t = template();
+    let api = &t["Resources"]["WebhookApi"]["Properties"]["DefaultRouteSettings"];
+    assert_eq!(
+        api["ThrottlingBurstLimit"]["Ref"],
+        "ApiThrottlingBurstLimit"
+    );
+    assert_eq!(api["ThrottlingRateLimit"]["Ref"], "ApiThrottlingRateLimit");
+    let alarms: Vec<&Value> = t["Resources"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|r| r["Type"] == "AWS::CloudWatch::Alarm")
+        .collect();
+    for (provider, _) in providers::ALL {
+        assert!(
+            alarms
+                .iter()
+                .any(|a| a["Properties"]["MetricName"] == "Unauthorized"
+                    && a["Properties"]["Dimensions"][0]["Value"] == *provider),
+            "{provider}: unauthorized alarm"
+        );
+    }
+    for a in alarms {
+        assert_eq!(
+            a["Properties"]["AlarmActions"]["Fn::If"][0], "HasAlarmTopic",
+            "{a}"
+        );
+    }
 }
