@@ -11,8 +11,27 @@ import sys
 import threading
 import time
 
+from moto import backends
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import make_server
+
+
+def fast_dispatch() -> None:
+    """moto finds the backend of every request under one global lock, listing its own package
+    directory (an isdir per service) and trying every service's URL patterns each time: with a
+    few hundred concurrent requests (the soak) they queue on that lock and time out. Both are pure
+    functions of the host, so compute each once."""
+    modules = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: modules
+    lookup = DomainDispatcherApplication.get_backend_for_host
+    known: dict = {}
+
+    def get_backend_for_host(self, host):
+        if host not in known:
+            known[host] = lookup(self, host)
+        return known[host]
+
+    DomainDispatcherApplication.get_backend_for_host = get_backend_for_host
 
 
 def watch_parent(pid: int) -> None:
@@ -34,6 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.host.startswith("127.") and args.host not in ("localhost", "::1"):
         sys.exit("moto_server.py only listens on loopback")
+    fast_dispatch()
     app = DomainDispatcherApplication(create_backend_app)
     server = make_server(args.host, args.port, app, threaded=True)
     print(f"PORT {server.server_port}", flush=True)
