@@ -10,9 +10,10 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use futures::future::join_all;
 use tracing::{error, info, warn};
 
-use crate::clock::Clock;
+use crate::clock::{epoch_millis, Clock};
 use crate::config::Settings;
 use crate::envelope::{describe_json_error, Envelope, Payload};
+use crate::metrics::{self, RecordMetric, RecordTally, UNKNOWN_PROVIDER};
 use crate::pipeline::new_token;
 use crate::provider::canonical_json;
 use crate::store::{Claim, ClaimOutcome, ClaimStore, Finish, Status};
@@ -136,6 +137,55 @@ pub enum RecordError {
     Handler(#[from] HandlerError),
 }
 
+impl RecordError {
+    /// Unreadable, or refused by its handler: it can never succeed (after maxReceiveCount it
+    /// lands in the dead-letter queue). Anything else may succeed on a redelivery.
+    pub fn is_poison(&self) -> bool {
+        matches!(
+            self,
+            RecordError::Unparseable(_) | RecordError::Handler(HandlerError::Reject(_))
+        )
+    }
+}
+
+/// How a record ended, as the processor's metrics count it.
+pub fn record_metric(result: &Result<RecordOutcome, RecordError>) -> RecordMetric {
+    match result {
+        Ok(RecordOutcome::Processed) => RecordMetric::Processed,
+        Ok(RecordOutcome::AlreadyProcessed) => RecordMetric::Skipped,
+        Err(e) if e.is_poison() => RecordMetric::Rejected,
+        Err(_) => RecordMetric::Failed,
+    }
+}
+
+/// The `Provider` of a record: the envelope's provider when it is one of ours, else `unknown`.
+fn provider_label(provider: &str) -> &'static str {
+    static KNOWN: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    let known = KNOWN.get_or_init(|| crate::providers::ALL.iter().map(|(p, _)| *p).collect());
+    metrics::provider_label(provider, known)
+}
+
+/// Milliseconds from the record's SQS `SentTimestamp` attribute (epoch milliseconds) to `now_ms`.
+fn message_age_ms(record: &SqsMessage, now_ms: i64) -> Option<f64> {
+    let sent: i64 = record.attributes.get("SentTimestamp")?.parse().ok()?;
+    Some(now_ms.saturating_sub(sent).max(0) as f64)
+}
+
+/// A record's result, its `Provider`, and how long its handler ran (if it ran).
+type RecordRun = (
+    Result<RecordOutcome, RecordError>,
+    &'static str,
+    Option<f64>,
+);
+
+fn read_envelope(record: &SqsMessage) -> Result<Envelope, RecordError> {
+    let body = record
+        .body
+        .as_deref()
+        .ok_or_else(|| RecordError::Unparseable("no body".into()))?;
+    serde_json::from_str(body).map_err(|e| RecordError::Unparseable(describe_json_error(&e)))
+}
+
 /// SHA-256 of the event's own content (not of the request it came in: one Tilby entity arrives
 /// in bodies that differ by `nRetry`), for the conflict check of the processing claim.
 fn content_fingerprint(envelope: &Envelope) -> String {
@@ -169,11 +219,20 @@ impl Processor {
         }
     }
 
-    /// Processes a batch; the response lists only the records that failed.
+    /// Processes a batch; the response lists only the records that failed. Records the batch's
+    /// metrics (flushed by the runtime, once per invocation).
     pub async fn process(&self, event: SqsEvent) -> SqsBatchResponse {
-        let results = join_all(event.records.iter().map(|r| self.process_record(r))).await;
+        let now_ms = epoch_millis(self.clock.now());
+        let results = join_all(event.records.iter().map(|r| self.process_one(r))).await;
         let mut response = SqsBatchResponse::default();
-        for (record, result) in event.records.iter().zip(results) {
+        let mut tallies = Vec::with_capacity(results.len());
+        for (record, (result, provider, handler_ms)) in event.records.iter().zip(results) {
+            tallies.push(RecordTally {
+                provider,
+                outcome: record_metric(&result),
+                handler_ms,
+                age_ms: message_age_ms(record, now_ms),
+            });
             let message_id = record.message_id.clone().unwrap_or_default();
             if let Err(e) = result {
                 error!(message_id = %message_id, error = %e, "record failed; reported in batchItemFailures");
@@ -182,22 +241,36 @@ impl Processor {
                 response.batch_item_failures.push(failure);
             }
         }
+        metrics::record_batch(&tallies);
         response
     }
 
     pub async fn process_record(&self, record: &SqsMessage) -> Result<RecordOutcome, RecordError> {
-        let body = record
-            .body
-            .as_deref()
-            .ok_or_else(|| RecordError::Unparseable("no body".into()))?;
-        let envelope: Envelope = serde_json::from_str(body)
-            .map_err(|e| RecordError::Unparseable(describe_json_error(&e)))?;
+        self.process_one(record).await.0
+    }
+
+    /// One record: its result, its `Provider` and how long its handler ran (if it ran).
+    async fn process_one(&self, record: &SqsMessage) -> RecordRun {
+        let envelope = match read_envelope(record) {
+            Ok(envelope) => envelope,
+            Err(e) => return (Err(e), UNKNOWN_PROVIDER, None),
+        };
+        let mut handler_ms = None;
+        let result = self.process_envelope(&envelope, &mut handler_ms).await;
+        (result, provider_label(&envelope.provider), handler_ms)
+    }
+
+    async fn process_envelope(
+        &self,
+        envelope: &Envelope,
+        handler_ms: &mut Option<f64>,
+    ) -> Result<RecordOutcome, RecordError> {
         let now = self.clock.now();
         let claim = Claim {
             pk: format!("processed#{}", envelope.dedup_key),
             pending: Status::Processing,
             event_type: envelope.event_type.clone(),
-            fingerprint: content_fingerprint(&envelope),
+            fingerprint: content_fingerprint(envelope),
             now,
             lease: self.settings.processing_lease,
             ttl: self.settings.dedup_ttl,
@@ -211,7 +284,10 @@ impl Processor {
             }
             ClaimOutcome::InFlight { .. } => return Err(RecordError::InFlight),
         }
-        if let Err(e) = self.router.route(&envelope).handle(&envelope).await {
+        let started = std::time::Instant::now();
+        let handled = self.router.route(envelope).handle(envelope).await;
+        *handler_ms = Some(metrics::millis(started.elapsed()));
+        if let Err(e) = handled {
             if let Err(release) = self.claims.release(&claim.pk, &claim.token).await {
                 warn!(dedup_key = %envelope.dedup_key, error = %release, "claim not released; it frees itself when its lease ends");
             }
@@ -234,5 +310,130 @@ impl Processor {
         info!(provider = %envelope.provider, event_id = %envelope.event_id, dedup_key = %envelope.dedup_key,
             "handler ran");
         Ok(RecordOutcome::Processed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FixedClock;
+    use crate::metrics::testing::Seen;
+    use crate::metrics::{
+        FAILED, HANDLER_LATENCY, MESSAGE_AGE, PROCESSED, PROVIDER, REJECTED, UNKNOWN_PROVIDER,
+    };
+    use crate::store::MemoryClaims;
+
+    const NOW_MS: i64 = 1_700_000_000_000;
+
+    /// Fails events whose id starts with `retry`, rejects those starting with `reject`.
+    struct Picky;
+
+    #[async_trait]
+    impl EventHandler for Picky {
+        async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+            match event.event_id.as_str() {
+                id if id.starts_with("retry") => Err(HandlerError::Retry("down".into())),
+                id if id.starts_with("reject") => Err(HandlerError::Reject("never".into())),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    fn processor() -> Processor {
+        let env =
+            crate::config::Env::from_pairs([("EVENTS_TABLE", "t"), ("EVENTS_QUEUE_URL", "q")]);
+        let settings = Settings::from_env(&env).unwrap();
+        Processor::new(
+            Arc::new(MemoryClaims::default()),
+            Router::new(Arc::new(Picky)),
+            settings,
+            Arc::new(FixedClock::at_millis(NOW_MS)),
+        )
+    }
+
+    fn record(provider: &str, id: &str, sent_ms_ago: Option<i64>) -> SqsMessage {
+        let body = serde_json::json!({
+            "provider": provider, "event_id": id, "event_type": "t",
+            "dedup_key": format!("{provider}#site-secret-tenant#id#{id}"),
+            "received_at": "2023-11-14T22:13:20Z", "tenant": "site-secret-tenant",
+            "body_sha256": "00", "payload": {"email": "someone@example.com"}
+        });
+        let mut r = SqsMessage::default();
+        r.message_id = Some(format!("m-{id}"));
+        r.body = Some(body.to_string());
+        if let Some(ago) = sent_ms_ago {
+            r.attributes
+                .insert("SentTimestamp".into(), (NOW_MS - ago).to_string());
+        }
+        r
+    }
+
+    fn batch(records: Vec<SqsMessage>) -> SqsEvent {
+        let mut event = SqsEvent::default();
+        event.records = records;
+        event
+    }
+
+    #[test]
+    fn each_record_is_counted_under_its_envelopes_provider() {
+        let p = processor();
+        let mut unreadable = SqsMessage::default();
+        unreadable.message_id = Some("m-bad".into());
+        unreadable.body = Some("{not json".into());
+        unreadable
+            .attributes
+            .insert("SentTimestamp".into(), (NOW_MS - 7).to_string());
+        let seen = Seen::default();
+        let response = seen.during_async(p.process(batch(vec![
+            record("trybe", "ok-1", Some(1500)),
+            record("tilby", "ok-2", Some(20)),
+            record("trybe", "retry-1", None),
+            record("tilby", "reject-1", None),
+            record("someone-else", "ok-3", None),
+            unreadable,
+        ])));
+        assert_eq!(response.batch_item_failures.len(), 3);
+        let count = |name, provider| seen.count(name, &[(PROVIDER, provider)]);
+        assert_eq!(count(PROCESSED, "trybe"), 1.0);
+        assert_eq!(count(PROCESSED, "tilby"), 1.0);
+        assert_eq!(count(FAILED, "trybe"), 1.0);
+        assert_eq!(count(REJECTED, "tilby"), 1.0, "refused by its handler");
+        assert_eq!(count(PROCESSED, UNKNOWN_PROVIDER), 1.0, "not one of ours");
+        assert_eq!(count(REJECTED, UNKNOWN_PROVIDER), 1.0, "unreadable");
+        assert_eq!(
+            seen.values(MESSAGE_AGE, &[(PROVIDER, "trybe")]),
+            vec![1500.0]
+        );
+        assert_eq!(seen.values(MESSAGE_AGE, &[(PROVIDER, "tilby")]), vec![20.0]);
+        assert_eq!(
+            seen.values(MESSAGE_AGE, &[(PROVIDER, UNKNOWN_PROVIDER)]),
+            vec![7.0]
+        );
+        assert_eq!(
+            seen.values(HANDLER_LATENCY, &[(PROVIDER, "trybe")]).len(),
+            2
+        );
+        // Nothing but provider names in the labels.
+        for sample in seen.samples() {
+            assert_eq!(sample.labels.len(), 1, "{sample:?}");
+        }
+
+        // A redelivery of a processed record is acknowledged and counted in none.
+        let seen = Seen::default();
+        let response = seen.during_async(p.process(batch(vec![record("trybe", "ok-1", None)])));
+        assert!(response.batch_item_failures.is_empty());
+        assert!(seen.samples().is_empty(), "{:?}", seen.samples());
+    }
+
+    #[test]
+    fn an_in_flight_record_is_failed_not_rejected() {
+        let e = RecordError::InFlight;
+        assert_eq!(record_metric(&Err(e)), RecordMetric::Failed);
+        let e = RecordError::Store(crate::store::StoreError("x".into()));
+        assert_eq!(record_metric(&Err(e)), RecordMetric::Failed);
+        assert_eq!(
+            record_metric(&Ok(RecordOutcome::AlreadyProcessed)),
+            RecordMetric::Skipped
+        );
     }
 }

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod consumer;
 pub mod envelope;
+pub mod metrics;
 pub mod pipeline;
 pub mod provider;
 pub mod providers;

@@ -3,8 +3,8 @@
 //! finish → answer. A provider only supplies its rules ([`Provider`]).
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use futures::future::join;
 use futures::stream::{self, StreamExt};
@@ -18,6 +18,7 @@ use crate::answer::Answer;
 use crate::clock::{rfc3339, Clock};
 use crate::config::Settings;
 use crate::envelope::{describe_json_error, Envelope};
+use crate::metrics::{self, Cause, RequestTally};
 use crate::provider::{
     EventKey, Inbound, InboundEvent, Inspection, Provider, Refusal, VerifiedRequest,
 };
@@ -30,6 +31,9 @@ use crate::verify::{sha256_hex, AuthFailure};
 pub struct Receiver<P> {
     ready: Result<Ready<P>, String>,
     clock: Arc<dyn Clock>,
+    /// The provider's name, in the log line and as the metrics' `Provider` dimension (known even
+    /// when the provider could not be configured: see [`Receiver::named`]).
+    name: &'static str,
 }
 
 struct Ready<P> {
@@ -40,13 +44,14 @@ struct Ready<P> {
     allow: String,
 }
 
-/// What one request did, for the single log line it leaves.
+/// What one request did, for the single log line and the metrics it leaves.
 #[derive(Debug, Default)]
 struct Trace {
     event_id: Option<String>,
     event_type: Option<String>,
     tenant: Option<String>,
     reason: Option<String>,
+    metrics: RequestTally,
 }
 
 impl<P: Provider> Receiver<P> {
@@ -64,6 +69,7 @@ impl<P: Provider> Receiver<P> {
             .collect::<Vec<_>>()
             .join(", ");
         Receiver {
+            name: provider.name(),
             ready: Ok(Ready {
                 provider,
                 claims,
@@ -89,7 +95,15 @@ impl<P: Provider> Receiver<P> {
         Receiver {
             ready: Err(reason),
             clock: Arc::new(crate::clock::SystemClock),
+            name: "unconfigured",
         }
+    }
+
+    /// The same receiver under the provider's name, which a misconfigured one cannot ask its
+    /// provider for (the function knows which provider it serves).
+    pub fn named(mut self, name: &'static str) -> Self {
+        self.name = name;
+        self
     }
 
     /// The Lambda entry point: one request in, one response out, one log line.
@@ -107,13 +121,8 @@ impl<P: Provider> Receiver<P> {
                 &mut trace,
             )
             .await;
-        let provider = self
-            .ready
-            .as_ref()
-            .map(|r| r.provider.name())
-            .unwrap_or("unconfigured");
         info!(
-            provider,
+            provider = self.name,
             request_id = request_id.as_deref(),
             method = %request.method(),
             status = answer.status().as_u16(),
@@ -128,7 +137,8 @@ impl<P: Provider> Receiver<P> {
         answer.into_response()
     }
 
-    /// The pipeline without the Lambda types: usable from tests and benchmarks.
+    /// The pipeline without the Lambda types: usable from tests and benchmarks. Records the
+    /// request's metrics, as [`Receiver::handle`] does.
     pub async fn answer_parts(
         &self,
         method: &Method,
@@ -141,7 +151,23 @@ impl<P: Provider> Receiver<P> {
             .await
     }
 
+    /// The answer, with the request's metrics recorded (flushed by the runtime, once per
+    /// invocation).
     async fn answer(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        path: &str,
+        query: Option<&str>,
+        body: &[u8],
+        trace: &mut Trace,
+    ) -> Answer {
+        let answer = self.decide(method, headers, path, query, body, trace).await;
+        metrics::record_request(self.name, &answer, &trace.metrics);
+        answer
+    }
+
+    async fn decide(
         &self,
         method: &Method,
         headers: &HeaderMap,
@@ -237,6 +263,10 @@ mod progress {
     pub const SENT: u8 = 4;
     /// Finished or released: nothing left to do.
     pub const DONE: u8 = 5;
+    /// Not ours: another delivery holds a live lease on it.
+    pub const IN_FLIGHT: u8 = 6;
+    /// Not ours: done before, with other content under the same key.
+    pub const CONFLICTING: u8 = 7;
 }
 
 /// One event ready to go: its envelope, the message it becomes and the claim that guards it.
@@ -245,6 +275,8 @@ struct Prepared {
     message: Message,
     claim: Claim,
     state: AtomicU8,
+    /// How long its claim write took, once it answered (milliseconds).
+    claim_ms: OnceLock<f64>,
 }
 
 impl Prepared {
@@ -308,12 +340,24 @@ impl<P: Provider> Ready<P> {
                 .settings
                 .deadline
                 .saturating_sub(self.settings.cleanup_budget());
-        let (answer, reason, queued) = match tokio::time::timeout_at(
-            work_until,
-            self.claim_and_send(&prepared, ack),
-        )
-        .await
-        {
+        let attempt =
+            tokio::time::timeout_at(work_until, self.claim_and_send(&prepared, ack)).await;
+        // The claims that answered, whatever happened next.
+        trace.metrics.claim_ms = prepared
+            .iter()
+            .filter_map(|p| p.claim_ms.get().copied())
+            .collect();
+        trace.metrics.conflicts = prepared
+            .iter()
+            .filter(|p| p.is(&[progress::IN_FLIGHT, progress::CONFLICTING]))
+            .count();
+        let Attempt {
+            answer,
+            reason,
+            cause,
+            queued,
+            send_ms,
+        } = match attempt {
             Ok(done) => done,
             Err(_) => {
                 // Out of time: give back every claim that may be ours and is not on the
@@ -322,6 +366,8 @@ impl<P: Provider> Ready<P> {
                     .iter()
                     .filter(|p| p.is(&[progress::SENT]))
                     .collect();
+                trace.metrics.queued = sent.len();
+                trace.metrics.cause = Some(Cause::Deadline);
                 let cleanup = join(
                     self.release(maybe_ours(&prepared)),
                     self.finish_sent(sent, inbound.now),
@@ -361,6 +407,9 @@ impl<P: Provider> Ready<P> {
                 "claims not marked ENQUEUED within the deadline; their messages are queued and the claims free themselves when their lease ends");
         }
         trace.reason = reason;
+        trace.metrics.cause = cause;
+        trace.metrics.queued = queued.len();
+        trace.metrics.send_ms = send_ms;
         match answer {
             Answer::Accepted {
                 event_id,
@@ -442,18 +491,18 @@ impl<P: Provider> Ready<P> {
                 message,
                 claim,
                 state: AtomicU8::new(progress::WAITING),
+                claim_ms: OnceLock::new(),
             });
         }
         Ok(prepared)
     }
 
-    /// Claim → send, a bounded number of calls at a time. Returns the answer, for a refusal the
-    /// reason to log, and the events now on the queue with their message ids (to finish).
+    /// Claim → send, a bounded number of calls at a time.
     async fn claim_and_send<'p>(
         &self,
         prepared: &'p [Prepared],
         ack: Option<Value>,
-    ) -> (Answer, Option<String>, Vec<(&'p Prepared, String)>) {
+    ) -> Attempt<'p> {
         let provider = self.provider.name();
         let claims: Vec<_> = prepared.iter().map(|p| self.take(p)).collect();
         let outcomes: Vec<Result<ClaimOutcome, StoreError>> = stream::iter(claims)
@@ -485,20 +534,16 @@ impl<P: Provider> Ready<P> {
             // Nothing is sent when the store is failing: give back what we took (and what a
             // failed write may have taken), let the provider retry.
             self.release(maybe_ours(prepared)).await;
-            return (
-                Answer::Unavailable {
-                    retry_after_secs: 1,
-                },
-                Some("claim store failed".into()),
-                Vec::new(),
-            );
+            return Attempt::unavailable(1, Cause::Claim, "claim store failed", Vec::new(), None);
         }
 
         let messages: Vec<Message> = fresh.iter().map(|p| p.message.clone()).collect();
-        let sent = if messages.is_empty() {
-            Vec::new()
+        let (sent, send_ms) = if messages.is_empty() {
+            (Vec::new(), None)
         } else {
-            self.queue.send(&messages).await
+            let started = Instant::now();
+            let sent = self.queue.send(&messages).await;
+            (sent, Some(metrics::millis(started.elapsed())))
         };
         let mut unsent = Vec::new();
         let mut queued = Vec::new();
@@ -516,46 +561,46 @@ impl<P: Provider> Ready<P> {
         }
         if !unsent.is_empty() {
             self.release(unsent).await;
-            return (
-                Answer::Unavailable {
-                    retry_after_secs: 1,
-                },
-                Some("queue send failed".into()),
-                queued,
-            );
+            return Attempt::unavailable(1, Cause::Send, "queue send failed", queued, send_ms);
         }
         if let Some(wait) = retry_after {
-            return (
-                Answer::Unavailable {
-                    retry_after_secs: wait.as_secs_f64().ceil() as u64,
-                },
-                Some("first delivery still in flight".into()),
+            return Attempt::unavailable(
+                wait.as_secs_f64().ceil() as u64,
+                Cause::InFlight,
+                "first delivery still in flight",
                 queued,
+                send_ms,
             );
         }
         let event_id = (prepared.len() == 1).then(|| prepared[0].envelope.event_id.clone());
-        (
-            Answer::Accepted {
+        Attempt {
+            answer: Answer::Accepted {
                 event_id,
                 queued: queued.len(),
                 duplicates,
                 events: prepared.len(),
                 ack,
             },
-            None,
+            reason: None,
+            cause: None,
             queued,
-        )
+            send_ms,
+        }
     }
 
-    /// One claim attempt, recording how far it got.
+    /// One claim attempt, recording how far it got and how long the write took.
     async fn take(&self, p: &Prepared) -> Result<ClaimOutcome, StoreError> {
         p.set(progress::CLAIMING);
+        let started = Instant::now();
         let outcome = self.claims.claim(&p.claim).await;
+        let _ = p.claim_ms.set(metrics::millis(started.elapsed()));
         match &outcome {
             Ok(ClaimOutcome::New) => p.set(progress::OURS),
             // A failed write may have landed: CLAIMING keeps it among what to give back.
             Err(_) => {}
-            Ok(_) => p.set(progress::NOT_OURS),
+            Ok(ClaimOutcome::InFlight { .. }) => p.set(progress::IN_FLIGHT),
+            Ok(ClaimOutcome::Duplicate { conflict: true, .. }) => p.set(progress::CONFLICTING),
+            Ok(ClaimOutcome::Duplicate { .. }) => p.set(progress::NOT_OURS),
         }
         outcome
     }
@@ -606,6 +651,37 @@ impl<P: Provider> Ready<P> {
             .buffer_unordered(self.settings.max_concurrent_calls)
             .collect::<Vec<()>>()
             .await;
+    }
+}
+
+/// What claiming and sending a request's events came to.
+struct Attempt<'p> {
+    answer: Answer,
+    /// For a refusal, the reason to log.
+    reason: Option<String>,
+    /// For a 503, why (the metrics' `Reason`).
+    cause: Option<Cause>,
+    /// The events now on the queue, with their message ids (to finish).
+    queued: Vec<(&'p Prepared, String)>,
+    /// How long the send to the queue took, if there was one.
+    send_ms: Option<f64>,
+}
+
+impl<'p> Attempt<'p> {
+    fn unavailable(
+        retry_after_secs: u64,
+        cause: Cause,
+        reason: &str,
+        queued: Vec<(&'p Prepared, String)>,
+        send_ms: Option<f64>,
+    ) -> Self {
+        Attempt {
+            answer: Answer::Unavailable { retry_after_secs },
+            reason: Some(reason.to_owned()),
+            cause: Some(cause),
+            queued,
+            send_ms,
+        }
     }
 }
 
@@ -1058,6 +1134,166 @@ mod tests {
         assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(started.elapsed() <= settings().deadline);
         assert!(f.queue.messages().is_empty());
+    }
+
+    mod metrics {
+        //! What each request leaves in the metrics: counted per event or per request, under the
+        //! provider's name, each 503 with its reason.
+        use super::*;
+        use crate::metrics::testing::Seen;
+        use crate::metrics::*;
+
+        const P: [(&str, &str); 1] = [(PROVIDER, "batchy")];
+
+        fn count_unavailable(seen: &Seen, reason: &str) -> f64 {
+            seen.count(UNAVAILABLE, &[(PROVIDER, "batchy"), (REASON, reason)])
+        }
+
+        #[test]
+        fn accepted_and_duplicates_are_counted_per_event_with_each_claims_latency() {
+            let f = fixture();
+            let seen = Seen::default();
+            seen.during_async(async {
+                assert_eq!(post(&f, r#"["a","b"]"#).await.outcome(), "accepted");
+                // One new, one queued before, one repeated within the request.
+                assert_eq!(post(&f, r#"["a","c","c"]"#).await.outcome(), "accepted");
+            });
+            assert_eq!(seen.count(ACCEPTED, &P), 3.0);
+            assert_eq!(seen.count(DUPLICATE, &P), 2.0);
+            assert_eq!(
+                seen.values(CLAIM_LATENCY, &P).len(),
+                4,
+                "one per claim write"
+            );
+            assert_eq!(seen.values(SEND_LATENCY, &P).len(), 2, "one per request");
+            assert_eq!(
+                seen.names(),
+                vec![ACCEPTED, CLAIM_LATENCY, DUPLICATE, SEND_LATENCY]
+            );
+        }
+
+        #[test]
+        fn refusals_and_handshakes_are_counted_per_request() {
+            let f = fixture();
+            let seen = Seen::default();
+            seen.during_async(async {
+                post(&f, r#""handshake""#).await;
+                post_as(&f, "wrong", r#"["a"]"#).await;
+                post(&f, "not json").await;
+                post(&f, &serde_json::to_string(&vec!["k"; 21]).unwrap()).await;
+                f.receiver
+                    .answer_parts(&Method::GET, &HeaderMap::new(), "/", None, b"")
+                    .await;
+            });
+            assert_eq!(seen.count(HANDSHAKE, &P), 1.0);
+            assert_eq!(seen.count(UNAUTHORIZED, &P), 1.0);
+            assert_eq!(seen.count(BAD_REQUEST, &P), 3.0);
+            assert_eq!(
+                seen.names(),
+                vec![BAD_REQUEST, HANDSHAKE, UNAUTHORIZED],
+                "nothing claimed"
+            );
+        }
+
+        #[test]
+        fn a_failing_store_is_unavailable_for_claim() {
+            let f = fixture();
+            f.claims.fail.store(true, Ordering::SeqCst);
+            let seen = Seen::default();
+            seen.during_async(post(&f, r#"["a","b"]"#));
+            assert_eq!(count_unavailable(&seen, "claim"), 1.0);
+            assert_eq!(seen.count(ACCEPTED, &P), 0.0);
+        }
+
+        #[test]
+        fn a_partly_failed_send_is_unavailable_for_send_and_counts_what_it_queued() {
+            let f = fixture();
+            f.queue.fail_position.store(2, Ordering::SeqCst);
+            let seen = Seen::default();
+            seen.during_async(post(&f, r#"["a","b","c"]"#));
+            assert_eq!(count_unavailable(&seen, "send"), 1.0);
+            assert_eq!(seen.count(ACCEPTED, &P), 2.0, "a and c are on the queue");
+            assert_eq!(seen.count(DUPLICATE, &P), 0.0);
+        }
+
+        #[test]
+        fn a_live_lease_is_a_conflict_and_unavailable_in_flight() {
+            let f = fixture();
+            f.claims.claim_delay_ms.store(0, Ordering::SeqCst);
+            let seen = Seen::default();
+            seen.during_async(async {
+                f.claims
+                    .claim(&Claim {
+                        pk: "batchy##id#a".into(),
+                        pending: Status::Received,
+                        event_type: "t".into(),
+                        fingerprint: "x".into(),
+                        now: f.clock.now(),
+                        lease: Duration::from_secs(30),
+                        ttl: Duration::from_secs(3600),
+                        token: "other-lambda".into(),
+                    })
+                    .await
+                    .unwrap();
+                post(&f, r#"["a","b"]"#).await
+            });
+            assert_eq!(count_unavailable(&seen, "in_flight"), 1.0);
+            assert_eq!(seen.count(CONFLICT, &P), 1.0);
+            assert_eq!(seen.count(ACCEPTED, &P), 1.0, "b is queued");
+        }
+
+        #[test]
+        fn other_content_under_a_queued_key_is_a_duplicate_and_a_conflict() {
+            let f = fixture();
+            let seen = Seen::default();
+            let answer = seen.during_async(async {
+                let claim = Claim {
+                    pk: "batchy##id#a".into(),
+                    pending: Status::Received,
+                    event_type: "t".into(),
+                    fingerprint: "other content".into(),
+                    now: f.clock.now(),
+                    lease: Duration::from_secs(30),
+                    ttl: Duration::from_secs(3600),
+                    token: "earlier".into(),
+                };
+                f.claims.claim(&claim).await.unwrap();
+                let queued = Finish::Enqueued {
+                    message_id: "m".into(),
+                };
+                f.claims
+                    .finish(&claim.pk, "earlier", &queued, f.clock.now())
+                    .await
+                    .unwrap();
+                post(&f, r#"["a"]"#).await
+            });
+            assert_eq!(answer.outcome(), "duplicate");
+            assert_eq!(seen.count(DUPLICATE, &P), 1.0);
+            assert_eq!(seen.count(CONFLICT, &P), 1.0);
+        }
+
+        #[test]
+        fn a_hung_queue_is_unavailable_for_the_deadline() {
+            let f = fixture();
+            f.queue.hang.store(true, Ordering::SeqCst);
+            let seen = Seen::default();
+            let answer = seen.during_async(post(&f, r#"["a"]"#));
+            assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(count_unavailable(&seen, "deadline"), 1.0);
+            assert_eq!(seen.values(CLAIM_LATENCY, &P).len(), 1);
+            assert!(
+                seen.values(SEND_LATENCY, &P).is_empty(),
+                "the send never answered"
+            );
+        }
+
+        #[test]
+        fn a_misconfigured_receiver_is_unavailable_for_config_under_its_name() {
+            let r: Receiver<Batchy> = Receiver::misconfigured("TOKEN is not set").named("batchy");
+            let seen = Seen::default();
+            seen.during_async(r.answer_parts(&Method::POST, &HeaderMap::new(), "/", None, b"[]"));
+            assert_eq!(count_unavailable(&seen, "config"), 1.0);
+        }
     }
 
     #[tokio::test]

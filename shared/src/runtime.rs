@@ -9,6 +9,7 @@ use aws_config::timeout::TimeoutConfig;
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_http::RequestExt;
 use lambda_runtime::LambdaEvent;
 
 use crate::clock::SystemClock;
@@ -81,23 +82,33 @@ pub async fn receiver_from_env<P: Provider>(
         .unwrap_or_else(Receiver::misconfigured)
 }
 
-/// `main` of a receiver function.
+/// `main` of the receiver function of provider `name` (its metrics' `Provider`, also when its
+/// configuration is refused). Each invocation's metrics are flushed to stdout once its answer is
+/// decided, before it is returned (after that, Lambda may freeze the process).
 pub async fn run_receiver<P: Provider>(
+    name: &'static str,
     build: fn(&Env) -> Result<P, ConfigError>,
 ) -> Result<(), lambda_http::Error> {
     crate::telemetry::init();
+    let env = Env::from_process();
+    crate::metrics::init(&env);
     let sdk = sdk_config().await;
-    let receiver = match try_receiver_from_env(Env::from_process(), &sdk, build).await {
-        Ok(receiver) => receiver,
+    let receiver = match try_receiver_from_env(env, &sdk, build).await {
+        Ok(receiver) => receiver.named(name),
         Err(e) => {
             tracing::error!(error = %e, "cold start failed: a secret could not be read; Lambda retries the init");
             return Err(e.into());
         }
     };
     let receiver: &'static Receiver<P> = Box::leak(Box::new(receiver));
-    lambda_http::run(lambda_http::service_fn(move |request| async move {
-        Ok::<_, Infallible>(receiver.handle(request).await)
-    }))
+    lambda_http::run(lambda_http::service_fn(
+        move |request: lambda_http::Request| async move {
+            let request_id = request.lambda_context_ref().map(|c| c.request_id.clone());
+            let response = receiver.handle(request).await;
+            crate::metrics::flush(request_id.as_deref());
+            Ok::<_, Infallible>(response)
+        },
+    ))
     .await
 }
 
@@ -121,18 +132,20 @@ pub fn processor_from_env(
     ))
 }
 
-/// `main` of the processor function.
+/// `main` of the processor function. Each batch's metrics are flushed to stdout once its
+/// response is decided.
 pub async fn run_processor(router: Router) -> Result<(), lambda_runtime::Error> {
     crate::telemetry::init();
+    let env = Env::from_process();
+    crate::metrics::init(&env);
     let sdk = sdk_config().await;
-    let processor: &'static Processor = Box::leak(Box::new(processor_from_env(
-        &Env::from_process(),
-        &sdk,
-        router,
-    )?));
+    let processor: &'static Processor =
+        Box::leak(Box::new(processor_from_env(&env, &sdk, router)?));
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: LambdaEvent<SqsEvent>| async move {
-            Ok::<SqsBatchResponse, Infallible>(processor.process(event.payload).await)
+            let response = processor.process(event.payload).await;
+            crate::metrics::flush(Some(&event.context.request_id));
+            Ok::<SqsBatchResponse, Infallible>(response)
         },
     ))
     .await

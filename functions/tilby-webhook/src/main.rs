@@ -2,5 +2,6 @@
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::run_receiver(shared::providers::tilby::Tilby::from_env).await
+    use shared::providers::tilby;
+    shared::run_receiver(tilby::NAME, tilby::Tilby::from_env).await
 }

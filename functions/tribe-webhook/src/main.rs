@@ -2,5 +2,6 @@
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::run_receiver(shared::providers::tribe::Tribe::from_env).await
+    use shared::providers::tribe;
+    shared::run_receiver(tribe::NAME, tribe::Tribe::from_env).await
 }

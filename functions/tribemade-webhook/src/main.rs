@@ -2,5 +2,6 @@
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::run_receiver(shared::providers::tribemade::TribeMade::from_env).await
+    use shared::providers::tribemade;
+    shared::run_receiver(tribemade::NAME, tribemade::TribeMade::from_env).await
 }

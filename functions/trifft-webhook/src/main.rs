@@ -2,5 +2,6 @@
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::run_receiver(shared::providers::trifft::Trifft::from_env).await
+    use shared::providers::trifft;
+    shared::run_receiver(trifft::NAME, trifft::Trifft::from_env).await
 }

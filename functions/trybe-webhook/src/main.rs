@@ -2,5 +2,6 @@
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
-    shared::run_receiver(shared::providers::trybe::Trybe::from_env).await
+    use shared::providers::trybe;
+    shared::run_receiver(trybe::NAME, trybe::Trybe::from_env).await
 }
