@@ -1,0 +1,845 @@
+//! `webhook-ops` against moto: the operator CLI (tools/webhook-ops).
+//!
+//! The real binary (built by `cargo build -p webhook-ops`) runs against the test's own table,
+//! queue and dead-letter queue, configured the way an operator would (environment, flags, queue
+//! names), with `yes`, `no` or nothing on its stdin. DLQ messages come from the real pipeline
+//! (a receiver queues, a failing processor dead-letters them) or are sent straight to the DLQ;
+//! claims from the real receiver and processor or from the claim store. Keys are built with
+//! `shared::pipeline::dedup_key` only.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::event::sqs::SqsMessage;
+use aws_sdk_sqs::types::{Message, MessageAttributeValue};
+use serde_json::{json, Value};
+use shared::apigw::Sent;
+use shared::consumer::Router;
+use shared::pipeline::dedup_key;
+use shared::provider::EventKey;
+use shared::providers::trybe::{self, Trybe};
+use shared::secret::Secret;
+use shared::store::{Claim, ClaimOutcome, ClaimStore, DynamoClaims, Finish, Status};
+use shared::{Envelope, Payload};
+use time::OffsetDateTime;
+
+use crate::helpers::*;
+use crate::processor::Counting;
+
+const SECRET: &str = "trybe-dev-secret-0001";
+
+/// What one run of the binary did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("JSON on stdout ({e}): {self:?}"))
+    }
+}
+
+/// The binary with only what an operator's shell would give it: AWS through the usual chain
+/// (here: moto's endpoint and dummy credentials) and the stack in `EVENTS_*` variables.
+fn command(stack: &Stack, env: &[(&str, &str)], args: &[&str]) -> Command {
+    let mut cmd = Command::new(crate::lambda_host::binary("webhook-ops"));
+    cmd.env_clear()
+        .env("AWS_ENDPOINT_URL", moto_endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("EVENTS_TABLE", &stack.table)
+        .env("EVENTS_QUEUE_URL", &stack.queue_url)
+        .env("EVENTS_DLQ_URL", &stack.dlq_url)
+        .envs(env.iter().copied())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs `webhook-ops args…` with `stdin` (None: stdin closed at once, nobody answers).
+fn ops_env(stack: &Stack, env: &[(&str, &str)], args: &[&str], stdin: Option<&str>) -> Run {
+    let mut child = command(stack, env, args)
+        .spawn()
+        .expect("start webhook-ops");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        // The tool may exit before reading (a refusal): a broken pipe is fine.
+        let _ = input.write_all(text.as_bytes());
+    }
+    drop(input);
+    let out = child.wait_with_output().expect("webhook-ops output");
+    Run {
+        code: out.status.code().expect("exit code"),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+fn ops(stack: &Stack, args: &[&str], stdin: Option<&str>) -> Run {
+    ops_env(stack, &[], args, stdin)
+}
+
+fn queue_name(url: &str) -> &str {
+    url.rsplit('/').next().unwrap()
+}
+
+/// Every message visible on `url`, left there (received with visibility 0), attributes and all.
+async fn peek(stack: &Stack, url: &str) -> Vec<Message> {
+    let got = stack
+        .sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(10)
+        .visibility_timeout(0)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .expect("receive");
+    got.messages.unwrap_or_default()
+}
+
+fn ids(messages: &[Message]) -> HashSet<String> {
+    messages
+        .iter()
+        .map(|m| m.message_id.clone().unwrap())
+        .collect()
+}
+
+/// A message's attributes as (name → data type, string, binary): what a copy must keep.
+type Attributes = BTreeMap<String, (String, Option<String>, Option<Vec<u8>>)>;
+
+fn attributes(m: &Message) -> Attributes {
+    m.message_attributes
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                k,
+                (
+                    v.data_type,
+                    v.string_value,
+                    v.binary_value.map(|b| b.into_inner()),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Trybe events accepted by the real receiver; each payload carries `marker` (which no listing
+/// may show without --show-payload). Returns the event ids.
+async fn accept_trybe(stack: &Stack, n: usize, marker: &str) -> Vec<String> {
+    let r = stack
+        .receiver(&[(trybe::SECRET_VAR, SECRET)], Trybe::from_env)
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("evt-{i}-{}", uuid::Uuid::new_v4().simple());
+        let body = json!({"id": id, "event": "customer.created", "site_id": "s1",
+                          "data": {"email": format!("{marker}@example.com")}})
+        .to_string();
+        let sent = Sent::post("/trybe", body.clone()).header(
+            "Signature",
+            trybe::sign(&Secret::new(SECRET).unwrap(), body.as_bytes()),
+        );
+        assert_eq!(send(&r, &sent).await.status(), 200);
+        ids.push(id);
+    }
+    ids
+}
+
+/// What the event source mapping does with a processor whose handler fails `ids`: receive,
+/// process, delete what did not fail, until the queue is empty (the stack's maxReceiveCount
+/// sends the failures to the DLQ).
+async fn feed_processor(stack: &Stack, handler: Arc<Counting>) {
+    let processor = stack.processor(Router::new(handler));
+    for _ in 0..20 {
+        let got = stack
+            .sqs
+            .receive_message()
+            .queue_url(&stack.queue_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap();
+        let batch = got.messages.unwrap_or_default();
+        if batch.is_empty() {
+            return;
+        }
+        let records: Vec<SqsMessage> = batch
+            .into_iter()
+            .map(|m| {
+                let mut r = SqsMessage::default();
+                r.message_id = m.message_id;
+                r.receipt_handle = m.receipt_handle;
+                r.body = m.body;
+                r
+            })
+            .collect();
+        let response = processor.process(sqs_event(records.clone())).await;
+        for r in records {
+            let id = r.message_id.clone().unwrap();
+            if !response
+                .batch_item_failures
+                .iter()
+                .any(|f| f.item_identifier == id)
+            {
+                stack
+                    .sqs
+                    .delete_message()
+                    .queue_url(&stack.queue_url)
+                    .receipt_handle(r.receipt_handle.unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    panic!("the queue did not empty");
+}
+
+/// `n` Trybe events through the real receiver and a processor that fails them all: they end in
+/// the DLQ after the stack's maxReceiveCount. Returns the event ids.
+async fn dead_letter_trybe(stack: &Stack, n: usize, marker: &str) -> Vec<String> {
+    let ids = accept_trybe(stack, n, marker).await;
+    let failing = Arc::new(Counting::default());
+    failing.fail.lock().unwrap().extend(ids.iter().cloned());
+    feed_processor(stack, failing).await;
+    assert_eq!(peek(stack, &stack.dlq_url).await.len(), n, "dead-lettered");
+    ids
+}
+
+/// An envelope sent straight to the DLQ with the receivers' attributes and two more (a Number
+/// and a Binary one, so that a copy must keep data types and bytes). Returns its message id.
+async fn envelope_to_dlq(stack: &Stack, id: &str, marker: &str) -> String {
+    let mut envelope = Envelope {
+        provider: "trybe".into(),
+        event_id: id.into(),
+        event_type: "membership.charged".into(),
+        dedup_key: dedup_key("trybe", Some("site-9"), &EventKey::id(id)),
+        received_at: "2024-05-01T10:00:00Z".into(),
+        occurred_at: None,
+        tenant: Some("site-9".into()),
+        content_type: Some("application/json".into()),
+        body_sha256: "00".repeat(32),
+        payload: None,
+        payload_raw: None,
+        payload_base64: None,
+    };
+    envelope.set_payload(Payload::Json(json!({"card": marker})));
+    let mut send = stack
+        .sqs
+        .send_message()
+        .queue_url(&stack.dlq_url)
+        .message_body(envelope.to_sqs_body().unwrap())
+        .message_attributes(
+            "attempt",
+            MessageAttributeValue::builder()
+                .data_type("Number")
+                .string_value("7")
+                .build()
+                .unwrap(),
+        )
+        .message_attributes(
+            "trace",
+            MessageAttributeValue::builder()
+                .data_type("Binary")
+                .binary_value(aws_sdk_sqs::primitives::Blob::new(vec![0, 159, 255, 1]))
+                .build()
+                .unwrap(),
+        );
+    for (name, value) in envelope.attributes() {
+        send = send.message_attributes(
+            name,
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .unwrap(),
+        );
+    }
+    send.send().await.unwrap().message_id.unwrap()
+}
+
+fn marker() -> String {
+    format!("payload-marker-{}", uuid::Uuid::new_v4().simple())
+}
+
+#[tokio::test]
+async fn dlq_list_names_each_message_without_its_payload_and_leaves_it_there() {
+    let stack = Stack::with_max_receives(1).await;
+    let secret = marker();
+    let events = dead_letter_trybe(&stack, 2, &secret).await;
+    let poison = stack
+        .sqs
+        .send_message()
+        .queue_url(&stack.dlq_url)
+        .message_body(format!("{{not an envelope {secret}"))
+        .send()
+        .await
+        .unwrap()
+        .message_id
+        .unwrap();
+
+    let human = ops(&stack, &["dlq", "list"], None);
+    assert_eq!(human.code, 0, "{human:?}");
+    for id in &events {
+        for shown in [
+            id.clone(),
+            key("trybe", Some("s1"), id),
+            "customer.created".into(),
+            "trybe".into(),
+            "tenant       s1".into(),
+        ] {
+            assert!(human.stdout.contains(&shown), "{shown} in {}", human.stdout);
+        }
+    }
+    assert!(human.stdout.contains(&poison), "{}", human.stdout);
+    assert!(
+        human.stdout.contains("not an envelope (")
+            && human.stdout.contains("receives")
+            && human.stdout.contains("age"),
+        "{}",
+        human.stdout
+    );
+    assert!(
+        !human.stdout.contains(&secret),
+        "no payload: {}",
+        human.stdout
+    );
+
+    let listed = ops(&stack, &["--json", "dlq", "list"], None);
+    assert_eq!(listed.code, 0, "{listed:?}");
+    assert!(
+        !listed.stdout.contains(&secret),
+        "no payload: {}",
+        listed.stdout
+    );
+    let first = listed.json();
+    let messages = first["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 3);
+    for id in &events {
+        let m = messages
+            .iter()
+            .find(|m| m["event_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{id} listed: {first:#}"));
+        assert_eq!(m["provider"], "trybe");
+        assert_eq!(m["event_type"], "customer.created");
+        assert_eq!(m["tenant"], "s1");
+        assert_eq!(m["dedup_key"], key("trybe", Some("s1"), id).as_str());
+        assert!(m["receive_count"].as_u64().unwrap() >= 1, "{m}");
+        assert!(m["age_seconds"].as_i64().unwrap() < 600, "{m}");
+        assert!(human.stdout.contains(m["message_id"].as_str().unwrap()));
+    }
+    let p = messages
+        .iter()
+        .find(|m| m["message_id"] == poison.as_str())
+        .unwrap();
+    assert_eq!(p["envelope"], false);
+    assert_eq!(p["receive_count"], 2, "received by the two listings: {p}");
+
+    // The count is SQS's own: each listing is one more receive.
+    let second = ops(&stack, &["--json", "dlq", "list"], None).json();
+    for m in messages {
+        let again = second["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["message_id"] == m["message_id"])
+            .unwrap();
+        assert_eq!(
+            again["receive_count"].as_u64().unwrap(),
+            m["receive_count"].as_u64().unwrap() + 1
+        );
+    }
+
+    let shown = ops(&stack, &["dlq", "list", "--show-payload"], None);
+    assert_eq!(shown.code, 0, "{shown:?}");
+    assert_eq!(
+        shown.stdout.matches(&secret).count(),
+        3,
+        "every payload: {}",
+        shown.stdout
+    );
+    let one = ops(&stack, &["--json", "dlq", "list", "--max", "1"], None).json();
+    assert_eq!(one["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(one["truncated"], true);
+
+    // Nothing consumed, and visible again at once (not after the 30 s hold).
+    let listed_ids: HashSet<String> = messages
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(listed_ids.contains(&poison));
+    assert_eq!(ids(&peek(&stack, &stack.dlq_url).await), listed_ids);
+    assert!(
+        stack.drain().await.is_empty(),
+        "nothing went to the main queue"
+    );
+}
+
+#[tokio::test]
+async fn dlq_redrive_by_id_moves_exactly_that_message_after_a_yes() {
+    let stack = Stack::new().await;
+    let secret = marker();
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        sent.push(envelope_to_dlq(&stack, &format!("charge-{i}"), &secret).await);
+    }
+    let originals = peek(&stack, &stack.dlq_url).await;
+    assert_eq!(ids(&originals), sent.iter().cloned().collect());
+    // Queue names, resolved with GetQueueUrl, as `make dev`'s local.env gives them.
+    let by_name = [
+        ("EVENTS_QUEUE_URL", ""),
+        ("EVENTS_DLQ_URL", ""),
+        ("EVENTS_QUEUE_NAME", queue_name(&stack.queue_url)),
+        ("EVENTS_DLQ_NAME", queue_name(&stack.dlq_url)),
+    ];
+    let target = sent[1].as_str();
+
+    for answer in [None, Some("no\n"), Some("y\n")] {
+        let declined = ops_env(
+            &stack,
+            &by_name,
+            &["dlq", "redrive", "--id", target],
+            answer,
+        );
+        assert_eq!(declined.code, 1, "{answer:?}: {declined:?}");
+        assert!(declined.stderr.contains("nothing moved"), "{declined:?}");
+        assert!(
+            declined.stdout.contains(target) && declined.stdout.contains("charge-1"),
+            "shows what it would move: {declined:?}"
+        );
+        assert!(!declined.stdout.contains(&secret), "{declined:?}");
+        assert!(
+            peek(&stack, &stack.queue_url).await.is_empty(),
+            "{answer:?}"
+        );
+        assert_eq!(ids(&peek(&stack, &stack.dlq_url).await), ids(&originals));
+    }
+
+    let unknown = ops_env(
+        &stack,
+        &by_name,
+        &["dlq", "redrive", "--id", "no-such-message", "--yes"],
+        None,
+    );
+    assert_eq!(unknown.code, 1, "{unknown:?}");
+    assert!(unknown.stderr.contains("not in the dead-letter queue"));
+    assert!(peek(&stack, &stack.queue_url).await.is_empty());
+
+    let moved = ops_env(
+        &stack,
+        &by_name,
+        &["dlq", "redrive", "--id", target],
+        Some("yes\n"),
+    );
+    assert_eq!(moved.code, 0, "{moved:?}");
+    assert!(moved.stdout.contains("moved 1 of 1"), "{moved:?}");
+    let on_queue = peek(&stack, &stack.queue_url).await;
+    assert_eq!(on_queue.len(), 1, "exactly that one");
+    let original = originals
+        .iter()
+        .find(|m| m.message_id.as_deref() == Some(target))
+        .unwrap();
+    assert_eq!(on_queue[0].body, original.body, "identical body");
+    assert_eq!(
+        attributes(&on_queue[0]),
+        attributes(original),
+        "identical attributes"
+    );
+    assert_eq!(attributes(original).len(), 4);
+    let left = ids(&peek(&stack, &stack.dlq_url).await);
+    assert_eq!(
+        left,
+        [sent[0].clone(), sent[2].clone()].into_iter().collect(),
+        "gone from the DLQ, the others stay"
+    );
+}
+
+#[tokio::test]
+async fn dlq_redrive_all_moves_every_message_and_the_processor_takes_them() {
+    // Three receives before the DLQ: peeking at the main queue below is one of them.
+    let stack = Stack::new().await;
+    let events = dead_letter_trybe(&stack, 3, &marker()).await;
+    let dead = peek(&stack, &stack.dlq_url).await;
+    assert_eq!(dead.len(), 3);
+
+    let unconfirmed = ops(&stack, &["dlq", "redrive", "--all"], None);
+    assert_eq!(unconfirmed.code, 1, "{unconfirmed:?}");
+    assert!(unconfirmed.stdout.contains("will move 3 message(s)"));
+    assert!(
+        peek(&stack, &stack.queue_url).await.is_empty(),
+        "nothing moved"
+    );
+    assert_eq!(ids(&peek(&stack, &stack.dlq_url).await), ids(&dead));
+
+    let all = ops(
+        &stack,
+        &["--json", "dlq", "redrive", "--all", "--yes"],
+        None,
+    );
+    assert_eq!(all.code, 0, "{all:?}");
+    assert_eq!(all.json()["moved"].as_array().unwrap().len(), 3);
+    assert!(peek(&stack, &stack.dlq_url).await.is_empty(), "DLQ empty");
+    let mut bodies: Vec<_> = peek(&stack, &stack.queue_url)
+        .await
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    let mut expected: Vec<_> = dead.iter().map(|m| m.body.clone()).collect();
+    bodies.sort();
+    expected.sort();
+    assert_eq!(bodies, expected, "the same bodies on the main queue");
+
+    // The copies are ordinary deliveries: a healthy processor handles each once.
+    let healthy = Arc::new(Counting::default());
+    feed_processor(&stack, healthy.clone()).await;
+    assert_eq!(healthy.runs(), 3);
+    for id in &events {
+        let item = stack
+            .item(&format!("processed#{}", key("trybe", Some("s1"), id)))
+            .await
+            .expect("processed record");
+        assert_eq!(s(&item, "status"), "PROCESSED");
+    }
+}
+
+#[tokio::test]
+async fn dlq_redrive_never_loses_a_message_the_queue_refuses() {
+    let stack = Stack::new().await;
+    // A main queue that takes 1 KiB at most: the big message's send fails.
+    let small = stack
+        .sqs
+        .create_queue()
+        .queue_name(format!("small-{}", uuid::Uuid::new_v4().simple()))
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::MaximumMessageSize,
+            "1024",
+        )
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let big = envelope_to_dlq(&stack, "big-1", &"x".repeat(2048)).await;
+    let little = envelope_to_dlq(&stack, "little-1", "y").await;
+
+    let run = ops(
+        &stack,
+        &["dlq", "redrive", "--all", "--yes", "--queue-url", &small],
+        None,
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("SendMessage"), "{run:?}");
+    // Visible again at once: the refused one was not deleted, the one not yet moved is back.
+    let in_dlq = ids(&peek(&stack, &stack.dlq_url).await);
+    let on_queue: Vec<Message> = peek(&stack, &small).await;
+    assert!(
+        in_dlq.contains(&big),
+        "the refused message stays in the DLQ"
+    );
+    assert!(on_queue.len() <= 1);
+    let little_moved = on_queue.len() == 1;
+    assert_eq!(
+        in_dlq.contains(&little),
+        !little_moved,
+        "the other one is in exactly one of the queues"
+    );
+    if little_moved {
+        assert!(on_queue[0].body.as_deref().unwrap().contains("little-1"));
+    }
+}
+
+fn claim(pk: &str, pending: Status, now: OffsetDateTime, lease: Duration) -> Claim {
+    Claim {
+        pk: pk.into(),
+        pending,
+        event_type: "order.created".into(),
+        fingerprint: "ab".repeat(32),
+        now,
+        lease,
+        ttl: Duration::from_secs(86_400),
+        token: uuid::Uuid::new_v4().to_string(),
+    }
+}
+
+/// A RECEIVED claim whose receiver died a minute ago: its 10 s lease has lapsed.
+async fn stuck(store: &DynamoClaims, pk: &str) -> Claim {
+    let c = claim(
+        pk,
+        Status::Received,
+        OffsetDateTime::now_utc() - Duration::from_secs(60),
+        Duration::from_secs(10),
+    );
+    assert_eq!(store.claim(&c).await.unwrap(), ClaimOutcome::New);
+    c
+}
+
+#[tokio::test]
+async fn claim_show_prints_the_claim_and_the_processor_record_for_receiver_keys() {
+    let stack = Stack::new().await;
+    let secret = marker();
+    let id = accept_trybe(&stack, 1, &secret).await.remove(0);
+    let pk = key("trybe", Some("s1"), &id);
+    let message_id = peek(&stack, &stack.queue_url).await[0]
+        .message_id
+        .clone()
+        .unwrap();
+    let item = stack.item(&pk).await.unwrap();
+
+    let shown = ops(
+        &stack,
+        &["claim", "show", "trybe", &id, "--tenant", "s1"],
+        None,
+    );
+    assert_eq!(shown.code, 0, "{shown:?}");
+    for expected in [
+        pk.as_str(),
+        "ENQUEUED",
+        message_id.as_str(),
+        s(&item, "received_at").as_str(),
+        "customer.created",
+        "lease until",
+        "expires at",
+        "none (not processed",
+    ] {
+        assert!(shown.stdout.contains(expected), "{expected}: {shown:?}");
+    }
+    assert!(!shown.stdout.contains(&secret) && !shown.stdout.contains("claim_token"));
+
+    feed_processor(&stack, Arc::new(Counting::default())).await;
+    let processed = stack.item(&format!("processed#{pk}")).await.unwrap();
+    let shown = ops(
+        &stack,
+        &["claim", "show", "trybe", &id, "--tenant", "s1"],
+        None,
+    );
+    assert_eq!(shown.code, 0, "{shown:?}");
+    assert!(
+        shown.stdout.contains("PROCESSED")
+            && shown.stdout.contains(&s(&processed, "processed_at"))
+            && shown.stdout.contains(&format!("processed#{pk}")),
+        "{shown:?}"
+    );
+    let json = ops(
+        &stack,
+        &["--json", "claim", "show", "trybe", &id, "--tenant", "s1"],
+        None,
+    )
+    .json();
+    assert_eq!(json["key"], pk.as_str());
+    assert_eq!(json["claim"]["status"], "ENQUEUED");
+    assert_eq!(json["claim"]["message_id"], message_id.as_str());
+    assert_eq!(json["processor"]["status"], "PROCESSED");
+    assert_eq!(
+        json["processor"]["processed_at"],
+        s(&processed, "processed_at").as_str()
+    );
+
+    // Tilby's composite ids, and events keyed by a content hash, as the receivers key them.
+    let store = DynamoClaims::new(stack.ddb.clone(), &stack.table);
+    let tilby = dedup_key("tilby", Some("env-1"), &EventKey::parts(["n-1", "item#7"]));
+    let hashed = EventKey::hash_of(b"<points>12</points>");
+    let trifft = dedup_key("trifft", Some("label"), &hashed);
+    for pk in [&tilby, &trifft] {
+        stuck(&store, pk).await;
+    }
+    let hex = hashed.to_event_id();
+    for (args, pk) in [
+        (
+            vec!["claim", "show", "tilby", "n-1:item#7", "--tenant", "env-1"],
+            &tilby,
+        ),
+        (
+            vec![
+                "claim", "show", "trifft", &hex, "--hash", "--tenant", "label",
+            ],
+            &trifft,
+        ),
+        (vec!["claim", "show", "--key", &trifft], &trifft),
+    ] {
+        let run = ops(&stack, &args, None);
+        assert_eq!(run.code, 0, "{args:?}: {run:?}");
+        assert!(
+            run.stdout.contains(pk.as_str()) && run.stdout.contains("RECEIVED"),
+            "{run:?}"
+        );
+        assert!(run.stdout.contains("lapsed"), "{run:?}");
+    }
+
+    let missing = ops(&stack, &["claim", "show", "trifft", &hex], None);
+    assert_eq!(missing.code, 1, "{missing:?}");
+    assert!(
+        missing.stderr.contains("no record") && missing.stderr.contains("--hash"),
+        "{missing:?}"
+    );
+    let usage = ops(&stack, &["claim", "show", "nosuch", "x"], None);
+    assert_eq!(usage.code, 2, "{usage:?}");
+}
+
+#[tokio::test]
+async fn claim_release_deletes_a_stuck_claim_only_on_yes_and_refuses_a_queued_one() {
+    let stack = Stack::new().await;
+    let store = DynamoClaims::new(stack.ddb.clone(), &stack.table);
+    let pk = dedup_key("tribemade", Some("store-1"), &EventKey::id("order-1"));
+    stuck(&store, &pk).await;
+    let args = [
+        "claim",
+        "release",
+        "tribemade",
+        "order-1",
+        "--tenant",
+        "store-1",
+    ];
+    for answer in [Some("no\n"), None, Some("YES please\n")] {
+        let kept = ops(&stack, &args, answer);
+        assert_eq!(kept.code, 1, "{answer:?}: {kept:?}");
+        assert!(kept.stdout.contains("RECEIVED") && kept.stdout.contains(&pk));
+        assert!(kept.stderr.contains("Type yes"), "asked: {kept:?}");
+        assert!(kept.stderr.contains("nothing deleted"), "{kept:?}");
+        assert!(stack.item(&pk).await.is_some(), "kept after {answer:?}");
+    }
+    let released = ops(&stack, &args, Some("yes\n"));
+    assert_eq!(released.code, 0, "{released:?}");
+    assert!(released.stdout.contains(&format!("released {pk}")));
+    assert!(stack.item(&pk).await.is_none(), "deleted");
+    let again = ops(&stack, &args, Some("yes\n"));
+    assert_eq!(again.code, 1, "nothing left to release: {again:?}");
+
+    // ENQUEUED: the event is on the queue; releasing would let a retry queue it twice.
+    let id = accept_trybe(&stack, 1, &marker()).await.remove(0);
+    let queued = key("trybe", Some("s1"), &id);
+    let args = ["claim", "release", "trybe", &id, "--tenant", "s1"];
+    let refused = ops(&stack, &args, Some("yes\n"));
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("refused") && refused.stderr.contains("second time"),
+        "{refused:?}"
+    );
+    assert_eq!(s(&stack.item(&queued).await.unwrap(), "status"), "ENQUEUED");
+    let mut forced_args = args.to_vec();
+    forced_args.push("--force");
+    let declined = ops(&stack, &forced_args, Some("no\n"));
+    assert_eq!(declined.code, 1, "{declined:?}");
+    assert!(declined.stderr.contains("FORCED"), "{declined:?}");
+    assert!(stack.item(&queued).await.is_some());
+    let forced = ops(&stack, &forced_args, Some("yes\n"));
+    assert_eq!(forced.code, 0, "{forced:?}");
+    assert!(stack.item(&queued).await.is_none());
+
+    // A receiver still working on it (live lease), or the processor already holding the event.
+    let live = dedup_key("tilby", Some("env"), &EventKey::parts(["n-2", "e-2"]));
+    let c = claim(
+        &live,
+        Status::Received,
+        OffsetDateTime::now_utc(),
+        Duration::from_secs(300),
+    );
+    assert_eq!(store.claim(&c).await.unwrap(), ClaimOutcome::New);
+    let refused = ops(&stack, &["claim", "release", "--key", &live, "--yes"], None);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("lease"), "{refused:?}");
+    assert!(stack.item(&live).await.is_some());
+
+    let taken = dedup_key("trybe", Some("s1"), &EventKey::id("taken-1"));
+    stuck(&store, &taken).await;
+    let p = claim(
+        &format!("processed#{taken}"),
+        Status::Processing,
+        OffsetDateTime::now_utc(),
+        Duration::from_secs(300),
+    );
+    assert_eq!(store.claim(&p).await.unwrap(), ClaimOutcome::New);
+    store
+        .finish(
+            &p.pk,
+            &p.token,
+            &Finish::Processed,
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap();
+    let refused = ops(
+        &stack,
+        &["claim", "release", "--key", &taken, "--yes"],
+        None,
+    );
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("processor has this event"),
+        "{refused:?}"
+    );
+    assert!(stack.item(&taken).await.is_some());
+}
+
+#[tokio::test]
+async fn claim_release_never_deletes_a_claim_taken_over_after_it_was_shown() {
+    let stack = Stack::new().await;
+    let store = DynamoClaims::new(stack.ddb.clone(), &stack.table);
+    let pk = dedup_key("trybe", Some("s1"), &EventKey::id("retried-1"));
+    let shown = stuck(&store, &pk).await;
+
+    let mut child = command(
+        &stack,
+        &[],
+        &["claim", "release", "trybe", "retried-1", "--tenant", "s1"],
+    )
+    .spawn()
+    .unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let mut pipe = child.stderr.take().unwrap();
+    let collected = stderr.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            collected
+                .lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let start = Instant::now();
+    while !stderr.lock().unwrap().contains("Type yes") {
+        assert!(start.elapsed() < Duration::from_secs(60), "no prompt");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // While the operator reads, the provider's retry takes the lapsed claim over.
+    let retry = claim(
+        &pk,
+        Status::Received,
+        OffsetDateTime::now_utc(),
+        Duration::from_secs(10),
+    );
+    assert_eq!(store.claim(&retry).await.unwrap(), ClaimOutcome::New);
+    assert_ne!(retry.token, shown.token);
+
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"yes\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{:?}", stderr.lock().unwrap());
+    assert!(stderr
+        .lock()
+        .unwrap()
+        .contains("changed since it was shown"));
+    let item = stack.item(&pk).await.expect("the retry's claim is kept");
+    assert_eq!(s(&item, "claim_token"), retry.token);
+}
