@@ -274,6 +274,7 @@ fn the_shared_variables_are_the_ones_the_runtime_reads() {
     let mut env = env;
     env.set("EVENTS_QUEUE_URL", "http://queue");
     Settings::from_env(&env).unwrap();
+    shared::metrics::namespace(&env);
     let read = env.names_read();
     for name in t["Globals"]["Function"]["Environment"]["Variables"]
         .as_object()
@@ -281,7 +282,7 @@ fn the_shared_variables_are_the_ones_the_runtime_reads() {
         .keys()
     {
         assert!(
-            read.contains(name) || name == "METRICS_NAMESPACE",
+            read.contains(name),
             "the template sets {name} for every function; nothing reads it"
         );
     }
@@ -450,5 +451,59 @@ fn the_api_is_throttled_and_every_provider_has_an_unauthorized_alarm() {
             a["Properties"]["AlarmActions"]["Fn::If"][0], "HasAlarmTopic",
             "{a}"
         );
+    }
+}
+
+/// Every alarm on the functions' own metrics names a metric the code emits, in the namespace
+/// the functions are told to use.
+#[test]
+fn the_alarms_watch_metrics_the_code_emits() {
+    use shared::metrics as m;
+    let emitted = [
+        m::ACCEPTED,
+        m::DUPLICATE,
+        m::CONFLICT,
+        m::UNAUTHORIZED,
+        m::BAD_REQUEST,
+        m::UNAVAILABLE,
+        m::HANDSHAKE,
+        m::CLAIM_LATENCY,
+        m::SEND_LATENCY,
+        m::PROCESSED,
+        m::FAILED,
+        m::REJECTED,
+        m::HANDLER_LATENCY,
+        m::MESSAGE_AGE,
+    ];
+    let t = template();
+    assert_eq!(
+        t["Globals"]["Function"]["Environment"]["Variables"][m::NAMESPACE_VAR]["Ref"],
+        "MetricsNamespace"
+    );
+    assert_eq!(
+        t["Parameters"]["MetricsNamespace"]["Default"],
+        m::DEFAULT_NAMESPACE
+    );
+    let mut watched = Vec::new();
+    for (name, r) in t["Resources"].as_object().unwrap() {
+        if r["Type"] != "AWS::CloudWatch::Alarm" {
+            continue;
+        }
+        let p = &r["Properties"];
+        let mut metrics = vec![p.clone()];
+        for q in p["Metrics"].as_array().into_iter().flatten() {
+            metrics.push(q["MetricStat"]["Metric"].clone());
+        }
+        for metric in metrics {
+            if metric["Namespace"]["Ref"] == "MetricsNamespace" {
+                let metric_name = metric["MetricName"].as_str().unwrap();
+                assert!(emitted.contains(&metric_name), "{name}: {metric_name}");
+                assert_eq!(metric["Dimensions"][0]["Name"], m::PROVIDER, "{name}");
+                watched.push(metric_name.to_owned());
+            }
+        }
+    }
+    for expected in [m::UNAUTHORIZED, m::CONFLICT, m::FAILED] {
+        assert!(watched.iter().any(|w| w == expected), "{expected}");
     }
 }
