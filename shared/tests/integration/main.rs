@@ -8,6 +8,8 @@ mod faults;
 mod helpers;
 mod lambda_host;
 mod logs;
+mod metrics;
+mod ops;
 mod processor;
 mod processor_faults;
 mod races;
