@@ -32,7 +32,7 @@ $(STAMP): requirements-dev.txt
 
 venv: $(STAMP) ## Project virtualenv: moto[server] and cargo-lambda from PyPI
 
-test: $(STAMP) fmt-check lint validate ## fmt + clippy + template lint + unit and integration tests (integration tests start moto themselves)
+test: $(STAMP) fmt-check lint validate cdk-check ## fmt + clippy + template lint + unit and integration tests (integration tests start moto themselves)
 	cargo test --workspace --all-targets
 
 unit: ## Unit tests only (no moto)
@@ -88,3 +88,23 @@ fuzz: ## Every cargo-fuzz target for FUZZ_SECONDS each (default 60; nightly; ins
 
 fuzz-ci: ## Short fuzz pass (FUZZ_CI_SECONDS=20 each); without nightly prints FUZZ SKIPPED and passes
 	fuzz/run.sh --ci $(FUZZ_CI_SECONDS)
+
+# CDK app (infra/cdk): npm ci from the lockfile when node_modules is missing or the lockfile changed,
+# an offline synth (-c bundling=false: nothing built, no cargo, no Docker, no AWS account) and its
+# comparison with the SAM template.
+.PHONY: cdk-synth cdk-check
+CDK_DIR   := infra/cdk
+CDK_STAMP := $(CDK_DIR)/node_modules/.installed
+CDK_ENV   := CDK_DISABLE_VERSION_CHECK=1 CDK_DISABLE_CLI_TELEMETRY=1
+
+$(CDK_STAMP): $(CDK_DIR)/package-lock.json $(CDK_DIR)/package.json
+	cd $(CDK_DIR) && npm ci --no-audit --no-fund
+	touch $@
+
+cdk-synth: $(CDK_STAMP) ## Synthesize the CDK app offline, without building, into infra/cdk/cdk.out
+	rm -rf $(CDK_DIR)/cdk.out
+	cd $(CDK_DIR) && $(CDK_ENV) npx --no-install cdk synth --no-notices --quiet -c bundling=false
+
+cdk-check: $(STAMP) cdk-synth ## The CDK stack equals the SAM stack (infra/compare_stacks.py); cfn-lint the CDK template
+	$(PY) infra/compare_stacks.py --self-test
+	cfn-lint --ignore-checks W3005 -- $(CDK_DIR)/cdk.out/WebhookIntake.template.json

@@ -1,0 +1,574 @@
+import {
+  Aws,
+  CfnCondition,
+  CfnElement,
+  CfnOutput,
+  CfnParameter,
+  CfnResource,
+  CfnRule,
+  Duration,
+  Fn,
+  RemovalPolicy,
+  Stack,
+  StackProps,
+  Token,
+  Validations,
+} from 'aws-cdk-lib';
+import * as apigw from 'aws-cdk-lib/aws-apigatewayv2';
+import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
+import { RustFunction } from 'cargo-lambda-cdk';
+import { Construct } from 'constructs';
+import * as path from 'node:path';
+import { PROCESSOR, PROVIDERS } from './providers';
+
+export type LambdaArchitecture = 'arm64' | 'x86_64';
+
+export interface WebhookIntakeStackProps extends StackProps {
+  /**
+   * What the functions are built for and deployed as. A build-time choice (cargo-lambda's
+   * target), so it is context, not only a parameter: the `Architecture` parameter exists for
+   * parity with the SAM template, and a rule refuses any other value at deploy time.
+   */
+  readonly architecture: LambdaArchitecture;
+}
+
+/** The workspace root: RustFunction runs `cargo lambda build --bin <binary>` there. */
+const WORKSPACE_MANIFEST = path.join(__dirname, '..', '..', '..', 'Cargo.toml');
+
+/** Receivers: between their deadline (REQUEST_DEADLINE_MS) and their lease (twice it). */
+const REQUEST_DEADLINE_MS = '5000';
+const RECEIVER_TIMEOUT = Duration.seconds(8);
+const PROCESSOR_TIMEOUT = Duration.seconds(60);
+const MEMORY_MB = 256;
+const ALARM_PERIOD = Duration.minutes(5);
+const LOG_RETENTION_DAYS = [
+  1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
+];
+
+/**
+ * The webhook intake stack: the same resources, parameters, conditions, alarms and outputs as
+ * infra/template.yaml (SAM), generated from PROVIDERS. `make cdk-check` compares the two.
+ */
+export class WebhookIntakeStack extends Stack {
+  private readonly params: Record<string, CfnParameter> = {};
+
+  constructor(scope: Construct, id: string, props: WebhookIntakeStackProps) {
+    super(scope, id, props);
+    const arch = props.architecture;
+
+    // ---- Parameters (the SAM template's names, types, defaults and bounds) ----
+    const architecture = this.param('Architecture', {
+      type: 'String',
+      allowedValues: ['arm64', 'x86_64'],
+      default: arch,
+      description: `Lambda architecture. This CDK app built the functions for ${arch} (context "architecture"); any other value is refused.`,
+    });
+    new CfnRule(this, 'ArchitectureMatchesBuild', {
+      assertions: [
+        {
+          assert: Fn.conditionEquals(architecture.valueAsString, arch),
+          assertDescription: `The functions were built for ${arch}: synthesize with -c architecture=<value> to change it.`,
+        },
+      ],
+    });
+    this.param('DedupTtlSeconds', { type: 'Number', default: 604800 });
+    const maxMessageBytes = this.param('MaxMessageBytes', {
+      type: 'Number',
+      default: 1048576,
+      minValue: 1024,
+      maxValue: 1048576,
+      description:
+        "The queue's MaximumMessageSize and the receivers' MAX_MESSAGE_BYTES (one value: a message the queue would refuse is answered 413 before anything is claimed). SQS allows 1 MiB.",
+    });
+    this.param('MaxEventsPerRequest', {
+      type: 'Number',
+      default: 200,
+      minValue: 1,
+      description: 'Events one request may carry (Tilby imports carry up to 80); more get 413.',
+    });
+    const burstLimit = this.param('ApiThrottlingBurstLimit', {
+      type: 'Number',
+      default: 200,
+      minValue: 1,
+      description:
+        'HTTP API stage burst limit (requests). Beyond it API Gateway answers 429 without invoking a function, so a flood of unauthenticated requests cannot take the account\'s concurrency; providers retry a 429.',
+    });
+    const rateLimit = this.param('ApiThrottlingRateLimit', {
+      type: 'Number',
+      default: 100,
+      minValue: 1,
+      description: 'HTTP API stage steady-state rate limit (requests per second).',
+    });
+    this.param('ReceiverReservedConcurrency', {
+      type: 'String',
+      default: '',
+      allowedPattern: '^[0-9]*$',
+      description:
+        'Reserved concurrency of each receiver ("" = none: they share the account\'s pool). Reserving both guarantees and caps it; size it above your providers\' peak.',
+    });
+    const maxConcurrency = this.param('ProcessorMaximumConcurrency', {
+      type: 'Number',
+      default: 5,
+      minValue: 2,
+      maxValue: 1000,
+      description:
+        "The SQS event source's ScalingConfig.MaximumConcurrency: at most this many processor invocations at once. Throttled SQS deliveries are not counted against maxReceiveCount when this bounds the processor, so good messages do not drift into the dead-letter queue.",
+    });
+    this.param('ProcessorReservedConcurrency', {
+      type: 'String',
+      default: '',
+      allowedPattern: '^[0-9]*$',
+      description:
+        'Reserved concurrency of the processor ("" = none). If set, keep it at or above ProcessorMaximumConcurrency, or throttles count against maxReceiveCount again.',
+    });
+    this.param('LogRetentionDays', {
+      type: 'Number',
+      default: '30', // a string, as its AllowedValues (CfnParameter takes strings)
+      allowedValues: LOG_RETENTION_DAYS.map(String),
+      description: "Retention of every function's log group.",
+    });
+    const namespace = this.param('MetricsNamespace', {
+      type: 'String',
+      default: 'WebhookIntake',
+      description: "CloudWatch namespace of the functions' metrics (embedded metric format).",
+    }).valueAsString;
+    const alarmTopic = this.param('AlarmTopicArn', {
+      type: 'String',
+      default: '',
+      description: 'SNS topic notified when an alarm fires and when it clears ("" = no notification).',
+    });
+    const errorRatePercent = this.param('ReceiverErrorRateAlarmPercent', {
+      type: 'Number',
+      default: 1,
+      description: 'Alarm when more than this percentage of webhook requests get a 5xx over 5 minutes.',
+    });
+    const unauthorizedThreshold = this.param('UnauthorizedAlarmThreshold', {
+      type: 'Number',
+      default: 20,
+      description: "Alarm when one provider's receiver refuses more than this many requests with 401 in 5 minutes.",
+    });
+    const conflictThreshold = this.param('ConflictAlarmThreshold', {
+      type: 'Number',
+      default: 10,
+      description: 'Alarm when more than this many events are answered "in flight" or "conflict" in 5 minutes.',
+    });
+    const oldestAgeSeconds = this.param('OldestMessageAgeAlarmSeconds', {
+      type: 'Number',
+      default: 600,
+      description: 'Alarm when the oldest message on the events queue is older than this.',
+    });
+    for (const p of PROVIDERS) {
+      for (const s of p.secrets) {
+        this.param(s.parameter, {
+          type: 'String',
+          default: '',
+          description: `Secrets Manager ARN holding ${s.variable} (${s.holds ? `${s.holds}; ` : ''}empty = not configured).`,
+        });
+      }
+    }
+    for (const p of PROVIDERS) {
+      for (const s of p.settings) {
+        this.param(s.parameter, {
+          type: 'String',
+          default: '',
+          allowedPattern: s.allowedPattern,
+          description: s.description,
+        });
+      }
+    }
+
+    Validations.of(this).acknowledge(
+      {
+        id: 'CloudFormation-Validate::W2509',
+        reason: 'The *Arn parameters hold the ARNs of Secrets Manager secrets, not the secrets.',
+      },
+      {
+        id: 'CloudFormation-Validate::W1030',
+        reason: 'AlarmActions/OKActions name AlarmTopicArn only under HasAlarmTopic, when it is not empty.',
+      },
+    );
+
+    // ---- Conditions ----
+    for (const p of PROVIDERS) for (const s of p.secrets) this.notEmpty(`Has${s.parameter}`, s.parameter);
+    const hasReceiverReserved = this.notEmpty('HasReceiverReservedConcurrency', 'ReceiverReservedConcurrency');
+    const hasProcessorReserved = this.notEmpty('HasProcessorReservedConcurrency', 'ProcessorReservedConcurrency');
+    const hasAlarmTopic = this.notEmpty('HasAlarmTopic', 'AlarmTopicArn');
+
+    // ---- Storage: the claim table, the queue and its dead-letter queue ----
+    const table = new dynamodb.Table(this, 'EventsTable', {
+      partitionKey: { name: 'pk', type: dynamodb.AttributeType.STRING },
+      billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
+      timeToLiveAttribute: 'expires_at',
+      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+      encryption: dynamodb.TableEncryption.AWS_MANAGED,
+      // Kept when the stack is deleted or the table replaced: the claims are what stops a
+      // provider's retry from being queued twice.
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    named(table, 'EventsTable');
+
+    const deadLetterQueue = new sqs.Queue(this, 'EventsDeadLetterQueue', {
+      retentionPeriod: Duration.days(14),
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+    });
+    named(deadLetterQueue, 'EventsDeadLetterQueue');
+    const queue = new sqs.Queue(this, 'EventsQueue', {
+      visibilityTimeout: Duration.seconds(360),
+      retentionPeriod: Duration.days(14),
+      maxMessageSizeBytes: maxMessageBytes.valueAsNumber,
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      deadLetterQueue: { queue: deadLetterQueue, maxReceiveCount: 5 },
+    });
+    named(queue, 'EventsQueue');
+
+    // ---- The HTTP API: one route per provider, throttled at the stage ----
+    const api = new apigw.HttpApi(this, 'WebhookApi', { apiName: Aws.STACK_NAME, createDefaultStage: false });
+    named(api, 'WebhookApi');
+    const stage = new apigw.HttpStage(this, 'WebhookApiDefaultStage', {
+      httpApi: api,
+      stageName: '$default',
+      autoDeploy: true,
+      throttle: { burstLimit: burstLimit.valueAsNumber, rateLimit: rateLimit.valueAsNumber },
+    });
+    named(stage, 'WebhookApiApiGatewayDefaultStage');
+
+    // ---- Functions ----
+    const common: Record<string, string> = {
+      EVENTS_TABLE: table.tableName,
+      EVENTS_QUEUE_URL: queue.queueUrl,
+      DEDUP_TTL_SECONDS: this.params.DedupTtlSeconds.valueAsString,
+      MAX_MESSAGE_BYTES: maxMessageBytes.valueAsString,
+      MAX_EVENTS_PER_REQUEST: this.params.MaxEventsPerRequest.valueAsString,
+      METRICS_NAMESPACE: namespace,
+      // Receivers answer within this; their claim lease is twice it and their timeout (8 s) lies
+      // between the two.
+      REQUEST_DEADLINE_MS,
+    };
+    const claimActions = ['dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:GetItem'];
+    /** Table access limited to the items whose partition key starts with `<prefix>#`. */
+    const ownClaims = (prefix: string) =>
+      new iam.PolicyStatement({
+        actions: claimActions,
+        resources: [table.tableArn],
+        conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`${prefix}#*`] } },
+      });
+    const noSecret = Fn.sub('arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:none-configured');
+
+    for (const p of PROVIDERS) {
+      const environment: Record<string, string> = { ...common };
+      for (const s of p.secrets) {
+        environment[`${s.variable}_SECRET_ARN`] = this.ifConfigured(s.parameter, Aws.NO_VALUE);
+      }
+      for (const s of p.settings) environment[s.variable] = this.params[s.parameter].valueAsString;
+
+      const fn = this.rustFunction(`${p.id}Webhook`, p.binary, {
+        architecture: arch,
+        timeout: RECEIVER_TIMEOUT,
+        environment,
+        reservedConcurrency: { condition: hasReceiverReserved, parameter: 'ReceiverReservedConcurrency' },
+      });
+      fn.addToRolePolicy(ownClaims(p.name));
+      fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['sqs:SendMessage'], resources: [queue.queueArn] }));
+      for (const s of p.secrets) {
+        fn.addToRolePolicy(
+          new iam.PolicyStatement({
+            actions: ['secretsmanager:GetSecretValue'],
+            resources: [this.ifConfigured(s.parameter, noSecret)],
+          }),
+        );
+      }
+      api.addRoutes({
+        path: p.route,
+        methods: [apigw.HttpMethod.ANY],
+        integration: new HttpLambdaIntegration(`${p.id}Integration`, fn),
+      });
+    }
+
+    const processor = this.rustFunction(PROCESSOR.id, PROCESSOR.binary, {
+      architecture: arch,
+      timeout: PROCESSOR_TIMEOUT,
+      environment: { ...common },
+      reservedConcurrency: { condition: hasProcessorReserved, parameter: 'ProcessorReservedConcurrency' },
+    });
+    processor.addToRolePolicy(ownClaims(PROCESSOR.keyPrefix));
+    // Not SqsEventSource: it would also grant sqs:GetQueueUrl; these four on the one queue suffice.
+    processor.addToRolePolicy(
+      new iam.PolicyStatement({
+        actions: ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes', 'sqs:ChangeMessageVisibility'],
+        resources: [queue.queueArn],
+      }),
+    );
+    const mapping = new lambda.EventSourceMapping(this, 'EventProcessorEventSource', {
+      target: processor,
+      eventSourceArn: queue.queueArn,
+      batchSize: 10,
+      maxBatchingWindow: Duration.seconds(1),
+      reportBatchItemFailures: true,
+      maxConcurrency: maxConcurrency.valueAsNumber,
+    });
+    named(mapping, 'EventProcessorEventSource');
+
+    // ---- Metrics and alarms ----
+    const custom = (metricName: string, provider: string, statistic = 'Sum') =>
+      new cloudwatch.Metric({ namespace, metricName, dimensionsMap: { Provider: provider }, statistic, period: ALARM_PERIOD });
+    /** SUM over the providers of one custom metric, each FILLed with 0. */
+    const perProvider = (metricName: string) => ({
+      expression: `SUM([${PROVIDERS.map((p) => `FILL(${p.name}, 0)`).join(', ')}])`,
+      usingMetrics: Object.fromEntries(PROVIDERS.map((p) => [p.name, custom(metricName, p.name)])),
+    });
+    /** The alarm under its construct ID as logical ID, notifying AlarmTopicArn when it is set. */
+    const notify = (alarm: cloudwatch.Alarm) => {
+      named(alarm, alarm.node.id);
+      const cfn = alarm.node.defaultChild as cloudwatch.CfnAlarm;
+      const actions = Token.asList(Fn.conditionIf(hasAlarmTopic.logicalId, [alarmTopic.valueAsString], Aws.NO_VALUE));
+      cfn.alarmActions = actions;
+      cfn.okActions = actions;
+      return alarm;
+    };
+    const alarmDefaults = {
+      evaluationPeriods: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    };
+
+    // Alarms: each one's runbook is in docs/runbook.md, under the alarm's logical name.
+    notify(
+      new cloudwatch.Alarm(this, 'DeadLetterAlarm', {
+        ...alarmDefaults,
+        alarmDescription: 'Events reached the dead-letter queue; inspect and redrive them (docs/runbook.md).',
+        metric: deadLetterQueue.metricApproximateNumberOfMessagesVisible({ statistic: 'Maximum', period: Duration.minutes(1) }),
+        threshold: 0,
+      }),
+    );
+    notify(
+      new cloudwatch.Alarm(this, 'OldestMessageAgeAlarm', {
+        ...alarmDefaults,
+        alarmDescription: 'The processor is not keeping up or is failing; events wait on the queue (docs/runbook.md).',
+        metric: queue.metricApproximateAgeOfOldestMessage({ statistic: 'Maximum', period: ALARM_PERIOD }),
+        threshold: oldestAgeSeconds.valueAsNumber,
+      }),
+    );
+    const apiErrors = api.metricServerError({ statistic: 'Sum', period: ALARM_PERIOD });
+    const apiRequests = api.metricCount({ statistic: 'Sum', period: ALARM_PERIOD });
+    notify(
+      new cloudwatch.Alarm(this, 'ReceiverServerErrorAlarm', {
+        ...alarmDefaults,
+        alarmDescription:
+          'Webhook requests answered 5xx (storage, queue or function failures); providers are retrying (docs/runbook.md).',
+        metric: new cloudwatch.MathExpression({
+          expression: 'IF(requests > 0, 100 * errors / requests, 0)',
+          label: '5xx percent',
+          usingMetrics: { errors: apiErrors, requests: apiRequests },
+          period: ALARM_PERIOD,
+        }),
+        threshold: errorRatePercent.valueAsNumber,
+      }),
+    );
+    for (const p of PROVIDERS) {
+      notify(
+        new cloudwatch.Alarm(this, `${p.id}UnauthorizedAlarm`, {
+          ...alarmDefaults,
+          alarmDescription: `Many ${p.name} requests refused with 401 - someone probing the URL, or a rotated secret not deployed (docs/runbook.md).`,
+          metric: custom('Unauthorized', p.name),
+          threshold: unauthorizedThreshold.valueAsNumber,
+        }),
+      );
+    }
+    const conflicts = perProvider('Conflict');
+    notify(
+      new cloudwatch.Alarm(this, 'ConflictAlarm', {
+        ...alarmDefaults,
+        alarmDescription:
+          'Events answered in flight or conflicting - stuck claims or a provider reusing ids (docs/runbook.md).',
+        metric: new cloudwatch.MathExpression({ ...conflicts, period: ALARM_PERIOD }),
+        threshold: conflictThreshold.valueAsNumber,
+      }),
+    );
+    const failed = perProvider('Failed');
+    notify(
+      new cloudwatch.Alarm(this, 'ProcessorFailureAlarm', {
+        ...alarmDefaults,
+        alarmDescription:
+          'The processor failed invocations or business handlers; messages will be retried, then dead-lettered (docs/runbook.md).',
+        metric: new cloudwatch.MathExpression({
+          expression: `FILL(errors, 0) + ${failed.expression}`,
+          usingMetrics: {
+            errors: processor.metricErrors({ statistic: 'Sum', period: ALARM_PERIOD }),
+            ...failed.usingMetrics,
+          },
+          period: ALARM_PERIOD,
+        }),
+        threshold: 0,
+      }),
+    );
+
+    // ---- Dashboard ----
+    // One line per provider (and reason): an empty label lets CloudWatch name each series.
+    const search = (metricName: string, statistic: string, dimensions = 'Provider') =>
+      new cloudwatch.SearchExpression({
+        expression: `SEARCH('{${namespace},${dimensions}} MetricName="${metricName}"', '${statistic}', 300)`,
+        label: '',
+        period: ALARM_PERIOD,
+      });
+    const graph = (title: string, left: cloudwatch.IMetric[]) =>
+      new cloudwatch.GraphWidget({ title, left, width: 12, height: 6, period: ALARM_PERIOD, stacked: false });
+    const dashboard = new cloudwatch.Dashboard(this, 'Dashboard', { dashboardName: `${Aws.STACK_NAME}-webhooks` });
+    named(dashboard, 'Dashboard');
+    dashboard.addWidgets(
+      graph('Accepted events by provider', [search('Accepted', 'Sum')]),
+      graph('Duplicates and conflicts', [search('Duplicate', 'Sum'), search('Conflict', 'Sum')]),
+    );
+    dashboard.addWidgets(
+      graph('Unauthorized and bad requests', [search('Unauthorized', 'Sum'), search('BadRequest', 'Sum')]),
+      graph('Unavailable (5xx) by reason', [search('Unavailable', 'Sum', 'Provider,Reason')]),
+    );
+    dashboard.addWidgets(
+      graph('Handshakes', [search('Handshake', 'Sum')]),
+      graph('Claim and send latency p99 (ms)', [search('ClaimLatency', 'p99'), search('SendLatency', 'p99')]),
+    );
+    dashboard.addWidgets(
+      graph('Processor: processed, failed, rejected', [
+        search('Processed', 'Sum'),
+        search('Failed', 'Sum'),
+        search('Rejected', 'Sum'),
+      ]),
+      graph('Processor: handler latency p99 and message age max (ms)', [
+        search('HandlerLatency', 'p99'),
+        search('MessageAge', 'Maximum'),
+      ]),
+    );
+    const minute = { statistic: 'Maximum', period: Duration.minutes(1) };
+    dashboard.addWidgets(
+      new cloudwatch.GraphWidget({
+        title: 'Queues',
+        width: 12,
+        height: 6,
+        period: Duration.minutes(1),
+        statistic: 'Maximum',
+        left: [
+          queue.metricApproximateNumberOfMessagesVisible({ ...minute, label: 'events queue' }),
+          deadLetterQueue.metricApproximateNumberOfMessagesVisible({ ...minute, label: 'dead-letter queue' }),
+        ],
+        right: [queue.metricApproximateAgeOfOldestMessage({ ...minute, label: 'oldest message age (s)' })],
+      }),
+      new cloudwatch.GraphWidget({
+        title: 'HTTP API',
+        width: 12,
+        height: 6,
+        period: ALARM_PERIOD,
+        statistic: 'Sum',
+        left: [apiRequests, api.metricClientError({ statistic: 'Sum', period: ALARM_PERIOD }), apiErrors],
+      }),
+    );
+
+    // ---- Outputs ----
+    const baseUrl = `https://${api.apiId}.execute-api.${Aws.REGION}.${Aws.URL_SUFFIX}`;
+    new CfnOutput(this, 'ApiUrl', { description: 'Base URL of the webhook API', value: baseUrl });
+    for (const p of PROVIDERS) {
+      // A URL-token provider's route ends in a path parameter: the token, which the user appends.
+      const token = /\{[A-Za-z]+\+?\}/;
+      new CfnOutput(this, `${p.id}WebhookUrl`, {
+        description: token.test(p.route)
+          ? `Append your ${p.secrets[0].variable}, then paste into ${p.pasteInto}`
+          : `Paste into ${p.pasteInto}`,
+        value: baseUrl + p.route.replace(token, '<token>'),
+      });
+    }
+    new CfnOutput(this, 'EventsTableName', { value: table.tableName });
+    new CfnOutput(this, 'EventsQueueUrl', { value: queue.queueUrl });
+    new CfnOutput(this, 'DeadLetterQueueUrl', { value: deadLetterQueue.queueUrl });
+    new CfnOutput(this, 'DashboardName', { value: dashboard.dashboardName });
+  }
+
+  private param(name: string, props: {
+    type: string;
+    default?: string | number;
+    allowedValues?: string[];
+    allowedPattern?: string;
+    minValue?: number;
+    maxValue?: number;
+    description?: string;
+  }): CfnParameter {
+    const p = new CfnParameter(this, name, props);
+    this.params[name] = p;
+    return p;
+  }
+
+  /** Condition `<id>`: parameter `<parameter>` is not empty. */
+  private notEmpty(id: string, parameter: string): CfnCondition {
+    return new CfnCondition(this, id, {
+      expression: Fn.conditionNot(Fn.conditionEquals(this.params[parameter].valueAsString, '')),
+    });
+  }
+
+  /** The secret parameter's value when set (condition `Has<parameter>`), else `otherwise`. */
+  private ifConfigured(parameter: string, otherwise: string): string {
+    return Fn.conditionIf(`Has${parameter}`, this.params[parameter].valueAsString, otherwise).toString();
+  }
+
+  /**
+   * A RustFunction named `<id>Function` (logical ID as in the SAM template) built from the
+   * workspace binary `binary`, with its own log group `<id>LogGroup`.
+   */
+  private rustFunction(
+    id: string,
+    binary: string,
+    o: {
+      architecture: LambdaArchitecture;
+      timeout: Duration;
+      environment: Record<string, string>;
+      reservedConcurrency: { condition: CfnCondition; parameter: string };
+    },
+  ): lambda.Function {
+    const prefix = id.replace(/Webhook$/, '');
+    const logGroup = new logs.LogGroup(this, `${prefix}LogGroup`, {
+      // Not Lambda's default `/aws/lambda/<function>`: a stack deployed before it had log groups
+      // already has those (Lambda made them), and creating them again would fail the update.
+      logGroupName: `/webhooks/${Aws.STACK_NAME}/${binary}`,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    const cfnLogGroup = named(logGroup, `${prefix}LogGroup`) as logs.CfnLogGroup;
+    // A parameter, not a RetentionDays constant (its AllowedValues are the valid retentions).
+    cfnLogGroup.retentionInDays = this.params.LogRetentionDays.valueAsNumber;
+
+    const fn = new RustFunction(this, `${id}Function`, {
+      manifestPath: WORKSPACE_MANIFEST,
+      binaryName: binary,
+      runtime: 'provided.al2023',
+      architecture: o.architecture === 'arm64' ? lambda.Architecture.ARM_64 : lambda.Architecture.X86_64,
+      functionName: `${Aws.STACK_NAME}-${binary}`,
+      memorySize: MEMORY_MB,
+      timeout: o.timeout,
+      environment: o.environment,
+      logGroup,
+      loggingFormat: lambda.LoggingFormat.TEXT,
+    });
+    const cfn = named(fn, `${id}Function`) as lambda.CfnFunction;
+    // The value the rule pins to the built architecture, as in the SAM template.
+    cfn.architectures = [this.params.Architecture.valueAsString];
+    cfn.reservedConcurrentExecutions = Token.asNumber(
+      Fn.conditionIf(
+        o.reservedConcurrency.condition.logicalId,
+        this.params[o.reservedConcurrency.parameter].valueAsString,
+        Aws.NO_VALUE,
+      ),
+    );
+    // What SAM's `sam build` reads; the comparison with the SAM template reads it too.
+    cfn.addMetadata('BuildMethod', 'rust-cargolambda');
+    cfn.addMetadata('BuildProperties', { Binary: binary });
+    return fn;
+  }
+}
+
+/** Give a construct's resource the SAM template's logical ID. */
+function named(construct: Construct, logicalId: string): CfnResource {
+  const resource = construct.node.defaultChild as CfnResource;
+  (resource as CfnElement).overrideLogicalId(logicalId);
+  return resource;
+}
