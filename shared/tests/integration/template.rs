@@ -413,7 +413,7 @@ fn every_function_logs_to_its_own_group_with_retention() {
         );
         assert_eq!(
             g["Properties"]["LogGroupName"]["Fn::Sub"],
-            format!("/aws/lambda/${{AWS::StackName}}-{binary}")
+            format!("/webhooks/${{AWS::StackName}}/{binary}")
         );
         assert_eq!(
             f["Properties"]["FunctionName"]["Fn::Sub"],
