@@ -28,6 +28,8 @@ use crate::samples::root;
 /// delay it past this.
 const DEADLINE_MS: &str = "1500";
 const PROCESSING_LEASE_SECONDS: &str = "3";
+/// Processor processes, each fed by its own poller.
+const PROCESSORS: usize = 3;
 const PROVIDERS: [&str; 5] = ["trybe", "tribe", "tribemade", "trifft", "tilby"];
 
 /// One authentic request a provider sends until it is answered 200, and the dedup keys it
@@ -336,7 +338,7 @@ impl Soak {
             apis.insert(provider, api);
         }
         let processor_api = RuntimeApi::start().await;
-        let processors: Vec<Function> = (0..2)
+        let processors: Vec<Function> = (0..PROCESSORS)
             .map(|_| Function::start("event-processor", &processor_api, &env))
             .collect();
 
@@ -389,18 +391,23 @@ impl Soak {
             forged_accepted: AtomicUsize::new(0),
         });
         let started = std::time::Instant::now();
-        let poller = {
-            let (seen, stop, api) = (seen.clone(), stop.clone(), processor_api.clone());
-            let stack_ref: &'static Stack = Box::leak(Box::new(Stack {
-                sdk: stack.sdk.clone(),
-                ddb: stack.ddb.clone(),
-                sqs: stack.sqs.clone(),
-                table: stack.table.clone(),
-                queue_url: stack.queue_url.clone(),
-                dlq_url: stack.dlq_url.clone(),
-            }));
-            tokio::spawn(async move { poll(stack_ref, &api, &seen, &stop).await })
-        };
+        // As many pollers as processor processes (the event source mapping's concurrency): one
+        // poller fell behind the senders, and moto's SQS costs grow with the queue's depth.
+        let stack_ref: &'static Stack = Box::leak(Box::new(Stack {
+            sdk: stack.sdk.clone(),
+            ddb: stack.ddb.clone(),
+            sqs: stack.sqs.clone(),
+            table: stack.table.clone(),
+            queue_url: stack.queue_url.clone(),
+            dlq_url: stack.dlq_url.clone(),
+        }));
+        let pollers: Vec<_> = processors
+            .iter()
+            .map(|_| {
+                let (seen, stop, api) = (seen.clone(), stop.clone(), processor_api.clone());
+                tokio::spawn(async move { poll(stack_ref, &api, &seen, &stop).await })
+            })
+            .collect();
         let deliveries = Arc::new(Mutex::new(deliveries.into_iter().collect::<Vec<_>>()));
         let forged_events = Arc::new(Mutex::new(forged_events));
         let apis = Arc::new(apis);
@@ -445,7 +452,9 @@ impl Soak {
         // Quiet the faults so that what is in flight can settle, then drain the queue.
         proxy.clear();
         stop.store(1, Ordering::SeqCst);
-        poller.await.expect("poller");
+        for poller in pollers {
+            poller.await.expect("poller");
+        }
         let settled_in = started.elapsed();
 
         // Reconcile.
