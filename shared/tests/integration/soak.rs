@@ -28,6 +28,8 @@ use crate::samples::root;
 /// delay it past this.
 const DEADLINE_MS: &str = "1500";
 const PROCESSING_LEASE_SECONDS: &str = "3";
+/// How far (in events) the senders may run ahead of the pollers.
+const MAX_BACKLOG: usize = 300;
 /// Processor processes, each fed by its own poller.
 const PROCESSORS: usize = 3;
 const PROVIDERS: [&str; 5] = ["trybe", "tribe", "tribemade", "trifft", "tilby"];
@@ -412,14 +414,17 @@ impl Soak {
         let forged_events = Arc::new(Mutex::new(forged_events));
         let apis = Arc::new(apis);
         let dev = Arc::new(dev);
+        let delivered = Arc::new(AtomicUsize::new(0));
         let workers: Vec<_> = (0..self.concurrency)
             .map(|_| {
-                let (deliveries, forged_events, apis, dev, totals) = (
+                let (deliveries, forged_events, apis, dev, totals, seen, delivered) = (
                     deliveries.clone(),
                     forged_events.clone(),
                     apis.clone(),
                     dev.clone(),
                     totals.clone(),
+                    seen.clone(),
+                    delivered.clone(),
                 );
                 tokio::spawn(async move {
                     loop {
@@ -438,9 +443,22 @@ impl Soak {
                         };
                         let Some(d) = next else { return };
                         if left % 1000 == 0 {
-                            eprintln!("soak: {left} deliveries left");
+                            eprintln!(
+                                "soak: {left} deliveries left at {:.0} s",
+                                started.elapsed().as_secs_f64()
+                            );
+                        }
+                        // Backpressure: moto's SQS costs grow with the queue's depth (every
+                        // send and receive walks all its messages), so the senders wait while
+                        // the pollers are more than MAX_BACKLOG events behind. Real SQS has no
+                        // such cost; the stream is the same, only paced.
+                        while delivered.load(Ordering::Relaxed)
+                            > seen.lock().unwrap().len() + MAX_BACKLOG
+                        {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                         send_until_accepted(&apis[d.provider], &dev, &d, &totals).await;
+                        delivered.fetch_add(d.keys.len(), Ordering::Relaxed);
                     }
                 })
             })
