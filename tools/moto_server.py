@@ -34,6 +34,27 @@ def fast_dispatch() -> None:
     DomainDispatcherApplication.get_backend_for_host = get_backend_for_host
 
 
+def serialized_sqs() -> None:
+    """moto's `Queue.delete_message` rebuilds the queue's message list and assigns it back, with
+    no lock: a `SendMessage` appending to the old list in between is lost (the soak lost one
+    message in 21,057 with three pollers deleting while ten receivers sent). Real SQS loses
+    nothing, so adding and deleting run under one lock."""
+    from moto.sqs import models
+
+    lock = threading.RLock()
+
+    def locked(f):
+        def call(*args, **kwargs):
+            with lock:
+                return f(*args, **kwargs)
+
+        return call
+
+    # Not receive_message: a long poll waits inside it for add_message to notify.
+    models.Queue.add_message = locked(models.Queue.add_message)
+    models.Queue.delete_message = locked(models.Queue.delete_message)
+
+
 def watch_parent(pid: int) -> None:
     while True:
         try:
@@ -54,6 +75,7 @@ def main() -> None:
     if not args.host.startswith("127.") and args.host not in ("localhost", "::1"):
         sys.exit("moto_server.py only listens on loopback")
     fast_dispatch()
+    serialized_sqs()
     app = DomainDispatcherApplication(create_backend_app)
     server = make_server(args.host, args.port, app, threaded=True)
     print(f"PORT {server.server_port}", flush=True)

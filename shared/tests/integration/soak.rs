@@ -506,15 +506,15 @@ impl Soak {
         let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
         let processed = items
             .iter()
-            .filter(|(pk, status, _)| pk.starts_with("processed#") && status == "PROCESSED")
+            .filter(|(pk, status, _, _)| pk.starts_with("processed#") && status == "PROCESSED")
             .count();
         let still_processing = items
             .iter()
-            .filter(|(pk, status, _)| pk.starts_with("processed#") && status == "PROCESSING")
+            .filter(|(pk, status, _, _)| pk.starts_with("processed#") && status == "PROCESSING")
             .count();
         let received_past_lease = items
             .iter()
-            .filter(|(pk, status, lease)| {
+            .filter(|(pk, status, lease, _)| {
                 !pk.starts_with("processed#") && status == "RECEIVED" && *lease < now_ms
             })
             .count();
@@ -652,6 +652,24 @@ impl Soak {
                 if good { "ok" } else { "DIFFERENT" }
             ));
         }
+        if !ok {
+            // What the claims say of each authentic event no poller received: a claim ENQUEUED
+            // with a message id SQS returned and nobody received is a message the queue lost.
+            let received_ids: HashSet<String> =
+                seen.iter().filter_map(|m| m.message_id.clone()).collect();
+            for key in authentic_keys
+                .iter()
+                .filter(|k| !queued_keys.contains_key(*k))
+                .take(10)
+            {
+                let claim = items.iter().find(|(pk, ..)| pk == key);
+                table.push_str(&format!(
+                    "never received: {key}: claim {:?}, its message id received: {}\n",
+                    claim.map(|(_, status, lease, id)| (status, lease, id)),
+                    claim.is_some_and(|(.., id)| received_ids.contains(id)),
+                ));
+            }
+        }
         drop(functions);
         if ok {
             Ok(table)
@@ -661,8 +679,8 @@ impl Soak {
     }
 }
 
-/// Every item of the table: (pk, status, lease_until_ms).
-async fn scan(stack: &Stack) -> Vec<(String, String, i64)> {
+/// Every item of the table: (pk, status, lease_until_ms, message_id).
+async fn scan(stack: &Stack) -> Vec<(String, String, i64, String)> {
     let mut out = Vec::new();
     let mut start = None;
     loop {
@@ -693,7 +711,7 @@ async fn scan(stack: &Stack) -> Vec<(String, String, i64)> {
                 .and_then(|v| v.as_n().ok())
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0);
-            out.push((text("pk"), text("status"), lease));
+            out.push((text("pk"), text("status"), lease, text("message_id")));
         }
         start = page.last_evaluated_key().cloned();
         if start.is_none() {
