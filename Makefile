@@ -19,10 +19,10 @@ CONCURRENCY ?= 1
 FUZZ_SECONDS ?= 60
 FUZZ_CI_SECONDS ?= 20
 
-.PHONY: help venv test unit validate lint fmt fmt-check dev send invoke events build sizes bench load clean-dev fuzz fuzz-ci soak
+.PHONY: help venv test unit validate lint fmt fmt-check dev send invoke events build sizes bench load clean-dev fuzz fuzz-ci soak bench-cold bench-e2e
 
 help: ## This list
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(STAMP): requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -108,3 +108,38 @@ cdk-synth: $(CDK_STAMP) ## Synthesize the CDK app offline, without building, int
 cdk-check: $(STAMP) cdk-synth ## The CDK stack equals the SAM stack (infra/compare_stacks.py); cfn-lint the CDK template
 	$(PY) infra/compare_stacks.py --self-test
 	cfn-lint --ignore-checks W3005 -- $(CDK_DIR)/cdk.out/WebhookIntake.template.json
+
+# Issue 13's measurement harnesses (tools/webhook-bench, BENCHMARKS.md). Not part of `make test`.
+# Release function binaries, spawned as Lambda spawns them under an emulated Runtime API, against a
+# moto the harness starts; CPU-limited scenarios need root (a cgroup; Lambda's share at 128 MB ≈
+# 7.2 % of a core, 256 MB ≈ 14.5 %). The Python peer of bench-e2e lives in ./.venv-bench.
+BENCH_VENV  := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_RUNS  ?= 10
+BENCH_WARM  ?= 200
+E2E_RUNS    ?= 5
+WEBHOOK_BENCH := cargo run --quiet -p webhook-bench --
+
+$(BENCH_STAMP): bench/requirements.txt
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet -r bench/requirements.txt
+	touch $@
+
+bench-cold: $(STAMP) ## Cold starts under an emulated Lambda Runtime API: init, first/warm invocations, CPU, peak RSS, sizes
+	cargo build --release $(addprefix -p ,$(FUNCTIONS))
+	cargo build --quiet -p webhook-bench
+	$(WEBHOOK_BENCH) sizes
+	$(WEBHOOK_BENCH) cold --runs $(BENCH_RUNS) --warm $(BENCH_WARM) $(addprefix --function ,$(filter %-webhook,$(FUNCTIONS)))
+	$(WEBHOOK_BENCH) cold --runs $(BENCH_RUNS) --warm $(BENCH_WARM) --tls
+	$(WEBHOOK_BENCH) cold --runs 5 --warm 50 --tls --tls-ca-only
+	$(WEBHOOK_BENCH) cold --runs 5 --warm 50 --direct
+	$(WEBHOOK_BENCH) cold --runs 5 --warm 10 --function tilby-webhook --event tilby/customers.import-80
+	$(WEBHOOK_BENCH) cold --runs $(BENCH_RUNS) --warm 50 --tls --memory 256 --cpu-percent 14.5
+	$(WEBHOOK_BENCH) cold --runs $(BENCH_RUNS) --warm 50 --tls --memory 128 --cpu-percent 7.2
+
+bench-e2e: $(STAMP) $(BENCH_STAMP) ## Our Trybe receiver beside a Python peer (Powertools idempotency + boto3), same events, same moto
+	cargo build --release -p trybe-webhook
+	cargo build --quiet -p webhook-bench
+	$(WEBHOOK_BENCH) e2e --runs $(E2E_RUNS) --warm $(BENCH_WARM)
+	$(WEBHOOK_BENCH) e2e --runs $(E2E_RUNS) --warm $(BENCH_WARM) --tls
+	$(WEBHOOK_BENCH) e2e --runs $(E2E_RUNS) --warm 50 --tls --memory 128 --cpu-percent 7.2
