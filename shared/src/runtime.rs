@@ -45,10 +45,25 @@ pub fn timeouts() -> TimeoutConfig {
 /// the function's init then fails and Lambda runs it again at the next invocation, instead of
 /// keeping an instance that refuses everything for hours.
 pub async fn try_receiver_from_env<P: Provider>(
-    mut env: Env,
+    env: Env,
     sdk: &SdkConfig,
     build: impl FnOnce(&Env) -> Result<P, ConfigError>,
 ) -> Result<Receiver<P>, ConfigError> {
+    Ok(build_receiver(env, sdk, build).await?.0)
+}
+
+/// The clients a function's requests use, to open their connections during init.
+struct Connections {
+    ddb: aws_sdk_dynamodb::Client,
+    table: String,
+    queue: Option<(aws_sdk_sqs::Client, String)>,
+}
+
+async fn build_receiver<P: Provider>(
+    mut env: Env,
+    sdk: &SdkConfig,
+    build: impl FnOnce(&Env) -> Result<P, ConfigError>,
+) -> Result<(Receiver<P>, Option<Connections>), ConfigError> {
     if !env.secret_arns().is_empty() {
         env.resolve_secrets(&aws_sdk_secretsmanager::Client::new(sdk))
             .await?;
@@ -56,17 +71,24 @@ pub async fn try_receiver_from_env<P: Provider>(
     let ready = Settings::from_env(&env).and_then(|settings| Ok((settings, build(&env)?)));
     Ok(match ready {
         Ok((settings, provider)) => {
-            let claims = Arc::new(DynamoClaims::new(
-                aws_sdk_dynamodb::Client::new(sdk),
-                &settings.table,
-            ));
+            let ddb = aws_sdk_dynamodb::Client::new(sdk);
+            let sqs = aws_sdk_sqs::Client::new(sdk);
+            let connections = (env.get("WARM_UP") != Some("0")).then(|| Connections {
+                ddb: ddb.clone(),
+                table: settings.table.clone(),
+                queue: Some((sqs.clone(), settings.queue_url.clone())),
+            });
+            let claims = Arc::new(DynamoClaims::new(ddb, &settings.table));
             let queue = Arc::new(
-                SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &settings.queue_url)
+                SqsQueue::new(sqs, &settings.queue_url)
                     .with_limits(settings.max_message_bytes, settings.max_concurrent_calls),
             );
-            Receiver::new(provider, claims, queue, settings, Arc::new(SystemClock))
+            (
+                Receiver::new(provider, claims, queue, settings, Arc::new(SystemClock)),
+                connections,
+            )
         }
-        Err(e) => Receiver::misconfigured(e),
+        Err(e) => (Receiver::misconfigured(e), None),
     })
 }
 
@@ -93,8 +115,13 @@ pub async fn run_receiver<P: Provider>(
     let env = Env::from_process();
     crate::metrics::init(&env);
     let sdk = sdk_config().await;
-    let receiver = match try_receiver_from_env(env, &sdk, build).await {
-        Ok(receiver) => receiver.named(name),
+    let receiver = match build_receiver(env, &sdk, build).await {
+        Ok((receiver, connections)) => {
+            if let Some(connections) = connections {
+                warm_up(connections, &format!("{name}#warm-up")).await;
+            }
+            receiver.named(name)
+        }
         Err(e) => {
             tracing::error!(error = %e, "cold start failed: a secret could not be read; Lambda retries the init");
             return Err(e.into());
@@ -112,6 +139,46 @@ pub async fn run_receiver<P: Provider>(
     .await
 }
 
+/// Opens the connections to DynamoDB (and SQS) during init, where Lambda gives the function more
+/// CPU than at a small memory size, so that the first webhook does not pay their TLS handshakes:
+/// with the very clients the requests use (each client has its own connection pool), a GetItem
+/// of `key` (under the function's own key prefix, which its IAM policy allows) and, for a
+/// receiver, a GetQueueAttributes of its queue. Best effort within a second: a failure costs
+/// only the handshake later. `WARM_UP=0` turns it off (to measure it: `make bench-cold`).
+async fn warm_up(connections: Connections, key: &str) {
+    let get = connections
+        .ddb
+        .get_item()
+        .table_name(&connections.table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(key.to_owned()),
+        )
+        .send();
+    let attributes = async {
+        match &connections.queue {
+            Some((sqs, url)) => sqs
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .send()
+                .await
+                .map(|_| ()),
+            None => Ok(()),
+        }
+    };
+    let both = futures::future::join(get, attributes);
+    match tokio::time::timeout(Duration::from_secs(1), both).await {
+        Ok((Ok(_), Ok(()))) => tracing::debug!("connections opened during init"),
+        Ok((get, attributes)) => tracing::warn!(
+            dynamodb_ok = get.is_ok(),
+            sqs_ok = attributes.is_ok(),
+            "warm-up call failed; the first request opens its connection itself"
+        ),
+        Err(_) => tracing::warn!("warm-up calls took over 1 s; the first request may pay them"),
+    }
+}
+
 /// Builds the processor from the environment. Here a configuration error stops the cold start:
 /// the messages wait in the queue until the function is fixed.
 pub fn processor_from_env(
@@ -119,11 +186,16 @@ pub fn processor_from_env(
     sdk: &SdkConfig,
     router: Router,
 ) -> Result<Processor, ConfigError> {
+    processor_with_client(env, aws_sdk_dynamodb::Client::new(sdk), router)
+}
+
+fn processor_with_client(
+    env: &Env,
+    ddb: aws_sdk_dynamodb::Client,
+    router: Router,
+) -> Result<Processor, ConfigError> {
     let settings = Settings::from_env(env)?;
-    let claims = Arc::new(DynamoClaims::new(
-        aws_sdk_dynamodb::Client::new(sdk),
-        &settings.table,
-    ));
+    let claims = Arc::new(DynamoClaims::new(ddb, &settings.table));
     Ok(Processor::new(
         claims,
         router,
@@ -139,8 +211,21 @@ pub async fn run_processor(router: Router) -> Result<(), lambda_runtime::Error> 
     let env = Env::from_process();
     crate::metrics::init(&env);
     let sdk = sdk_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let processor: &'static Processor =
-        Box::leak(Box::new(processor_from_env(&env, &sdk, router)?));
+        Box::leak(Box::new(processor_with_client(&env, ddb.clone(), router)?));
+    if env.get("WARM_UP") != Some("0") {
+        let connections = Connections {
+            ddb,
+            table: Settings::from_env(&env)?.table,
+            queue: None,
+        };
+        warm_up(
+            connections,
+            &format!("{}warm-up", crate::store::PROCESSED_PREFIX),
+        )
+        .await;
+    }
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: LambdaEvent<SqsEvent>| async move {
             let response = processor.process(event.payload).await;

@@ -274,7 +274,7 @@ export class WebhookIntakeStack extends Stack {
         reservedConcurrency: { condition: hasReceiverReserved, parameter: 'ReceiverReservedConcurrency' },
       });
       fn.addToRolePolicy(ownClaims(p.name));
-      fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['sqs:SendMessage'], resources: [queue.queueArn] }));
+      fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['sqs:SendMessage', 'sqs:GetQueueAttributes'], resources: [queue.queueArn] }));
       for (const s of p.secrets) {
         fn.addToRolePolicy(
           new iam.PolicyStatement({

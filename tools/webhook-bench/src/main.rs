@@ -93,6 +93,15 @@ struct ColdArgs {
     /// Sample event as <provider>/<name> (events/<provider>/<name>.json); default per provider
     #[arg(long)]
     event: Option<String>,
+    /// Extra environment for the function, KEY=VALUE; repeatable (e.g. WARM_UP=0)
+    #[arg(long = "env", value_parser = parse_pair)]
+    env: Vec<(String, String)>,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s}: expected KEY=VALUE"))
 }
 
 #[derive(Args)]
@@ -701,7 +710,8 @@ async fn cold(args: ColdArgs) -> Result<(), String> {
     machine_line();
     let mut bench = prepare(&args.common).await?;
     for function in &args.functions {
-        let target = Target::rust(function);
+        let mut target = Target::rust(function);
+        target.extra_env.extend(args.env.iter().cloned());
         if !target.program.exists() {
             return Err(format!(
                 "{} is missing: cargo build --release -p {function}",
