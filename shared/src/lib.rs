@@ -24,3 +24,8 @@ pub use envelope::{Envelope, Payload};
 pub use pipeline::Receiver;
 pub use provider::{Inbound, InboundEvent, Inspection, Provider, Refusal, VerifiedRequest};
 pub use runtime::{run_processor, run_receiver};
+
+/// mimalloc instead of glibc's malloc, with the `mimalloc` feature (BENCHMARKS.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
