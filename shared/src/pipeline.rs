@@ -828,6 +828,22 @@ mod tests {
         fixture_with(SecretList::parse("tok").unwrap(), settings())
     }
 
+    impl Fixture {
+        /// A claim on `pk` taken now by another delivery (`token`), leased for 30 s.
+        fn other_claim(&self, pk: &str, fingerprint: &str, token: &str) -> Claim {
+            Claim {
+                pk: pk.into(),
+                pending: Status::Received,
+                event_type: "t".into(),
+                fingerprint: fingerprint.into(),
+                now: self.clock.now(),
+                lease: Duration::from_secs(30),
+                ttl: Duration::from_secs(3600),
+                token: token.into(),
+            }
+        }
+    }
+
     fn fixture_with(tokens: SecretList, settings: Settings) -> Fixture {
         let claims = Arc::new(MemoryClaims::default());
         let queue = Arc::new(MemoryQueue::default());
@@ -900,16 +916,7 @@ mod tests {
     async fn a_live_lease_answers_503_with_the_time_left_and_a_lapsed_one_is_taken_over() {
         let f = fixture();
         f.claims
-            .claim(&Claim {
-                pk: "batchy##id#a".into(),
-                pending: Status::Received,
-                event_type: "t".into(),
-                fingerprint: "x".into(),
-                now: f.clock.now(),
-                lease: Duration::from_secs(30),
-                ttl: Duration::from_secs(3600),
-                token: "crashed-lambda".into(),
-            })
+            .claim(&f.other_claim("batchy##id#a", "x", "crashed-lambda"))
             .await
             .unwrap();
         f.clock.advance_millis(12_500);
@@ -1223,16 +1230,7 @@ mod tests {
             let seen = Seen::default();
             seen.during_async(async {
                 f.claims
-                    .claim(&Claim {
-                        pk: "batchy##id#a".into(),
-                        pending: Status::Received,
-                        event_type: "t".into(),
-                        fingerprint: "x".into(),
-                        now: f.clock.now(),
-                        lease: Duration::from_secs(30),
-                        ttl: Duration::from_secs(3600),
-                        token: "other-lambda".into(),
-                    })
+                    .claim(&f.other_claim("batchy##id#a", "x", "other-lambda"))
                     .await
                     .unwrap();
                 post(&f, r#"["a","b"]"#).await
@@ -1247,16 +1245,7 @@ mod tests {
             let f = fixture();
             let seen = Seen::default();
             let answer = seen.during_async(async {
-                let claim = Claim {
-                    pk: "batchy##id#a".into(),
-                    pending: Status::Received,
-                    event_type: "t".into(),
-                    fingerprint: "other content".into(),
-                    now: f.clock.now(),
-                    lease: Duration::from_secs(30),
-                    ttl: Duration::from_secs(3600),
-                    token: "earlier".into(),
-                };
+                let claim = f.other_claim("batchy##id#a", "other content", "earlier");
                 f.claims.claim(&claim).await.unwrap();
                 let queued = Finish::Enqueued {
                     message_id: "m".into(),

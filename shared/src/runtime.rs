@@ -59,6 +59,23 @@ struct Connections {
     queue: Option<(aws_sdk_sqs::Client, String)>,
 }
 
+impl Connections {
+    /// Clones of the function's own clients (each has its own connection pool), unless
+    /// `WARM_UP=0`.
+    fn unless_disabled(
+        env: &Env,
+        ddb: &aws_sdk_dynamodb::Client,
+        table: &str,
+        queue: Option<(&aws_sdk_sqs::Client, &str)>,
+    ) -> Option<Connections> {
+        (env.get("WARM_UP") != Some("0")).then(|| Connections {
+            ddb: ddb.clone(),
+            table: table.to_owned(),
+            queue: queue.map(|(sqs, url)| (sqs.clone(), url.to_owned())),
+        })
+    }
+}
+
 async fn build_receiver<P: Provider>(
     mut env: Env,
     sdk: &SdkConfig,
@@ -73,11 +90,12 @@ async fn build_receiver<P: Provider>(
         Ok((settings, provider)) => {
             let ddb = aws_sdk_dynamodb::Client::new(sdk);
             let sqs = aws_sdk_sqs::Client::new(sdk);
-            let connections = (env.get("WARM_UP") != Some("0")).then(|| Connections {
-                ddb: ddb.clone(),
-                table: settings.table.clone(),
-                queue: Some((sqs.clone(), settings.queue_url.clone())),
-            });
+            let connections = Connections::unless_disabled(
+                &env,
+                &ddb,
+                &settings.table,
+                Some((&sqs, &settings.queue_url)),
+            );
             let claims = Arc::new(DynamoClaims::new(ddb, &settings.table));
             let queue = Arc::new(
                 SqsQueue::new(sqs, &settings.queue_url)
@@ -186,22 +204,20 @@ pub fn processor_from_env(
     sdk: &SdkConfig,
     router: Router,
 ) -> Result<Processor, ConfigError> {
-    processor_with_client(env, aws_sdk_dynamodb::Client::new(sdk), router)
+    Ok(build_processor(env, sdk, router)?.0)
 }
 
-fn processor_with_client(
+fn build_processor(
     env: &Env,
-    ddb: aws_sdk_dynamodb::Client,
+    sdk: &SdkConfig,
     router: Router,
-) -> Result<Processor, ConfigError> {
+) -> Result<(Processor, Option<Connections>), ConfigError> {
     let settings = Settings::from_env(env)?;
+    let ddb = aws_sdk_dynamodb::Client::new(sdk);
+    let connections = Connections::unless_disabled(env, &ddb, &settings.table, None);
     let claims = Arc::new(DynamoClaims::new(ddb, &settings.table));
-    Ok(Processor::new(
-        claims,
-        router,
-        settings,
-        Arc::new(SystemClock),
-    ))
+    let processor = Processor::new(claims, router, settings, Arc::new(SystemClock));
+    Ok((processor, connections))
 }
 
 /// `main` of the processor function. Each batch's metrics are flushed to stdout once its
@@ -211,21 +227,12 @@ pub async fn run_processor(router: Router) -> Result<(), lambda_runtime::Error> 
     let env = Env::from_process();
     crate::metrics::init(&env);
     let sdk = sdk_config().await;
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    let processor: &'static Processor =
-        Box::leak(Box::new(processor_with_client(&env, ddb.clone(), router)?));
-    if env.get("WARM_UP") != Some("0") {
-        let connections = Connections {
-            ddb,
-            table: Settings::from_env(&env)?.table,
-            queue: None,
-        };
-        warm_up(
-            connections,
-            &format!("{}warm-up", crate::store::PROCESSED_PREFIX),
-        )
-        .await;
+    let (processor, connections) = build_processor(&env, &sdk, router)?;
+    if let Some(connections) = connections {
+        let key = format!("{}warm-up", crate::store::PROCESSED_PREFIX);
+        warm_up(connections, &key).await;
     }
+    let processor: &'static Processor = Box::leak(Box::new(processor));
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: LambdaEvent<SqsEvent>| async move {
             let response = processor.process(event.payload).await;

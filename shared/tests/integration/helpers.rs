@@ -214,6 +214,40 @@ impl Stack {
         drain_queue(&self.sqs, &self.dlq_url).await
     }
 
+    /// One pass of what the event source mapping does: receive a batch (visible again at once
+    /// if not deleted), hand it to `processor`, delete the records it did not report as
+    /// failures. Returns the number of records received.
+    pub async fn feed(&self, processor: &Processor) -> usize {
+        let got = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap();
+        let records: Vec<SqsMessage> = got.messages().iter().map(sqs_record).collect();
+        let response = processor.process(sqs_event(records.clone())).await;
+        for r in &records {
+            let id = r.message_id.as_deref().unwrap();
+            if !response
+                .batch_item_failures
+                .iter()
+                .any(|f| f.item_identifier == id)
+            {
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(r.receipt_handle.clone().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        records.len()
+    }
+
     pub async fn item(&self, pk: &str) -> Option<HashMap<String, AttributeValue>> {
         self.ddb
             .get_item()
@@ -259,20 +293,24 @@ async fn drain_queue(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<SqsMessage> {
         if batch.is_empty() {
             return out;
         }
-        for m in batch {
-            let mut record = SqsMessage::default();
-            record.message_id = m.message_id.clone();
-            record.receipt_handle = m.receipt_handle.clone();
-            record.body = m.body.clone();
-            for (k, v) in m.message_attributes.unwrap_or_default() {
-                let mut attr = aws_lambda_events::event::sqs::SqsMessageAttribute::default();
-                attr.string_value = v.string_value.clone();
-                attr.data_type = Some(v.data_type.clone());
-                record.message_attributes.insert(k, attr);
-            }
-            out.push(record);
-        }
+        out.extend(batch.iter().map(sqs_record));
     }
+}
+
+/// A received SQS message as the event source mapping hands it to the processor: id, receipt
+/// handle, body and the message attributes that were asked for.
+pub fn sqs_record(m: &aws_sdk_sqs::types::Message) -> SqsMessage {
+    let mut record = SqsMessage::default();
+    record.message_id = m.message_id.clone();
+    record.receipt_handle = m.receipt_handle.clone();
+    record.body = m.body.clone();
+    for (k, v) in m.message_attributes.iter().flatten() {
+        let mut attr = aws_lambda_events::event::sqs::SqsMessageAttribute::default();
+        attr.string_value = v.string_value.clone();
+        attr.data_type = Some(v.data_type.clone());
+        record.message_attributes.insert(k.clone(), attr);
+    }
+    record
 }
 
 /// Drains the queue, asserts it held exactly one message for this event, and checks what every

@@ -13,7 +13,6 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::event::sqs::SqsMessage;
 use aws_sdk_sqs::types::{Message, MessageAttributeValue};
 use serde_json::{json, Value};
 use shared::apigw::Sent;
@@ -165,46 +164,8 @@ async fn accept_trybe(stack: &Stack, n: usize, marker: &str) -> Vec<String> {
 async fn feed_processor(stack: &Stack, handler: Arc<Counting>) {
     let processor = stack.processor(Router::new(handler));
     for _ in 0..20 {
-        let got = stack
-            .sqs
-            .receive_message()
-            .queue_url(&stack.queue_url)
-            .max_number_of_messages(10)
-            .visibility_timeout(0)
-            .send()
-            .await
-            .unwrap();
-        let batch = got.messages.unwrap_or_default();
-        if batch.is_empty() {
+        if stack.feed(&processor).await == 0 {
             return;
-        }
-        let records: Vec<SqsMessage> = batch
-            .into_iter()
-            .map(|m| {
-                let mut r = SqsMessage::default();
-                r.message_id = m.message_id;
-                r.receipt_handle = m.receipt_handle;
-                r.body = m.body;
-                r
-            })
-            .collect();
-        let response = processor.process(sqs_event(records.clone())).await;
-        for r in records {
-            let id = r.message_id.clone().unwrap();
-            if !response
-                .batch_item_failures
-                .iter()
-                .any(|f| f.item_identifier == id)
-            {
-                stack
-                    .sqs
-                    .delete_message()
-                    .queue_url(&stack.queue_url)
-                    .receipt_handle(r.receipt_handle.unwrap())
-                    .send()
-                    .await
-                    .unwrap();
-            }
         }
     }
     panic!("the queue did not empty");

@@ -195,45 +195,7 @@ async fn a_poison_message_ends_in_the_dead_letter_queue() {
     let processor = stack.processor(Router::default());
     // What the event source mapping does: receive, invoke, delete what did not fail.
     for _ in 0..5 {
-        let got = stack
-            .sqs
-            .receive_message()
-            .queue_url(&stack.queue_url)
-            .max_number_of_messages(10)
-            .visibility_timeout(0)
-            .send()
-            .await
-            .unwrap();
-        let records: Vec<SqsMessage> = got
-            .messages
-            .unwrap_or_default()
-            .into_iter()
-            .map(|m| {
-                let mut r = SqsMessage::default();
-                r.message_id = m.message_id;
-                r.receipt_handle = m.receipt_handle;
-                r.body = m.body;
-                r
-            })
-            .collect();
-        let response = processor.process(sqs_event(records.clone())).await;
-        for r in records {
-            let id = r.message_id.clone().unwrap();
-            if !response
-                .batch_item_failures
-                .iter()
-                .any(|f| f.item_identifier == id)
-            {
-                stack
-                    .sqs
-                    .delete_message()
-                    .queue_url(&stack.queue_url)
-                    .receipt_handle(r.receipt_handle.unwrap())
-                    .send()
-                    .await
-                    .unwrap();
-            }
-        }
+        stack.feed(&processor).await;
     }
     assert!(stack.drain().await.is_empty(), "main queue empty");
     let dead = stack.drain_dlq().await;

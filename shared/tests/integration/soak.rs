@@ -247,18 +247,7 @@ async fn poll(stack: &Stack, api: &RuntimeApi, seen: &Mutex<Vec<SqsMessage>>, st
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
-        let batch: Vec<SqsMessage> = got
-            .messages
-            .unwrap_or_default()
-            .into_iter()
-            .map(|m| {
-                let mut record = SqsMessage::default();
-                record.message_id = m.message_id.clone();
-                record.receipt_handle = m.receipt_handle.clone();
-                record.body = m.body.clone();
-                record
-            })
-            .collect();
+        let batch: Vec<SqsMessage> = got.messages().iter().map(sqs_record).collect();
         if batch.is_empty() {
             idle += 1;
             // Done when the stream has ended and the queue stayed empty for 8 s: longer than the

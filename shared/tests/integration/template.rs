@@ -13,12 +13,16 @@ use crate::samples::root;
 
 /// The template as JSON, read by cfn-lint's own YAML loader (it understands `!Ref` and friends).
 fn template() -> Value {
+    python_json(
+        "import json,sys; from cfnlint.decode import cfn_yaml; print(json.dumps(cfn_yaml.load(sys.argv[1])))",
+    )
+}
+
+/// What a Python `script` from the project's virtualenv prints, as JSON, for the SAM template.
+fn python_json(script: &str) -> Value {
     let python = root().join(".venv/bin/python");
     let out = std::process::Command::new(&python)
-        .args([
-            "-c",
-            "import json,sys; from cfnlint.decode import cfn_yaml; print(json.dumps(cfn_yaml.load(sys.argv[1])))",
-        ])
+        .args(["-c", script])
         .arg(root().join("infra/template.yaml"))
         .output()
         .unwrap_or_else(|e| panic!("{}: {e}; run `make venv`", python.display()));
@@ -27,7 +31,7 @@ fn template() -> Value {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("template JSON")
+    serde_json::from_slice(&out.stdout).expect("JSON from python")
 }
 
 /// A value with `Ref`s to parameters replaced by their defaults (other refs by a placeholder).
@@ -145,26 +149,14 @@ fn the_processor_finishes_within_its_lease_and_its_queue_visibility() {
 /// The template after SAM's transform, as CloudFormation will see it (cfn-lint's offline SAM
 /// transform, the one `cfn-lint` and `sam validate` apply).
 fn transformed() -> Value {
-    let python = root().join(".venv/bin/python");
-    let out = std::process::Command::new(&python)
-        .args([
-            "-c",
-            "import json,sys\n\
-             from cfnlint.decode import cfn_yaml\n\
-             from cfnlint.template.transforms._sam import Transform\n\
-             t = Transform(sys.argv[1], cfn_yaml.load(sys.argv[1]), 'eu-west-1')\n\
-             assert not t.transform_template()\n\
-             print(json.dumps(t.template(), default=str))",
-        ])
-        .arg(root().join("infra/template.yaml"))
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}; run `make venv`", python.display()));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("transformed template JSON")
+    python_json(
+        "import json,sys\n\
+         from cfnlint.decode import cfn_yaml\n\
+         from cfnlint.template.transforms._sam import Transform\n\
+         t = Transform(sys.argv[1], cfn_yaml.load(sys.argv[1]), 'eu-west-1')\n\
+         assert not t.transform_template()\n\
+         print(json.dumps(t.template(), default=str))",
+    )
 }
 
 /// The provider's configuration as its function reads it, from the dev configuration: the
@@ -270,8 +262,7 @@ fn every_variable_a_provider_reads_is_deployed_credentials_only_from_secrets_man
 #[test]
 fn the_shared_variables_are_the_ones_the_runtime_reads() {
     let t = template();
-    let env = Env::from_env_file(&root().join("local.env")).unwrap();
-    let mut env = env;
+    let mut env = Env::from_env_file(&root().join("local.env")).unwrap();
     env.set("EVENTS_QUEUE_URL", "http://queue");
     Settings::from_env(&env).unwrap();
     shared::metrics::namespace(&env);
