@@ -277,7 +277,7 @@ impl Processor {
             token: new_token(),
         };
         match self.claims.claim(&claim).await? {
-            ClaimOutcome::New => {}
+            ClaimOutcome::New | ClaimOutcome::TakenOver { .. } => {}
             ClaimOutcome::Duplicate { .. } => {
                 info!(event_id = %envelope.event_id, dedup_key = %envelope.dedup_key, "already processed; skipped");
                 return Ok(RecordOutcome::AlreadyProcessed);

@@ -23,7 +23,7 @@ use crate::provider::{
     EventKey, Inbound, InboundEvent, Inspection, Provider, Refusal, VerifiedRequest,
 };
 use crate::queue::{EventQueue, Message};
-use crate::store::{Claim, ClaimOutcome, ClaimStore, Finish, Status, StoreError};
+use crate::store::{Claim, ClaimOutcome, ClaimStore, Finish, Record, Status, StoreError};
 use crate::verify::{sha256_hex, AuthFailure};
 
 /// A receiver: the pipeline wired to one provider, its store and its queue. Built once per cold
@@ -259,7 +259,7 @@ mod progress {
     pub const CLAIMING: u8 = 1;
     pub const OURS: u8 = 2;
     pub const NOT_OURS: u8 = 3;
-    /// On the queue; the claim is not yet marked ENQUEUED.
+    /// On the queue (sent now, or found to be already): not ours to give back.
     pub const SENT: u8 = 4;
     /// Finished or released: nothing left to do.
     pub const DONE: u8 = 5;
@@ -357,20 +357,31 @@ impl<P: Provider> Ready<P> {
             cause,
             queued,
             send_ms,
+            settle,
         } = match attempt {
             Ok(done) => done,
             Err(_) => {
                 // Out of time: give back every claim that may be ours and is not on the
-                // queue, mark ENQUEUED what is, within what is left of the deadline.
-                let sent: Vec<&Prepared> = prepared
+                // queue, mark ENQUEUED what is (the answer is a 503: the retry then finds
+                // them done), within what is left of the deadline.
+                let sent: Vec<(&Prepared, Finish)> = prepared
                     .iter()
                     .filter(|p| p.is(&[progress::SENT]))
+                    .map(|p| {
+                        (
+                            p,
+                            Finish::Enqueued {
+                                message_id: None,
+                                first: None,
+                            },
+                        )
+                    })
                     .collect();
                 trace.metrics.queued = sent.len();
                 trace.metrics.cause = Some(Cause::Deadline);
                 let cleanup = join(
                     self.release(maybe_ours(&prepared)),
-                    self.finish_sent(sent, inbound.now),
+                    self.mark(sent, inbound.now),
                 );
                 if tokio::time::timeout(self.settings.cleanup_budget(), cleanup)
                     .await
@@ -390,25 +401,51 @@ impl<P: Provider> Ready<P> {
                 };
             }
         };
-        // The answer is decided; marking the queued claims ENQUEUED may use what is left of the
-        // deadline and no more. A claim left RECEIVED holds a message that is already durable.
-        let finishes: Vec<_> = queued
-            .iter()
-            .map(|(p, message_id)| self.finish_one(p, message_id.clone(), inbound.now))
+        // The answer is decided. An accepted request's claims stay RECEIVED: the processor's
+        // record says the event reached the queue, and the ack path is one write and one send.
+        // Marks are written only off that path, within what is left of the deadline: claims
+        // taken over from a delivery the processor already has (their first horizon put back),
+        // and, when the answer is a 503, the events this request did queue, so that the retry
+        // finds them done instead of in flight.
+        let mut marks: Vec<(&Prepared, Finish)> = settle
+            .into_iter()
+            .map(|(p, first)| {
+                (
+                    p,
+                    Finish::Enqueued {
+                        message_id: None,
+                        first: Some(first),
+                    },
+                )
+            })
             .collect();
-        let finishing = stream::iter(finishes)
-            .buffer_unordered(self.settings.max_concurrent_calls)
-            .collect::<Vec<()>>();
-        if tokio::time::timeout_at(started + self.settings.deadline, finishing)
-            .await
-            .is_err()
-        {
-            warn!(provider = self.provider.name(),
-                "claims not marked ENQUEUED within the deadline; their messages are queued and the claims free themselves when their lease ends");
+        let queued_count = queued.len();
+        if !matches!(answer, Answer::Accepted { .. }) {
+            marks.extend(queued.into_iter().map(|(p, id)| {
+                (
+                    p,
+                    Finish::Enqueued {
+                        message_id: Some(id),
+                        first: None,
+                    },
+                )
+            }));
+        }
+        if !marks.is_empty() {
+            let marking = self.mark(marks, inbound.now);
+            if tokio::time::timeout_at(started + self.settings.deadline, marking)
+                .await
+                .is_err()
+            {
+                warn!(
+                    provider = self.provider.name(),
+                    "claims not marked ENQUEUED within the deadline; they free themselves when their lease ends"
+                );
+            }
         }
         trace.reason = reason;
         trace.metrics.cause = cause;
-        trace.metrics.queued = queued.len();
+        trace.metrics.queued = queued_count;
         trace.metrics.send_ms = send_ms;
         match answer {
             Answer::Accepted {
@@ -497,7 +534,8 @@ impl<P: Provider> Ready<P> {
         Ok(prepared)
     }
 
-    /// Claim → send, a bounded number of calls at a time.
+    /// Claim → send, a bounded number of calls at a time: one conditional write and one send
+    /// per new event, nothing else before the answer.
     async fn claim_and_send<'p>(
         &self,
         prepared: &'p [Prepared],
@@ -510,7 +548,9 @@ impl<P: Provider> Ready<P> {
             .collect()
             .await;
         let mut fresh = Vec::new();
-        let (mut duplicates, mut retry_after, mut failed) = (0usize, None::<Duration>, false);
+        // Claims held by an earlier delivery that may have queued the event already.
+        let mut unsure = Vec::new();
+        let (mut duplicates, mut failed) = (0usize, false);
         for (p, outcome) in prepared.iter().zip(outcomes) {
             match outcome {
                 Ok(ClaimOutcome::New) => fresh.push(p),
@@ -521,8 +561,13 @@ impl<P: Provider> Ready<P> {
                             conflict = 1, "same event key with different content: treated as a duplicate");
                     }
                 }
-                Ok(ClaimOutcome::InFlight { retry_after: wait }) => {
-                    retry_after = Some(retry_after.map_or(wait, |w| w.max(wait)));
+                Ok(ClaimOutcome::InFlight {
+                    retry_after,
+                    conflict,
+                }) => unsure.push((p, Unsure::InFlight(retry_after), conflict)),
+                Ok(ClaimOutcome::TakenOver { previous }) => {
+                    let conflict = previous.fingerprint != p.claim.fingerprint;
+                    unsure.push((p, Unsure::TakenOver(previous), conflict))
                 }
                 Err(e) => {
                     error!(provider, event_id = %p.envelope.event_id, error = %e, "claim failed");
@@ -535,6 +580,47 @@ impl<P: Provider> Ready<P> {
             // failed write may have taken), let the provider retry.
             self.release(maybe_ours(prepared)).await;
             return Attempt::unavailable(1, Cause::Claim, "claim store failed", Vec::new(), None);
+        }
+
+        // A RECEIVED claim does not say whether its message was sent; the processor's record
+        // does. Found: the event is on the queue (a duplicate). Not found: within the lease,
+        // the first delivery may still be sending (503); past it, send again (the processor
+        // absorbs a second copy).
+        let (mut retry_after, mut settle) = (None::<Duration>, Vec::new());
+        let lookups: Vec<_> = unsure
+            .iter()
+            .map(|(p, ..)| self.reached_processor(p))
+            .collect();
+        let found: Vec<bool> = stream::iter(lookups)
+            .buffered(self.settings.max_concurrent_calls)
+            .collect()
+            .await;
+        for ((p, unsure, conflict), reached) in unsure.into_iter().zip(found) {
+            if reached && conflict {
+                p.set(progress::CONFLICTING);
+                warn!(provider, event_id = %p.envelope.event_id, dedup_key = %p.envelope.dedup_key,
+                    conflict = 1, "same event key with different content: treated as a duplicate");
+            }
+            match (unsure, reached) {
+                (Unsure::InFlight(_), true) => {
+                    if !conflict {
+                        p.set(progress::NOT_OURS);
+                    }
+                    duplicates += 1;
+                }
+                (Unsure::InFlight(wait), false) => {
+                    retry_after = Some(retry_after.map_or(wait, |w| w.max(wait)));
+                }
+                (Unsure::TakenOver(previous), true) => {
+                    // Ours now, but its event is on the queue: not to be given back.
+                    if !conflict {
+                        p.set(progress::SENT);
+                    }
+                    duplicates += 1;
+                    settle.push((p, previous));
+                }
+                (Unsure::TakenOver(_), false) => fresh.push(p),
+            }
         }
 
         let messages: Vec<Message> = fresh.iter().map(|p| p.message.clone()).collect();
@@ -561,7 +647,8 @@ impl<P: Provider> Ready<P> {
         }
         if !unsent.is_empty() {
             self.release(unsent).await;
-            return Attempt::unavailable(1, Cause::Send, "queue send failed", queued, send_ms);
+            return Attempt::unavailable(1, Cause::Send, "queue send failed", queued, send_ms)
+                .settling(settle);
         }
         if let Some(wait) = retry_after {
             return Attempt::unavailable(
@@ -570,7 +657,8 @@ impl<P: Provider> Ready<P> {
                 "first delivery still in flight",
                 queued,
                 send_ms,
-            );
+            )
+            .settling(settle);
         }
         let event_id = (prepared.len() == 1).then(|| prepared[0].envelope.event_id.clone());
         Attempt {
@@ -585,6 +673,21 @@ impl<P: Provider> Ready<P> {
             cause: None,
             queued,
             send_ms,
+            settle,
+        }
+    }
+
+    /// Whether the processor has a record of the event (it reached the queue). A failed read
+    /// counts as not found: the caller then answers 503 or sends again, both safe.
+    async fn reached_processor(&self, p: &Prepared) -> bool {
+        let key = format!("{}{}", crate::store::PROCESSED_PREFIX, p.claim.pk);
+        match self.claims.record(&key).await {
+            Ok(found) => found.is_some(),
+            Err(e) => {
+                warn!(provider = self.provider.name(), dedup_key = %p.claim.pk, error = %e,
+                    "processor's record not read; treated as absent");
+                false
+            }
         }
     }
 
@@ -595,7 +698,7 @@ impl<P: Provider> Ready<P> {
         let outcome = self.claims.claim(&p.claim).await;
         let _ = p.claim_ms.set(metrics::millis(started.elapsed()));
         match &outcome {
-            Ok(ClaimOutcome::New) => p.set(progress::OURS),
+            Ok(ClaimOutcome::New | ClaimOutcome::TakenOver { .. }) => p.set(progress::OURS),
             // A failed write may have landed: CLAIMING keeps it among what to give back.
             Err(_) => {}
             Ok(ClaimOutcome::InFlight { .. }) => p.set(progress::IN_FLIGHT),
@@ -605,20 +708,28 @@ impl<P: Provider> Ready<P> {
         outcome
     }
 
-    /// Marks a queued event's claim ENQUEUED. A failure is only logged: the message is durable,
-    /// the claim stays RECEIVED until its lease ends, and a later retry that queues it again is
-    /// absorbed by the processor's own claim.
-    async fn finish_one(&self, p: &Prepared, message_id: String, now: OffsetDateTime) {
-        let finish = Finish::Enqueued { message_id };
-        if let Err(e) = self
-            .claims
-            .finish(&p.claim.pk, &p.claim.token, &finish, now)
-            .await
-        {
-            warn!(provider = self.provider.name(), dedup_key = %p.claim.pk, error = %e,
-                "message queued but claim not marked ENQUEUED");
-        }
-        p.set(progress::DONE);
+    /// Marks claims ENQUEUED, a bounded number at a time (never on an accepted request's ack
+    /// path). A failure is only logged: the claim stays RECEIVED, and a retry resolves it from
+    /// the processor's record.
+    async fn mark(&self, marks: Vec<(&Prepared, Finish)>, now: OffsetDateTime) {
+        let finishes: Vec<_> = marks
+            .into_iter()
+            .map(|(p, finish)| async move {
+                if let Err(e) = self
+                    .claims
+                    .finish(&p.claim.pk, &p.claim.token, &finish, now)
+                    .await
+                {
+                    warn!(provider = self.provider.name(), dedup_key = %p.claim.pk, error = %e,
+                        "claim not marked ENQUEUED");
+                }
+                p.set(progress::DONE);
+            })
+            .collect();
+        stream::iter(finishes)
+            .buffer_unordered(self.settings.max_concurrent_calls)
+            .collect::<Vec<()>>()
+            .await;
     }
 
     async fn release_one(&self, p: &Prepared) {
@@ -639,19 +750,6 @@ impl<P: Provider> Ready<P> {
             .collect::<Vec<()>>()
             .await;
     }
-
-    /// Marks every queued event's claim ENQUEUED, a bounded number at a time (after a deadline,
-    /// when the message ids are no longer at hand).
-    async fn finish_sent(&self, sent: Vec<&Prepared>, now: OffsetDateTime) {
-        let finishes: Vec<_> = sent
-            .into_iter()
-            .map(|p| self.finish_one(p, String::new(), now))
-            .collect();
-        stream::iter(finishes)
-            .buffer_unordered(self.settings.max_concurrent_calls)
-            .collect::<Vec<()>>()
-            .await;
-    }
 }
 
 /// What claiming and sending a request's events came to.
@@ -661,10 +759,21 @@ struct Attempt<'p> {
     reason: Option<String>,
     /// For a 503, why (the metrics' `Reason`).
     cause: Option<Cause>,
-    /// The events now on the queue, with their message ids (to finish).
+    /// The events this request put on the queue, with their message ids.
     queued: Vec<(&'p Prepared, String)>,
     /// How long the send to the queue took, if there was one.
     send_ms: Option<f64>,
+    /// Claims taken over from a delivery whose event the processor already has, with the
+    /// record each replaced (to put its horizon back).
+    settle: Vec<(&'p Prepared, Record)>,
+}
+
+/// A claim held by an earlier delivery that may have queued the event already.
+enum Unsure {
+    /// Its lease is live: the earlier delivery may still be sending.
+    InFlight(Duration),
+    /// Its lease lapsed and we took it over: the earlier delivery sent, or died before.
+    TakenOver(Record),
 }
 
 impl<'p> Attempt<'p> {
@@ -681,7 +790,13 @@ impl<'p> Attempt<'p> {
             cause: Some(cause),
             queued,
             send_ms,
+            settle: Vec::new(),
         }
+    }
+
+    fn settling(mut self, settle: Vec<(&'p Prepared, Record)>) -> Self {
+        self.settle = settle;
+        self
     }
 }
 
@@ -842,6 +957,16 @@ mod tests {
                 token: token.into(),
             }
         }
+
+        /// What the processor leaves when it claims `pk`'s event: its `processed#` record.
+        async fn processed(&self, pk: &str) {
+            let claim = Claim {
+                pk: format!("{}{pk}", crate::store::PROCESSED_PREFIX),
+                pending: Status::Processing,
+                ..self.other_claim(pk, "x", "processor")
+            };
+            assert_eq!(self.claims.claim(&claim).await.unwrap(), ClaimOutcome::New);
+        }
     }
 
     fn fixture_with(tokens: SecretList, settings: Settings) -> Fixture {
@@ -930,6 +1055,96 @@ mod tests {
         f.clock.advance_millis(18_000);
         assert_eq!(post(&f, r#"["a"]"#).await.outcome(), "accepted");
         assert_eq!(f.queue.messages().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_accepted_event_costs_one_claim_and_one_send_and_no_mark() {
+        let f = fixture();
+        assert_eq!(post(&f, r#"["a"]"#).await.outcome(), "accepted");
+        assert_eq!(f.claims.calls(), vec!["claim"]);
+        assert_eq!(f.queue.messages().len(), 1);
+        let claim = f.claims.get("batchy##id#a").unwrap();
+        assert_eq!(claim.status, Status::Received);
+    }
+
+    #[tokio::test]
+    async fn a_retry_within_the_lease_is_a_duplicate_once_the_processor_has_the_event() {
+        let f = fixture();
+        assert_eq!(post(&f, r#"["a"]"#).await.outcome(), "accepted");
+        f.clock.advance_millis(1_000);
+        // The first delivery may still be sending: 503 until the processor has a record.
+        assert_eq!(
+            post(&f, r#"["a"]"#).await,
+            Answer::Unavailable {
+                retry_after_secs: 29
+            }
+        );
+        f.processed("batchy##id#a").await;
+        assert_eq!(post(&f, r#"["a"]"#).await.outcome(), "duplicate");
+        assert_eq!(f.queue.messages().len(), 1, "sent once");
+        let claim = f.claims.get("batchy##id#a").unwrap();
+        assert_eq!(claim.status, Status::Received, "nothing written");
+    }
+
+    #[tokio::test]
+    async fn past_the_lease_a_retry_sends_again_unless_the_processor_has_the_event() {
+        let f = fixture();
+        assert_eq!(post(&f, r#"["a", "b"]"#).await.outcome(), "accepted");
+        let first = f.claims.get("batchy##id#a").unwrap();
+        f.processed("batchy##id#a").await;
+        f.clock.advance_millis(31_000);
+        assert_eq!(
+            post(&f, r#"["a", "b"]"#).await,
+            Answer::Accepted {
+                event_id: None,
+                queued: 1,
+                duplicates: 1,
+                events: 2,
+                ack: None
+            }
+        );
+        // a: the processor has it; b: it may be on the queue or not, so it is sent again (the
+        // processor's claim absorbs a second copy).
+        let keys: Vec<String> = f
+            .queue
+            .messages()
+            .iter()
+            .map(|m| serde_json::from_str::<Envelope>(&m.body).unwrap().dedup_key)
+            .collect();
+        assert_eq!(keys, vec!["batchy##id#a", "batchy##id#b", "batchy##id#b"]);
+        // a's claim, taken over, is marked ENQUEUED with its first horizon and content back.
+        let a = f.claims.get("batchy##id#a").unwrap();
+        assert_eq!(a.status, Status::Enqueued);
+        assert_eq!(
+            (a.expires_at, &a.fingerprint),
+            (first.expires_at, &first.fingerprint)
+        );
+        assert_ne!(a.token, first.token);
+        let b = f.claims.get("batchy##id#b").unwrap();
+        assert_eq!(b.status, Status::Received);
+        // ENQUEUED now: the next retry is a duplicate with one write and no read.
+        let calls = f.claims.calls().len();
+        f.clock.advance_millis(31_000);
+        assert_eq!(post(&f, r#"["a"]"#).await.outcome(), "duplicate");
+        assert_eq!(f.claims.calls()[calls..], ["claim"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_of_the_processors_record_never_answers_200_without_a_send() {
+        let f = fixture();
+        assert_eq!(post(&f, r#"["a"]"#).await.outcome(), "accepted");
+        f.processed("batchy##id#a").await;
+        f.claims.fail_reads.store(true, Ordering::SeqCst);
+        // Within the lease: the first delivery may still be sending; 503.
+        assert_eq!(
+            post(&f, r#"["a"]"#).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(f.queue.messages().len(), 1);
+        // Past it: sent again (the processor absorbs the copy), never a 200 on a guess.
+        f.clock.advance_millis(31_000);
+        assert_eq!(post(&f, r#"["a"]"#).await.outcome(), "accepted");
+        assert_eq!(f.queue.messages().len(), 2);
     }
 
     #[tokio::test]
@@ -1068,6 +1283,7 @@ mod tests {
             post_as(&f, "tok-b", r#"["site-b/e1"]"#).await.outcome(),
             "accepted"
         );
+        f.processed("batchy#site-b#id#e1").await;
         assert_eq!(
             post_as(&f, "tok-b-old", r#"["site-b/e1"]"#).await.outcome(),
             "duplicate"
@@ -1162,6 +1378,7 @@ mod tests {
             let seen = Seen::default();
             seen.during_async(async {
                 assert_eq!(post(&f, r#"["a","b"]"#).await.outcome(), "accepted");
+                f.processed("batchy##id#a").await;
                 // One new, one queued before, one repeated within the request.
                 assert_eq!(post(&f, r#"["a","c","c"]"#).await.outcome(), "accepted");
             });
@@ -1248,7 +1465,8 @@ mod tests {
                 let claim = f.other_claim("batchy##id#a", "other content", "earlier");
                 f.claims.claim(&claim).await.unwrap();
                 let queued = Finish::Enqueued {
-                    message_id: "m".into(),
+                    message_id: Some("m".into()),
+                    first: None,
                 };
                 f.claims
                     .finish(&claim.pk, "earlier", &queued, f.clock.now())

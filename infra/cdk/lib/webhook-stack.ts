@@ -274,6 +274,15 @@ export class WebhookIntakeStack extends Stack {
         reservedConcurrency: { condition: hasReceiverReserved, parameter: 'ReceiverReservedConcurrency' },
       });
       fn.addToRolePolicy(ownClaims(p.name));
+      // Read only, the processor's records of its own events: a retry that finds its claim RECEIVED
+      // asks whether the event reached the queue (README "Two round trips").
+      fn.addToRolePolicy(
+        new iam.PolicyStatement({
+          actions: ['dynamodb:GetItem'],
+          resources: [table.tableArn],
+          conditions: { 'ForAllValues:StringLike': { 'dynamodb:LeadingKeys': [`processed#${p.name}#*`] } },
+        }),
+      );
       fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['sqs:SendMessage', 'sqs:GetQueueAttributes'], resources: [queue.queueArn] }));
       for (const s of p.secrets) {
         fn.addToRolePolicy(

@@ -6,12 +6,13 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use aws_sdk_dynamodb::Client;
 use time::OffsetDateTime;
 
 use super::{
-    new_record, refused, Claim, ClaimOutcome, ClaimStore, Finish, Record, Status, StoreError,
+    granted, new_record, refused, Claim, ClaimOutcome, ClaimStore, Finish, Record, Status,
+    StoreError,
 };
 use crate::clock::rfc3339;
 
@@ -97,10 +98,12 @@ impl ClaimStore for DynamoClaims {
                 (":token", s(&claim.token)),
             ]))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            // A takeover learns what it replaced (nothing comes back for a new item).
+            .return_values(ReturnValue::AllOld)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(ClaimOutcome::New),
+            Ok(out) => Ok(granted(out.attributes().and_then(parse_record), claim)),
             Err(SdkError::ServiceError(e))
                 if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) =>
             {
@@ -117,6 +120,7 @@ impl ClaimStore for DynamoClaims {
                     // Deleted between the two calls (released): the retry will find it free.
                     None => Ok(ClaimOutcome::InFlight {
                         retry_after: std::time::Duration::from_secs(1),
+                        conflict: false,
                     }),
                 }
             }
@@ -160,10 +164,23 @@ impl ClaimStore for DynamoClaims {
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":token", s(token));
         let update = match finish {
-            Finish::Enqueued { message_id } => update
-                .update_expression("SET #status = :status, message_id = :message_id")
-                .expression_attribute_values(":status", s(Status::Enqueued.as_str()))
-                .expression_attribute_values(":message_id", s(message_id)),
+            Finish::Enqueued { message_id, first } => {
+                let mut set = vec!["#status = :status"];
+                let mut update =
+                    update.expression_attribute_values(":status", s(Status::Enqueued.as_str()));
+                if let Some(id) = message_id {
+                    set.push("message_id = :message_id");
+                    update = update.expression_attribute_values(":message_id", s(id));
+                }
+                if let Some(first) = first {
+                    set.push("expires_at = :expires_at");
+                    set.push("body_sha256 = :body_sha256");
+                    update = update
+                        .expression_attribute_values(":expires_at", n(first.expires_at))
+                        .expression_attribute_values(":body_sha256", s(&first.fingerprint));
+                }
+                update.update_expression(format!("SET {}", set.join(", ")))
+            }
             // processed_at is written once, even if a redelivery finishes the same claim again.
             Finish::Processed => update
                 .update_expression(

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::{
-    claimable, new_record, refused, Claim, ClaimOutcome, ClaimStore, Finish, Record, Status,
-    StoreError,
+    claimable, granted, new_record, refused, Claim, ClaimOutcome, ClaimStore, Finish, Record,
+    Status, StoreError,
 };
 
 #[derive(Debug, Default)]
@@ -16,11 +16,15 @@ pub struct MemoryClaims {
     records: Mutex<HashMap<String, Record>>,
     /// When set, every call fails (to test the 503 paths).
     pub fail: std::sync::atomic::AtomicBool,
+    /// When set, reads (`record`) fail.
+    pub fail_reads: std::sync::atomic::AtomicBool,
     /// Each claim takes this long (milliseconds of tokio time), so that concurrency shows.
     pub claim_delay_ms: std::sync::atomic::AtomicU64,
     in_flight: std::sync::atomic::AtomicUsize,
     /// The most claims seen in flight at once.
     pub max_in_flight: std::sync::atomic::AtomicUsize,
+    /// Every call made, in order: `claim`, `record`, `release`, `finish`.
+    calls: Mutex<Vec<&'static str>>,
 }
 
 impl MemoryClaims {
@@ -36,6 +40,15 @@ impl MemoryClaims {
         self.len() == 0
     }
 
+    /// Every call made so far, in order (`claim`, `record`, `release`, `finish`).
+    pub fn calls(&self) -> Vec<&'static str> {
+        self.calls.lock().expect("lock").clone()
+    }
+
+    fn called(&self, call: &'static str) {
+        self.calls.lock().expect("lock").push(call);
+    }
+
     fn check(&self) -> Result<(), StoreError> {
         if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(StoreError("injected failure".into()));
@@ -47,12 +60,17 @@ impl MemoryClaims {
 #[async_trait]
 impl ClaimStore for MemoryClaims {
     async fn record(&self, pk: &str) -> Result<Option<Record>, StoreError> {
+        self.called("record");
         self.check()?;
+        if self.fail_reads.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError("injected read failure".into()));
+        }
         Ok(self.get(pk))
     }
 
     async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
         use std::sync::atomic::Ordering::SeqCst;
+        self.called("claim");
         self.check()?;
         let delay = self.claim_delay_ms.load(SeqCst);
         if delay > 0 {
@@ -64,14 +82,15 @@ impl ClaimStore for MemoryClaims {
         let mut records = self.records.lock().expect("lock");
         let existing = records.get(&claim.pk);
         if claimable(existing, claim) {
-            records.insert(claim.pk.clone(), new_record(claim));
-            Ok(ClaimOutcome::New)
+            let previous = records.insert(claim.pk.clone(), new_record(claim));
+            Ok(granted(previous, claim))
         } else {
             Ok(refused(existing.expect("refused only when present"), claim))
         }
     }
 
     async fn release(&self, pk: &str, token: &str) -> Result<(), StoreError> {
+        self.called("release");
         self.check()?;
         let mut records = self.records.lock().expect("lock");
         if records.get(pk).is_some_and(|r| r.token == token) {
@@ -87,13 +106,20 @@ impl ClaimStore for MemoryClaims {
         finish: &Finish,
         _now: OffsetDateTime,
     ) -> Result<(), StoreError> {
+        self.called("finish");
         self.check()?;
         let mut records = self.records.lock().expect("lock");
         if let Some(r) = records.get_mut(pk).filter(|r| r.token == token) {
-            r.status = match finish {
-                Finish::Enqueued { .. } => Status::Enqueued,
-                Finish::Processed => Status::Processed,
-            };
+            match finish {
+                Finish::Enqueued { first, .. } => {
+                    r.status = Status::Enqueued;
+                    if let Some(first) = first {
+                        r.expires_at = first.expires_at;
+                        r.fingerprint = first.fingerprint.clone();
+                    }
+                }
+                Finish::Processed => r.status = Status::Processed,
+            }
         }
         Ok(())
     }

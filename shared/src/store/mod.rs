@@ -23,9 +23,12 @@ use time::OffsetDateTime;
 /// Where a claim stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
-    /// Receiver holds the claim; the message is not yet queued.
+    /// Receiver holds the claim. Its message may be on the queue: the receiver answers 200 right
+    /// after the send and does not mark the claim; the processor's own `processed#` record is
+    /// what says the event reached the queue (README "Two round trips").
     Received,
-    /// The message is on the queue.
+    /// The event is known to be on the queue: a retry found the processor's record under a
+    /// lapsed RECEIVED claim (or an older version marked every claim so after its send).
     Enqueued,
     /// Processor holds the claim; the handler is running.
     Processing,
@@ -81,16 +84,29 @@ pub struct Claim {
 pub enum ClaimOutcome {
     /// Ours: go on.
     New,
+    /// Ours, taken over from a holder whose lease lapsed before it finished (it crashed, timed
+    /// out, or, for a receiver, sent the message and never marks the claim). `previous` is the
+    /// record the write replaced.
+    TakenOver { previous: Record },
     /// Already done (enqueued or processed). `conflict`: same key, different content.
     Duplicate { status: Status, conflict: bool },
-    /// Another delivery holds a live lease.
-    InFlight { retry_after: Duration },
+    /// Another delivery holds a live lease. `conflict`: it holds other content under the key.
+    InFlight {
+        retry_after: Duration,
+        conflict: bool,
+    },
 }
 
 /// How a held claim ends well.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finish {
-    Enqueued { message_id: String },
+    /// The event is on the queue. `first`: the record a takeover replaced, whose dedup horizon
+    /// and fingerprint are put back, so that taking a claim over never moves the horizon past
+    /// the processor's record (which would let a late retry run the event twice).
+    Enqueued {
+        message_id: Option<String>,
+        first: Option<Record>,
+    },
     Processed,
 }
 
@@ -197,12 +213,28 @@ pub fn refused(existing: &Record, claim: &Claim) -> ClaimOutcome {
         let left_ms = (existing.lease_until_ms - now_ms).max(0) as u64;
         ClaimOutcome::InFlight {
             retry_after: Duration::from_millis(left_ms).max(Duration::from_secs(1)),
+            conflict: existing.fingerprint != claim.fingerprint,
         }
     } else {
         ClaimOutcome::Duplicate {
             status: existing.status,
             conflict: existing.fingerprint != claim.fingerprint,
         }
+    }
+}
+
+/// The outcome of a granted claim, from the record the write replaced (`None`: there was none).
+/// Replacing our own record (an SDK retry) or an expired one is a plain `New`.
+pub fn granted(previous: Option<Record>, claim: &Claim) -> ClaimOutcome {
+    match previous {
+        Some(r)
+            if r.token != claim.token
+                && !Clause::Expired.holds(Some(&r), claim)
+                && Clause::LeaseLapsed.holds(Some(&r), claim) =>
+        {
+            ClaimOutcome::TakenOver { previous: r }
+        }
+        _ => ClaimOutcome::New,
     }
 }
 

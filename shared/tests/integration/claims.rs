@@ -43,7 +43,8 @@ fn processing(pk: &str, ms: i64, token: &str) -> Claim {
 
 fn enqueued() -> Finish {
     Finish::Enqueued {
-        message_id: "msg-1".into(),
+        message_id: Some("msg-1".into()),
+        first: None,
     }
 }
 
@@ -73,14 +74,16 @@ async fn a_live_lease_is_in_flight_with_the_time_it_has_left(store: &dyn ClaimSt
     assert_eq!(
         store.claim(&claim(&pk, T0 + 10_500, "b")).await.unwrap(),
         ClaimOutcome::InFlight {
-            retry_after: Duration::from_millis(19_500)
+            retry_after: Duration::from_millis(19_500),
+            conflict: false
         }
     );
     // At the last millisecond of the lease it is still in flight (at least a second to wait).
     assert_eq!(
         store.claim(&claim(&pk, T0 + 30_000, "b")).await.unwrap(),
         ClaimOutcome::InFlight {
-            retry_after: Duration::from_secs(1)
+            retry_after: Duration::from_secs(1),
+            conflict: false
         }
     );
     assert_eq!(record(store, &pk).await.unwrap().token, "a");
@@ -91,9 +94,11 @@ async fn a_lapsed_lease_is_taken_over_and_the_old_holder_can_neither_finish_nor_
 ) {
     let pk = pk();
     store.claim(&claim(&pk, T0, "a")).await.unwrap();
+    let first = record(store, &pk).await.unwrap();
+    // The taker learns what it replaced (the receiver then asks the processor's record).
     assert_eq!(
         store.claim(&claim(&pk, T0 + 30_001, "b")).await.unwrap(),
-        ClaimOutcome::New
+        ClaimOutcome::TakenOver { previous: first }
     );
     store
         .finish(&pk, "a", &enqueued(), at(T0 + 30_002))
@@ -212,12 +217,14 @@ async fn the_processors_stage_leases_processing_and_keeps_processed(store: &dyn 
         store.claim(&receiver_stage).await.unwrap(),
         ClaimOutcome::InFlight { .. }
     ));
-    assert_eq!(
-        store
-            .claim(&processing(&event, T0 + 300_001, "p3"))
-            .await
-            .unwrap(),
-        ClaimOutcome::New,
+    assert!(
+        matches!(
+            store
+                .claim(&processing(&event, T0 + 300_001, "p3"))
+                .await
+                .unwrap(),
+            ClaimOutcome::TakenOver { previous } if previous.token == "p1"
+        ),
         "taken over after the processing lease"
     );
     store
@@ -241,6 +248,70 @@ async fn the_processors_stage_leases_processing_and_keeps_processed(store: &dyn 
             status: Status::Processed,
             conflict: false
         }
+    );
+}
+
+async fn a_takeover_marked_enqueued_gets_the_first_horizon_and_fingerprint_back(
+    store: &dyn ClaimStore,
+) {
+    let pk = pk();
+    store.claim(&claim(&pk, T0, "a")).await.unwrap();
+    let later = Claim {
+        fingerprint: "content-2".into(),
+        ..claim(&pk, T0 + 40_000, "b")
+    };
+    let ClaimOutcome::TakenOver { previous } = store.claim(&later).await.unwrap() else {
+        panic!("a lapsed RECEIVED claim is taken over")
+    };
+    // The takeover moved the horizon and the fingerprint with it.
+    assert_eq!(
+        record(store, &pk).await.unwrap().expires_at,
+        T0 / 1000 + 40 + 3600
+    );
+    let settle = Finish::Enqueued {
+        message_id: None,
+        first: Some(previous),
+    };
+    store
+        .finish(&pk, "b", &settle, at(T0 + 40_001))
+        .await
+        .unwrap();
+    let r = record(store, &pk).await.unwrap();
+    assert_eq!(
+        (
+            r.status,
+            r.expires_at,
+            r.fingerprint.as_str(),
+            r.token.as_str()
+        ),
+        (Status::Enqueued, T0 / 1000 + 3600, "content-1", "b")
+    );
+    // Its first horizon blocks duplicates, and ends, as the first delivery's did.
+    assert!(matches!(
+        store.claim(&claim(&pk, T0 + 3_600_000, "c")).await.unwrap(),
+        ClaimOutcome::Duplicate {
+            status: Status::Enqueued,
+            conflict: false
+        }
+    ));
+    assert_eq!(
+        store.claim(&claim(&pk, T0 + 3_601_000, "c")).await.unwrap(),
+        ClaimOutcome::New
+    );
+}
+
+async fn an_expired_or_own_record_is_new_not_a_takeover(store: &dyn ClaimStore) {
+    let pk = pk();
+    store.claim(&claim(&pk, T0, "a")).await.unwrap();
+    assert_eq!(
+        store.claim(&claim(&pk, T0 + 3_601_000, "b")).await.unwrap(),
+        ClaimOutcome::New,
+        "a record past its horizon is a new event's, lapsed lease or not"
+    );
+    assert_eq!(
+        store.claim(&claim(&pk, T0 + 3_700_000, "b")).await.unwrap(),
+        ClaimOutcome::New,
+        "an SDK retry replacing its own write, even past the lease"
     );
 }
 
@@ -277,4 +348,6 @@ contract!(
     finish_needs_the_owners_token,
     a_retried_write_that_landed_finds_its_own_claim,
     the_processors_stage_leases_processing_and_keeps_processed,
+    a_takeover_marked_enqueued_gets_the_first_horizon_and_fingerprint_back,
+    an_expired_or_own_record_is_new_not_a_takeover,
 );

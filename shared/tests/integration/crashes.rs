@@ -1,7 +1,8 @@
 //! Real crashes: the function binaries run as Lambda runs them (`lambda_host`), their AWS calls go
 //! through the fault proxy, and a process is killed with SIGKILL while a call it made is held —
-//! between its claim and its send, between its send and its finish, between its handler and its
-//! finish. Then the provider's retry (or SQS's redelivery) meets the state the crash left behind.
+//! between its claim and its send, after its send landed but before it answered, between its
+//! handler and its finish. Then the provider's retry (or SQS's redelivery) meets the state the
+//! crash left behind.
 
 use std::time::Duration;
 
@@ -93,13 +94,22 @@ struct Crashed {
 }
 
 async fn receiver_killed_inside(operation: &str) -> Crashed {
+    receiver_killed_by(operation, Fault::Hang).await
+}
+
+/// A receiver process killed after its `operation` call landed, while the answer is held.
+async fn receiver_killed_after(operation: &str) -> Crashed {
+    receiver_killed_by(operation, Fault::HangAnswer).await
+}
+
+async fn receiver_killed_by(operation: &str, fault: Fault) -> Crashed {
     let stack = Stack::new().await;
     let (proxy, endpoint) = Proxy::start(moto_endpoint()).await;
     let deadline = DEADLINE_MS.to_string();
     let env = receiver_env(&stack, &endpoint, &deadline);
     let api = RuntimeApi::start().await;
     let id = uuid::Uuid::new_v4().simple().to_string();
-    proxy.inject(operation, Fault::Hang);
+    proxy.inject(operation, fault);
     let crashing = Function::start("trybe-webhook", &api, &env);
     api.invoke(event(&id));
     until_seen(&proxy, operation).await;
@@ -132,23 +142,38 @@ async fn a_receiver_killed_between_claim_and_send_leaves_a_claim_its_lease_frees
     assert_eq!((status, body["status"].as_str()), (200, Some("accepted")));
     assert_eq!(stack.drain().await.len(), 1, "queued exactly once");
     let claim = stack.item(&key("trybe", Some(SITE), &id)).await.unwrap();
-    assert_eq!(s(&claim, "status"), "ENQUEUED");
+    assert_eq!(s(&claim, "status"), "RECEIVED");
+}
+
+/// The message the crashed receiver's send left on the queue (the send landed; moto may still be
+/// storing it when the process dies).
+async fn sent_before_the_crash(stack: &Stack) -> Vec<aws_lambda_events::event::sqs::SqsMessage> {
+    for _ in 0..100 {
+        let sent = stack.drain().await;
+        if !sent.is_empty() {
+            return sent;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the send the crashed receiver made never reached the queue")
 }
 
 #[tokio::test]
-async fn a_receiver_killed_between_send_and_finish_is_queued_twice_and_processed_once() {
+async fn a_receiver_killed_after_its_send_before_its_answer_is_queued_twice_and_processed_once() {
     let Crashed {
         stack,
         api,
         id,
         _fresh,
-    } = receiver_killed_inside("UpdateItem").await;
-    let first = stack.drain().await;
+    } = receiver_killed_after("SendMessage").await;
+    let first = sent_before_the_crash(&stack).await;
     assert_eq!(first.len(), 1, "the message was sent before the crash");
     let claim = stack.item(&key("trybe", Some(SITE), &id)).await.unwrap();
     assert_eq!(s(&claim, "status"), "RECEIVED");
 
-    // The provider never got its 200: it retries; after the lease the retry queues a copy.
+    // The provider never got its 200: it retries. While the lease lives, 503 (the first
+    // delivery may still be sending); past it, with no processor record yet, the retry queues a
+    // copy.
     let (status, _) = retry_through_the_lease(&api, &event(&id)).await;
     assert_eq!(status, 200);
     let second = stack.drain().await;
@@ -163,6 +188,40 @@ async fn a_receiver_killed_between_send_and_finish_is_queued_twice_and_processed
             .is_empty());
     }
     assert_eq!(counting.runs(), 1, "the processor's claim absorbs the copy");
+}
+
+#[tokio::test]
+async fn a_receiver_killed_after_its_send_is_a_duplicate_once_the_processor_has_the_event() {
+    let Crashed {
+        stack,
+        api,
+        id,
+        _fresh,
+    } = receiver_killed_after("SendMessage").await;
+    let first = sent_before_the_crash(&stack).await;
+    let counting = std::sync::Arc::new(crate::processor::Counting::default());
+    let processor = stack.processor(shared::consumer::Router::new(counting.clone()));
+    assert!(processor
+        .process(sqs_event(first))
+        .await
+        .batch_item_failures
+        .is_empty());
+    // The retry finds the RECEIVED claim and the processor's record: a duplicate, nothing sent,
+    // within the lease and past it.
+    let (status, body) = deliver(&api, &event(&id)).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("duplicate")));
+    let claim = stack.item(&key("trybe", Some(SITE), &id)).await.unwrap();
+    assert_eq!(s(&claim, "status"), "RECEIVED", "a read, no write");
+    let expires = claim["expires_at"].as_n().unwrap().clone();
+    tokio::time::sleep(Duration::from_millis(2 * DEADLINE_MS + 100)).await;
+    let (status, body) = deliver(&api, &event(&id)).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("duplicate")));
+    assert!(stack.drain().await.is_empty(), "no copy queued");
+    // Taken over past the lease, then marked ENQUEUED with the first delivery's horizon.
+    let claim = stack.item(&key("trybe", Some(SITE), &id)).await.unwrap();
+    assert_eq!(s(&claim, "status"), "ENQUEUED");
+    assert_eq!(claim["expires_at"].as_n().unwrap(), &expires);
+    assert_eq!(counting.runs(), 1);
 }
 
 #[tokio::test]

@@ -109,7 +109,7 @@ async fn a_slow_store_within_the_deadline_is_still_accepted() {
     assert_eq!(response.status(), 200);
     assert_eq!(stack.drain().await.len(), 1);
     let claim = stack.item(&key("trybe", Some(SITE), &id)).await.unwrap();
-    assert_eq!(s(&claim, "status"), "ENQUEUED");
+    assert_eq!(s(&claim, "status"), "RECEIVED");
 }
 
 #[tokio::test]

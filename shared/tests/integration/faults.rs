@@ -17,6 +17,8 @@ pub enum Fault {
     Delay(Duration),
     /// Never forward, never answer.
     Hang,
+    /// Forward (the call lands), but never pass its answer on: the caller waits forever.
+    HangAnswer,
     /// Answer this status with an AWS JSON error of this type, without forwarding.
     Error { status: u16, kind: &'static str },
     /// SendMessageBatch: entries whose body contains this text are not forwarded and are listed
@@ -196,9 +198,14 @@ impl Proxy {
             let operation = header(&head, "x-amz-target").unwrap_or_default();
             self.seen.lock().unwrap().push(operation.clone());
             let mut failing = Vec::new();
+            let mut hold_answer = false;
             let (head, body) = match self.fault_for(&operation, &body) {
                 None => (head, body),
                 Some(Fault::Hang) => std::future::pending().await,
+                Some(Fault::HangAnswer) => {
+                    hold_answer = true;
+                    (head, body)
+                }
                 Some(Fault::Delay(d)) => {
                     tokio::time::sleep(d).await;
                     (head, body)
@@ -239,6 +246,9 @@ impl Proxy {
                     br#"{"Successful":[]}"#.to_vec(),
                 )
             };
+            if hold_answer {
+                std::future::pending::<()>().await;
+            }
             if !failing.is_empty() {
                 let mut reported: Value = serde_json::from_slice(&answer.1).expect("batch answer");
                 reported["Failed"] = failing

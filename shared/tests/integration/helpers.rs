@@ -214,6 +214,47 @@ impl Stack {
         drain_queue(&self.sqs, &self.dlq_url).await
     }
 
+    /// What the processor leaves once it has taken every event the receivers claimed: its
+    /// `processed#<dedup key>` record (PROCESSING, as while its handler runs), written with the
+    /// processor's own claim, for every receiver claim that has none. The queue is not touched
+    /// (receiving would count towards the DLQ's maxReceiveCount). Returns how many it wrote.
+    /// (A receiver's answer to a retry depends on that record: README "Two round trips".)
+    pub async fn processor_has_taken_the_queue(&self) -> usize {
+        use shared::store::{
+            Claim, ClaimOutcome, ClaimStore, DynamoClaims, Status, PROCESSED_PREFIX,
+        };
+        let claims = DynamoClaims::new(self.ddb.clone(), &self.table);
+        let items = self
+            .ddb
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("scan");
+        let mut written = 0;
+        for item in items.items() {
+            let pk = item["pk"].as_s().unwrap();
+            if pk.starts_with(PROCESSED_PREFIX) {
+                continue;
+            }
+            let claim = Claim {
+                pk: format!("{PROCESSED_PREFIX}{pk}"),
+                pending: Status::Processing,
+                event_type: "test".into(),
+                fingerprint: "test".into(),
+                now: time::OffsetDateTime::now_utc(),
+                lease: std::time::Duration::from_secs(300),
+                ttl: std::time::Duration::from_secs(3600),
+                token: uuid::Uuid::new_v4().simple().to_string(),
+            };
+            if claims.claim(&claim).await.expect("processor's claim") == ClaimOutcome::New {
+                written += 1;
+            }
+        }
+        written
+    }
+
     /// One pass of what the event source mapping does: receive a batch (visible again at once
     /// if not deleted), hand it to `processor`, delete the records it did not report as
     /// failures. Returns the number of records received.

@@ -132,7 +132,8 @@ async fn capture_run_in_its_own_process() {
     let stack = Stack::new().await;
     let outage_sdk = sdk_at(DEAD_ENDPOINT).await;
     let now = time::OffsetDateTime::now_utc();
-    let mut answered = 0;
+    let processor = stack.processor(providers::router());
+    let (mut answered, mut processed) = (0, 0);
     for (provider, _) in providers::ALL {
         let receiver = stack
             .receiver(&[], |_| providers::from_env(provider, &dev_env(&stack)))
@@ -147,6 +148,13 @@ async fn capture_run_in_its_own_process() {
             let sent = providers::simulate(provider, &body, &dev, now).unwrap();
             auth_headers(&sent, &mut forbidden);
             assert_eq!(send(&receiver, &sent).await.status(), 200, "{path:?}");
+            // The processor takes it (its handler logs too); the retry is then a duplicate.
+            loop {
+                match stack.feed(&processor).await {
+                    0 => break,
+                    n => processed += n,
+                }
+            }
             assert_eq!(send(&receiver, &sent).await.status(), 200, "{path:?} again");
             // Forged: another body under the same credentials. What we would have computed
             // for it (the signature of the forged body) must not be logged either.
@@ -173,9 +181,12 @@ async fn capture_run_in_its_own_process() {
             }
         }
     }
-    let processor = stack.processor(providers::router());
     let records = stack.drain().await;
-    assert!(records.len() > 20, "{} messages", records.len());
+    assert!(
+        processed + records.len() > 20,
+        "{processed} + {} messages",
+        records.len()
+    );
     let response = processor.process(sqs_event(records)).await;
     assert!(response.batch_item_failures.is_empty());
 

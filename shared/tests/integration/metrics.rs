@@ -262,7 +262,9 @@ async fn a_receiver_emits_one_document_per_dimension_set_for_each_outcome() {
     assert_eq!(doc.millis("ClaimLatency").len(), 1);
     assert_eq!(doc.millis("SendLatency").len(), 1);
 
-    // The same event again: a duplicate, claimed (refused) but not sent.
+    // The same event again, once the processor has it: a duplicate, claimed (refused) but not
+    // sent.
+    stack.processor_has_taken_the_queue().await;
     let (id, status) = deliver(
         &api,
         trybe_event(&trybe_body(&accepted), TRYBE_SECRET, json),
@@ -420,7 +422,8 @@ async fn a_tilby_import_counts_each_entity_and_a_handshake_counts_once() {
     );
     assert_eq!(doc.millis("SendLatency").len(), 1, "one per request");
 
-    // Tilby's retry (nRetry changed): 80 duplicates.
+    // Tilby's retry (nRetry changed), once the processor has them: 80 duplicates.
+    assert_eq!(stack.processor_has_taken_the_queue().await, 80);
     let mut retry: Value = serde_json::from_str(IMPORT).unwrap();
     retry["nRetry"] = json!(1);
     let (id, status) = deliver(&api, tilby(&retry.to_string())).await;

@@ -89,6 +89,60 @@ impl Rig {
     }
 }
 
+/// What the receiver asked of AWS, in order, by operation name.
+fn calls(proxy: &Proxy) -> Vec<String> {
+    proxy
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|op| op.rsplit('.').next().unwrap_or(op).to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_accepted_event_costs_two_round_trips_a_claim_and_a_send() {
+    let rig = rig().await;
+    let id = new_id();
+    assert_eq!(rig.post(&id).await.0, 200);
+    assert_eq!(calls(&rig.proxy), ["PutItem", "SendMessage"]);
+    assert_eq!(rig.claim_status(&id).await.as_deref(), Some("RECEIVED"));
+
+    // A retry while the lease lives and the processor has no record yet: the claim (refused)
+    // and one read of the processor's record; 503, nothing sent.
+    rig.proxy.seen.lock().unwrap().clear();
+    assert_eq!(rig.post(&id).await.0, 503);
+    assert_eq!(calls(&rig.proxy), ["PutItem", "GetItem"]);
+    assert_eq!(rig.queued().await, 1, "the first delivery's message only");
+}
+
+#[tokio::test]
+async fn a_tilby_import_sends_in_batches_and_marks_nothing() {
+    let stack = Stack::new().await;
+    let (proxy, endpoint) = Proxy::start(moto_endpoint()).await;
+    let env = stack.env(&[(tilby::URL_TOKEN_VAR, "tilby-faults-token-01")]);
+    let receiver =
+        shared::runtime::receiver_from_env(env, &sdk_at(&endpoint).await, tilby::Tilby::from_env)
+            .await;
+    let entities: Vec<Value> = (0..80)
+        .map(|i| json!({"uuid": format!("00000000-0000-4000-8000-{i:012}")}))
+        .collect();
+    let body = json!({"type": "CREATED", "entity_name": "customers", "notification_uuid": "n-80",
+        "environment_id": "shop-1", "entities": entities, "nRetry": 0})
+    .to_string();
+    let sent = Sent::post("/tilby/tilby-faults-token-01", body);
+    let response = send(&receiver, &sent).await;
+    assert_eq!(response.status(), 200, "{:?}", body_json(&response));
+    let calls = calls(&proxy);
+    let count = |op: &str| calls.iter().filter(|c| c.as_str() == op).count();
+    assert_eq!(
+        (count("PutItem"), count("SendMessageBatch"), calls.len()),
+        (80, 8, 88),
+        "{calls:?}"
+    );
+    assert_eq!(stack.drain().await.len(), 80);
+}
+
 /// The three ways a call can fail.
 fn faults(dynamodb: bool) -> [(&'static str, Fault); 3] {
     [
@@ -136,7 +190,7 @@ async fn a_failed_send_answers_503_releases_the_claim_and_the_retry_queues_once(
         rig.proxy.clear();
         assert_eq!(rig.post(&id).await.1["status"], "accepted", "{kind}");
         assert_eq!(rig.queued().await, 1, "{kind}");
-        assert_eq!(rig.claim_status(&id).await.as_deref(), Some("ENQUEUED"));
+        assert_eq!(rig.claim_status(&id).await.as_deref(), Some("RECEIVED"));
     }
 }
 

@@ -282,14 +282,23 @@ fn the_shared_variables_are_the_ones_the_runtime_reads() {
     }
 }
 
-/// Each function may touch only its own keys, and no statement anywhere names "*".
+/// Each function may touch only its own keys, and no statement anywhere names "*". A receiver
+/// may also read (GetItem, nothing else) the processor's records of its own events: a retry that
+/// finds its claim RECEIVED asks whether the event reached the queue.
 #[test]
 fn every_function_is_scoped_to_its_own_keys_and_resources() {
     use shared::provider::EventKey;
     use shared::store::PROCESSED_PREFIX;
 
+    const CLAIM_ACTIONS: [&str; 4] = [
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:GetItem",
+    ];
+    type Scope = (Vec<&'static str>, String, Vec<String>);
     let t = template();
-    let mut scopes: Vec<(&str, String, Vec<String>)> = providers::ALL
+    let mut scopes: Vec<(&str, Vec<Scope>)> = providers::ALL
         .iter()
         .map(|(provider, binary)| {
             let long = "x".repeat(2000);
@@ -298,16 +307,33 @@ fn every_function_is_scoped_to_its_own_keys_and_resources() {
                 shared::pipeline::dedup_key(provider, None, &EventKey::hash_of(b"body")),
                 shared::pipeline::dedup_key(provider, None, &EventKey::id(&long)),
             ];
-            (*binary, format!("{provider}#*"), keys)
+            let processed = keys
+                .iter()
+                .map(|k| format!("{PROCESSED_PREFIX}{k}"))
+                .collect();
+            (
+                *binary,
+                vec![
+                    (CLAIM_ACTIONS.to_vec(), format!("{provider}#*"), keys),
+                    (
+                        vec!["dynamodb:GetItem"],
+                        format!("{PROCESSED_PREFIX}{provider}#*"),
+                        processed,
+                    ),
+                ],
+            )
         })
         .collect();
     let event_key = shared::pipeline::dedup_key("tilby", None, &EventKey::id("e"));
     scopes.push((
         "event-processor",
-        format!("{PROCESSED_PREFIX}*"),
-        vec![format!("{PROCESSED_PREFIX}{event_key}")],
+        vec![(
+            CLAIM_ACTIONS.to_vec(),
+            format!("{PROCESSED_PREFIX}*"),
+            vec![format!("{PROCESSED_PREFIX}{event_key}")],
+        )],
     ));
-    for (binary, pattern, keys) in &scopes {
+    for (binary, expected) in &scopes {
         let f = function(&t, binary);
         let dynamo: Vec<&Value> = statements(f)
             .into_iter()
@@ -319,12 +345,16 @@ fn every_function_is_scoped_to_its_own_keys_and_resources() {
                     .any(|a| a.as_str().unwrap().starts_with("dynamodb:"))
             })
             .collect();
-        assert_eq!(dynamo.len(), 1, "{binary}");
-        let leading = &dynamo[0]["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"];
-        assert_eq!(leading, &serde_json::json!([pattern]), "{binary}");
-        let prefix = pattern.trim_end_matches('*');
-        for key in keys {
-            assert!(key.starts_with(prefix), "{binary}: {key} outside {pattern}");
+        assert_eq!(dynamo.len(), expected.len(), "{binary}");
+        for (statement, (actions, pattern, keys)) in dynamo.iter().zip(expected) {
+            assert_eq!(statement["Action"], serde_json::json!(actions), "{binary}");
+            let leading =
+                &statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"];
+            assert_eq!(leading, &serde_json::json!([pattern]), "{binary}");
+            let prefix = pattern.trim_end_matches('*');
+            for key in keys {
+                assert!(key.starts_with(prefix), "{binary}: {key} outside {pattern}");
+            }
         }
         for s in statements(f) {
             assert_ne!(s["Resource"], "*", "{binary}: {s}");

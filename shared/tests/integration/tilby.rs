@@ -141,7 +141,7 @@ async fn a_notification_becomes_one_message_per_entity_answered_exactly_200() {
         assert_eq!(payload["notification_uuid"], uuid);
         assert!(payload.get("entities").is_none() && payload.get("nRetry").is_none());
         let claim = stack.item(&dedup).await.expect("claim");
-        assert_eq!(s(&claim, "status"), "ENQUEUED");
+        assert_eq!(s(&claim, "status"), "RECEIVED");
         assert_eq!(s(&claim, "event_type"), "sales.closed");
     }
     assert!(messages.iter().all(
@@ -159,6 +159,7 @@ async fn an_80_entity_import_queues_80_messages_and_its_retry_none() {
         body_json(&first),
         json!({"status": "accepted", "events": 80, "queued": 80, "duplicates": 0})
     );
+    assert_eq!(stack.processor_has_taken_the_queue().await, 80);
     let envelopes = drained(&stack).await;
     assert_eq!(envelopes.len(), 80);
     assert_eq!(dedup_keys(&envelopes).len(), 80);
@@ -176,7 +177,11 @@ async fn an_80_entity_import_queues_80_messages_and_its_retry_none() {
         json!({"status": "duplicate", "events": 80, "queued": 0, "duplicates": 80})
     );
     assert!(stack.drain().await.is_empty());
-    assert_eq!(stack.item_count().await, 80);
+    assert_eq!(
+        stack.item_count().await,
+        160,
+        "80 claims, 80 processor records"
+    );
 }
 
 #[tokio::test]

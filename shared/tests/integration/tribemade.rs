@@ -90,7 +90,7 @@ async fn valid_order_is_claimed_and_queued_once_with_its_envelope() {
         .item(&key("tribemade", Some(STORE), &id))
         .await
         .expect("claim stored");
-    assert_eq!(s(&claim, "status"), "ENQUEUED");
+    assert_eq!(s(&claim, "status"), "RECEIVED");
 
     let processor = stack.processor(
         Router::default().provider(tribemade::NAME, Arc::new(tribemade::TribeMadeHandler)),
@@ -108,6 +108,7 @@ async fn the_same_order_sent_again_gives_no_second_message() {
     let r = receiver(&stack, &[]).await;
     let body = order(&order_id());
     assert_eq!(send(&r, &sent(&body)).await.status(), 200);
+    stack.processor_has_taken_the_queue().await;
     // TribeMade sends to each configured URL: the same order through the second token.
     let again = send(&r, &to(&format!("/tribemade/{SECOND}"), &body)).await;
     assert_eq!(again.status(), 200);

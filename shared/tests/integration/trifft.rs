@@ -310,6 +310,7 @@ async fn a_get_query_is_the_payload_and_its_repeat_a_duplicate() {
         "event=trft_points_earned&points=120&email_address=member%40example.com&tag=a&tag=b";
     let get = trifft::simulate_get(query, &env(&HEADER_AUTH), now()).unwrap();
     assert_eq!(send(&r, &get).await.status(), 200);
+    stack.processor_has_taken_the_queue().await;
     let again = send(&r, &get).await;
     assert_eq!(again.status(), 200);
     assert_eq!(body_json(&again)["status"], "duplicate");
@@ -344,6 +345,7 @@ async fn a_configured_pointer_or_header_id_dedups_events_whose_bytes_differ() {
         body_json(&send(&r, &with_key(first)).await),
         json!({"status": "accepted", "event_id": "evt-1001"})
     );
+    stack.processor_has_taken_the_queue().await;
     assert_eq!(
         body_json(&send(&r, &with_key(reformatted)).await),
         json!({"status": "duplicate", "event_id": "evt-1001"})
@@ -356,6 +358,7 @@ async fn a_configured_pointer_or_header_id_dedups_events_whose_bytes_differ() {
     // headers.
     let xml = with_key(POINTS_EARNED_XML).header("X-Trifft-Event-Id", "evt-2001");
     assert_eq!(send(&r, &xml).await.status(), 200);
+    stack.processor_has_taken_the_queue().await;
     let edited =
         with_key(&POINTS_EARNED_XML.replace("120", "121")).header("X-Trifft-Event-Id", "evt-2001");
     assert_eq!(body_json(&send(&r, &edited).await)["status"], "duplicate");
@@ -380,6 +383,7 @@ async fn a_repeated_body_is_deduplicated_by_its_hash() {
     let hash = sha256_hex(PERK_REDEEMED.as_bytes());
     let dedup = key_hash("trifft", None, PERK_REDEEMED.as_bytes());
     assert_eq!(send(&r, &with_key(PERK_REDEEMED)).await.status(), 200);
+    stack.processor_has_taken_the_queue().await;
     let again = send(&r, &with_key(PERK_REDEEMED)).await;
     assert_eq!(again.status(), 200);
     assert_eq!(
@@ -403,7 +407,7 @@ async fn a_repeated_body_is_deduplicated_by_its_hash() {
         Some("trft_perk_redeemed")
     );
     let claim = stack.item(&dedup).await.expect("claim");
-    assert_eq!(s(&claim, "status"), "ENQUEUED");
+    assert_eq!(s(&claim, "status"), "RECEIVED");
 }
 
 #[tokio::test]

@@ -258,6 +258,10 @@ impl Item {
                 match (&self.message_id, self.status()) {
                     (Some(id), _) => format!("message id {id} (the claim keeps no enqueue time)"),
                     (None, Some(Status::Enqueued)) => "yes (no message id recorded)".into(),
+                    (None, Some(Status::Received)) => "not recorded by the receiver (it answers \
+                        after its send without marking the claim); the processor record says \
+                        whether the event reached the queue"
+                        .into(),
                     (None, _) => "no".into(),
                 },
             );
