@@ -41,8 +41,10 @@ unit: ## Unit tests only (no moto)
 validate: $(STAMP) ## Lint the SAM template offline (cfn-lint)
 	cfn-lint infra/template.yaml
 
-lint: ## clippy, warnings are errors
+lint: ## clippy, warnings are errors; no aws-lc in the tree (TLS is rustls on ring, see shared::runtime::http_client)
 	cargo clippy --workspace --all-targets -- -D warnings
+	@if cargo tree --workspace -e normal,build -i aws-lc-sys >/dev/null 2>&1; then \
+	  echo "aws-lc-sys is in the dependency tree again (cargo tree -i aws-lc-sys): a crate's TLS default features; use ring"; exit 1; fi
 
 fmt: ## Format the code
 	cargo fmt --all

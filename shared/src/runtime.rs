@@ -25,9 +25,22 @@ use crate::store::DynamoClaims;
 /// as failures) rather than a hung request.
 pub async fn sdk_config() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client())
         .timeout_config(timeouts())
         .load()
         .await
+}
+
+/// The HTTPS client of every AWS client here: hyper with rustls on *ring*, trusting the system's
+/// roots (as the SDK's default client does). Not the default's aws-lc-rs: ring makes every
+/// binary about 0.3 MB smaller, has no CPU-jitter entropy source to pay for at init, and
+/// offers the classic X25519 key exchange instead of aws-lc's post-quantum hybrid, whose
+/// handshake costs more CPU at Lambda's small shares (BENCHMARKS.md).
+pub fn http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
 }
 
 /// Connect 1 s, attempt 2 s, whole operation (retries included) 5 s.

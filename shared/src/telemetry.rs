@@ -9,10 +9,9 @@
 //! crates, which log nothing secret at any level.
 
 use tracing::{Level, Metadata, Subscriber};
-use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::filter::{filter_fn, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::EnvFilter;
 
 /// Crates of this workspace: the only targets allowed below INFO.
 const OWN_CRATES: &[&str] = &[
@@ -38,7 +37,7 @@ pub fn allowed(meta: &Metadata<'_>) -> bool {
 pub fn level_from_env() -> String {
     std::env::var("RUST_LOG")
         .ok()
-        .filter(|v| EnvFilter::try_new(v).is_ok())
+        .filter(|v| v.parse::<Targets>().is_ok())
         .or_else(|| {
             std::env::var("AWS_LAMBDA_LOG_LEVEL")
                 .ok()
@@ -53,7 +52,11 @@ pub fn subscriber<W>(directives: &str, writer: W) -> impl Subscriber + Send + Sy
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let level = EnvFilter::try_new(directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    // `level` or `target=level,…` (tracing-subscriber's Targets: no span or field directives,
+    // and no regex engine in the binary).
+    let level = directives
+        .parse::<Targets>()
+        .unwrap_or_else(|_| Targets::new().with_default(Level::INFO));
     let json = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
@@ -130,5 +133,29 @@ mod tests {
         ] {
             assert!(logs.contains(line), "{line} missing: {logs}");
         }
+    }
+
+    #[test]
+    fn the_level_directive_is_obeyed_and_a_bad_one_means_info() {
+        let logged = |directives: &str| {
+            let capture = Capture::default();
+            tracing::subscriber::with_default(subscriber(directives, capture.clone()), || {
+                tracing::debug!(target: "shared::pipeline", "debug-line");
+                tracing::info!(target: "shared::pipeline", "info-line");
+                tracing::warn!(target: "shared::pipeline", "warn-line");
+            });
+            let text = capture.text();
+            ["debug-line", "info-line", "warn-line"]
+                .into_iter()
+                .filter(|l| text.contains(l))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(logged("warn"), ["warn-line"]);
+        assert_eq!(
+            logged("shared=debug,warn"),
+            ["debug-line", "info-line", "warn-line"]
+        );
+        assert_eq!(logged("[span{x=1}]=nonsense"), ["info-line", "warn-line"]);
+        assert_eq!(logged("off"), Vec::<&str>::new());
     }
 }

@@ -245,6 +245,7 @@ fn load_env_file(path: &Path) -> Result<(), Fail> {
 
 async fn sdk() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(shared::runtime::http_client())
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(5))

@@ -267,6 +267,8 @@ fn render(env: &Env, events: &Path, out_dir: Option<&Path>) -> Result<(), String
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // ring, as the functions use: the workspace's rustls has no default provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let env = match Env::from_env_file(&cli.env_file) {
         Ok(env) => env,
