@@ -139,9 +139,11 @@ bench-cold: $(STAMP) ## Cold starts under an emulated Lambda Runtime API: init, 
 	$(WEBHOOK_BENCH) cold --runs $(BENCH_RUNS) --warm 50 --tls --memory 256 --cpu-percent 14.5
 	$(WEBHOOK_BENCH) cold --runs $(BENCH_RUNS) --warm 50 --tls --memory 128 --cpu-percent 7.2
 
-bench-e2e: $(STAMP) $(BENCH_STAMP) ## Our Trybe receiver beside a Python peer (Powertools idempotency + boto3), same events, same moto
+bench-e2e: $(STAMP) $(BENCH_STAMP) ## Our Trybe receiver beside a Python peer (Powertools idempotency + boto3), same events, same moto; then claim + send against an outbox
 	cargo build --release -p trybe-webhook
 	cargo build --quiet -p webhook-bench
 	$(WEBHOOK_BENCH) e2e --runs $(E2E_RUNS) --warm $(BENCH_WARM)
 	$(WEBHOOK_BENCH) e2e --runs $(E2E_RUNS) --warm $(BENCH_WARM) --tls
 	$(WEBHOOK_BENCH) e2e --runs $(E2E_RUNS) --warm 50 --tls --memory 128 --cpu-percent 7.2
+	cargo build --quiet --profile bench -p webhook-bench
+	target/release/webhook-bench outbox --events 1000 --rounds 3

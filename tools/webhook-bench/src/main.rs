@@ -11,6 +11,7 @@
 //! Only the function process's CPU is counted (for Python, the whole interpreter), never the
 //! harness's, moto's or the TLS terminator's.
 
+mod outbox;
 mod procstat;
 mod runtime_api;
 mod setup;
@@ -46,6 +47,28 @@ enum Cmd {
     E2e(E2eArgs),
     /// Sizes of the release binaries of every function
     Sizes,
+    /// The ack path's AWS work: claim + send (ours) against an outbox (one PutItem with the
+    /// envelope), in this process; build with --profile bench
+    Outbox(OutboxArgs),
+}
+
+#[derive(Args)]
+struct OutboxArgs {
+    /// Events per design per round
+    #[arg(long, default_value_t = 1000)]
+    events: usize,
+    /// Rounds, alternating which design goes first
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Sample event as <provider>/<name>
+    #[arg(long, default_value = "trybe/basket.submitted")]
+    event: String,
+    /// TLS to the endpoint
+    #[arg(long)]
+    tls: bool,
+    /// Python with moto[server] (the project venv)
+    #[arg(long, default_value = ".venv/bin/python")]
+    moto_python: PathBuf,
 }
 
 #[derive(Args, Clone)]
@@ -865,15 +888,149 @@ async fn e2e(args: E2eArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn sizes() {
-    println!("| binary | size (MB) |");
-    println!("|---|---|");
+/// Sizes of the release binaries against the target of 6 MB (6 000 000 bytes); fails when one
+/// is over it or missing.
+fn sizes() -> Result<(), String> {
+    const TARGET: u64 = 6_000_000;
+    println!("| binary | bytes | MB (10^6) | MiB | ≤ 6 MB |");
+    println!("|---|---|---|---|---|");
+    let mut over = Vec::new();
     for f in functions() {
         match std::fs::metadata(release_dir().join(&f)) {
-            Ok(m) => println!("| {f} | {:.2} |", m.len() as f64 / 1_048_576.0),
-            Err(_) => println!("| {f} | not built |"),
+            Ok(m) => {
+                let b = m.len();
+                println!(
+                    "| {f} | {b} | {:.2} | {:.2} | {} |",
+                    b as f64 / 1e6,
+                    b as f64 / 1_048_576.0,
+                    if b <= TARGET { "yes" } else { "no" }
+                );
+                if b > TARGET {
+                    over.push(f);
+                }
+            }
+            Err(_) => {
+                println!("| {f} | not built | | | |");
+                over.push(f);
+            }
         }
     }
+    if over.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("over 6 MB or not built: {}", over.join(", ")))
+    }
+}
+
+async fn outbox_study(args: OutboxArgs) -> Result<(), String> {
+    machine_line();
+    if cfg!(debug_assertions) {
+        return Err(
+            "build it optimised: cargo run --profile bench -p webhook-bench -- outbox".into(),
+        );
+    }
+    let python = root().join(&args.moto_python);
+    let aws = setup::start_aws(&python, args.tls, false, false)?;
+    // The functions' SDK configuration reads these, as in Lambda.
+    for (k, v) in [
+        ("AWS_ENDPOINT_URL", aws.endpoint.as_str()),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ] {
+        std::env::set_var(k, v);
+    }
+    for (k, v) in aws.env.iter().filter(|(k, _)| k.starts_with("SSL_")) {
+        std::env::set_var(k, v);
+    }
+    let body = std::fs::read(root().join("events").join(format!("{}.json", args.event)))
+        .map_err(|e| format!("{}: {e}", args.event))?;
+    let moto = aws.moto.trim_start_matches("http://").to_owned();
+    let mut rows: Vec<(bool, outbox::Figures)> = Vec::new();
+    for round in 0..args.rounds {
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for outbox in order {
+            let f = outbox::measure(outbox, args.events, &moto, &body).await?;
+            eprintln!(
+                "round {round} {}: CPU median {:.0} µs, wall median {:.2} ms",
+                if outbox { "outbox" } else { "claim + send" },
+                f.cpu_us.map_or(0.0, |s| s.median),
+                f.wall_ms.map_or(0.0, |s| s.median)
+            );
+            rows.push((outbox, f));
+        }
+    }
+    println!(
+        "\n### The ack path's AWS work — {}; event {}; {} rounds × {} events per design\n",
+        if args.tls { "TLS" } else { "plain HTTP" },
+        args.event,
+        args.rounds,
+        args.events
+    );
+    println!("min / median / max over rounds of each round's median\n");
+    println!("| figure | claim + send (ours) | outbox (one PutItem with the envelope) |");
+    println!("|---|---|---|");
+    let of = |outbox: bool, f: &dyn Fn(&outbox::Figures) -> f64| {
+        let values: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.0 == outbox)
+            .map(|r| f(&r.1))
+            .collect();
+        procstat::summarize(&values)
+    };
+    type Pick = fn(&outbox::Figures) -> f64;
+    let figures: [(&str, Pick, f64, usize); 4] = [
+        (
+            "CPU per event, median (µs)",
+            |f| f.cpu_us.map_or(0.0, |s| s.median),
+            1.0,
+            0,
+        ),
+        (
+            "CPU per event, p99 (µs)",
+            |f| f.cpu_us.map_or(0.0, |s| s.p99),
+            1.0,
+            0,
+        ),
+        (
+            "wall per event, median (ms)",
+            |f| f.wall_ms.map_or(0.0, |s| s.median),
+            1.0,
+            2,
+        ),
+        (
+            "wall per event, p99 (ms)",
+            |f| f.wall_ms.map_or(0.0, |s| s.p99),
+            1.0,
+            2,
+        ),
+    ];
+    for (name, pick, scale, digits) in figures {
+        println!(
+            "| {name} | {} | {} |",
+            fmt3(of(false, &pick), scale, digits),
+            fmt3(of(true, &pick), scale, digits)
+        );
+    }
+    let calls = |outbox: bool| rows.iter().find(|r| r.0 == outbox).map_or(0, |r| r.1.calls);
+    println!(
+        "| AWS calls before the answer | {} | {} |",
+        calls(false),
+        calls(true)
+    );
+    save(
+        "outbox",
+        &json!({
+            "tls": args.tls,
+            "event": args.event,
+            "rows": rows.iter().map(|(o, f)| outbox::to_json(if *o { "outbox" } else { "claim+send" }, f)).collect::<Vec<_>>(),
+        }),
+    );
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
@@ -886,10 +1043,8 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Cmd::Cold(args) => cold(args).await,
             Cmd::E2e(args) => e2e(args).await,
-            Cmd::Sizes => {
-                sizes();
-                Ok(())
-            }
+            Cmd::Sizes => sizes(),
+            Cmd::Outbox(args) => outbox_study(args).await,
         }
     });
     match result {
