@@ -25,7 +25,7 @@ pub use pipeline::Receiver;
 pub use provider::{Inbound, InboundEvent, Inspection, Provider, Refusal, VerifiedRequest};
 pub use runtime::{run_processor, run_receiver};
 
-/// mimalloc instead of glibc's malloc, with the `mimalloc` feature (BENCHMARKS.md).
+/// mimalloc instead of glibc's malloc, with the `mimalloc` feature (default; BENCHMARKS.md).
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
