@@ -135,6 +135,36 @@ pub fn hmac_sha256_hex(
     .ok_or(AuthFailure::Mismatch)
 }
 
+/// Verifies raw HMAC-SHA256 values (already decoded from the sender's encoding, e.g. base64)
+/// over the concatenation of `parts`. Each secret is first turned into its key by `key_of` (a
+/// sender's secrets can be encoded: Standard Webhooks' `whsec_<base64>`); a secret without a
+/// key never matches. Every (secret, signature) pair is compared in constant time, none skipped;
+/// a signature of the wrong length is the caller's to refuse (they are `[u8; 32]` here).
+pub fn hmac_sha256_any(
+    secrets: &SecretList,
+    key_of: impl Fn(&Secret) -> Option<Vec<u8>>,
+    parts: &[&[u8]],
+    signatures: &[[u8; 32]],
+) -> Result<Verified, AuthFailure> {
+    if signatures.is_empty() {
+        return Err(AuthFailure::Missing);
+    }
+    check_all(secrets, |secret| {
+        let Some(key) = key_of(secret) else {
+            return Choice::from(0);
+        };
+        let mut mac = HmacSha256::new_from_slice(&key).expect("HMAC accepts keys of any length");
+        for part in parts {
+            mac.update(part);
+        }
+        let computed: [u8; 32] = mac.finalize().into_bytes().into();
+        signatures
+            .iter()
+            .fold(Choice::from(0), |any, given| any | computed.ct_eq(given))
+    })
+    .ok_or(AuthFailure::Mismatch)
+}
+
 /// Constant-time match of a presented token (URL token, header value) against a list.
 /// `subtle`'s slice comparison checks the length first.
 pub fn token(secrets: &SecretList, presented: &[u8]) -> Result<Verified, AuthFailure> {

@@ -126,6 +126,22 @@ export const PROVIDERS: readonly Provider[] = [
       { variable: 'TILBY_ENVIRONMENT_IDS', parameter: 'TilbyEnvironmentIds' },
     ],
   },
+  {
+    name: 'standard',
+    id: 'Standard',
+    binary: 'standard-webhook',
+    route: '/standard',
+    pasteInto: "the sender's Standard Webhooks (or Svix) endpoint settings",
+    secrets: [{ variable: 'STANDARD_WEBHOOK_SECRET', parameter: 'StandardWebhookSecretArn', holds: 'whsec_ secrets, comma-separated, or a tenant map' }],
+    settings: [
+      {
+        variable: 'STANDARD_WEBHOOK_TOLERANCE_SECONDS',
+        parameter: 'StandardWebhookToleranceSeconds',
+        allowedPattern: '^[0-9]*$',
+        description: 'STANDARD_WEBHOOK_TOLERANCE_SECONDS, the accepted age of a signed request, either way ("" = the code\'s default, 300).',
+      },
+    ],
+  },
 ];
 
 /** The consumer: reads the queue, claims `processed#<dedup key>`. */

@@ -8,6 +8,7 @@ use crate::apigw::Sent;
 use crate::config::{ConfigError, Env};
 use crate::provider::Provider;
 
+pub mod standard_webhook;
 pub mod tilby;
 pub mod tribe;
 pub mod tribemade;
@@ -21,6 +22,7 @@ pub const ALL: &[(&str, &str)] = &[
     (tribemade::NAME, "tribemade-webhook"),
     (trifft::NAME, "trifft-webhook"),
     (tilby::NAME, "tilby-webhook"),
+    (standard_webhook::NAME, "standard-webhook"),
 ];
 
 /// The API route of each provider's function (the SAM template and the CDK app use these; a
@@ -33,6 +35,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     (tribemade::NAME, "/tribemade/{token+}"),
     (trifft::NAME, "/trifft"),
     (tilby::NAME, "/tilby/{token+}"),
+    (standard_webhook::NAME, "/standard"),
 ];
 
 pub fn route(provider: &str) -> Option<&'static str> {
@@ -88,6 +91,7 @@ pub fn simulate(
         tribemade::NAME => Ok(tribemade::simulate(body, env, now)?),
         trifft::NAME => Ok(trifft::simulate(body, env, now)?),
         tilby::NAME => Ok(tilby::simulate(body, env, now)?),
+        standard_webhook::NAME => Ok(standard_webhook::simulate(body, env, now)?),
         other => Err(SimulateError::UnknownProvider(other.to_owned())),
     }
 }
@@ -101,6 +105,10 @@ pub fn router() -> crate::consumer::Router {
         .provider(tribemade::NAME, Arc::new(tribemade::TribeMadeHandler))
         .provider(trifft::NAME, Arc::new(trifft::TrifftHandler))
         .provider(tilby::NAME, Arc::new(tilby::TilbyHandler))
+        .provider(
+            standard_webhook::NAME,
+            Arc::new(standard_webhook::StandardWebhookHandler),
+        )
 }
 
 /// The provider `name`, configured from `env` (the same `from_env` its function uses).
@@ -111,6 +119,7 @@ pub fn from_env(name: &str, env: &Env) -> Result<Box<dyn Provider>, ConfigError>
         tribemade::NAME => Box::new(tribemade::TribeMade::from_env(env)?),
         trifft::NAME => Box::new(trifft::Trifft::from_env(env)?),
         tilby::NAME => Box::new(tilby::Tilby::from_env(env)?),
+        standard_webhook::NAME => Box::new(standard_webhook::StandardWebhook::from_env(env)?),
         other => {
             return Err(ConfigError::Invalid {
                 name: "provider".into(),

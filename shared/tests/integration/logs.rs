@@ -89,7 +89,10 @@ fn credentials(env_file: &str, out: &mut BTreeSet<String>) {
 fn auth_headers(sent: &shared::apigw::Sent, out: &mut BTreeSet<String>) {
     for (name, value) in &sent.headers {
         let name = name.to_ascii_lowercase();
-        if !["content-type", "user-agent"].contains(&name.as_str()) && !name.contains("timestamp") {
+        // Every header but the content's type, the agent, timestamps and Standard Webhooks' event
+        // id (`webhook-id`: an id, logged as `event_id` as every provider's is) is a credential.
+        let not_secret = ["content-type", "user-agent", "webhook-id", "svix-id"];
+        if !not_secret.contains(&name.as_str()) && !name.contains("timestamp") {
             out.insert(value.clone());
         }
     }

@@ -291,6 +291,70 @@ async fn trifft_the_credentials_label_is_the_tenant_and_scopes_the_key() {
 }
 
 #[tokio::test]
+async fn standard_webhooks_the_secret_that_verified_is_the_tenant_and_scopes_the_key() {
+    use shared::providers::standard_webhook::{self as standard, SECRET_VAR};
+    let stack = Stack::new().await;
+    const ACME: &str = "whsec_YWNtZS1zdGFuZGFyZC13ZWJob29rLXNlY3JldA==";
+    const GLOBEX_OLD: &str = "whsec_Z2xvYmV4LW9sZC1zdGFuZGFyZC13ZWJob29r";
+    const GLOBEX: &str = "whsec_Z2xvYmV4LXN0YW5kYXJkLXdlYmhvb2stc2VjcmV0";
+    let map = format!(r#"{{"acme": "{ACME}", "globex": ["{GLOBEX_OLD}", "{GLOBEX}"]}}"#);
+    let receiver = stack
+        .receiver(&[(SECRET_VAR, map.as_str())], |env| {
+            providers::from_env(standard::NAME, env)
+        })
+        .await;
+    let body = r#"{"type":"invoice.paid","timestamp":"2026-11-30T09:12:44Z","data":{"id":"in_1"}}"#;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let signed = |secret: &str, id: &str| {
+        Sent::post("/standard", body)
+            .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", now.to_string())
+            .header(
+                "webhook-signature",
+                standard::sign(&Secret::new(secret).unwrap(), id, now, body.as_bytes()),
+            )
+    };
+    // The same webhook-id from two tenants is two events; a tenant's rotated secret is the
+    // same tenant (a duplicate once the processor has the event).
+    for secret in [ACME, GLOBEX_OLD, GLOBEX] {
+        let response = send(&receiver, &signed(secret, "msg_shared_1")).await;
+        assert_eq!(response.status(), 200);
+        let expected = if secret == GLOBEX {
+            "duplicate"
+        } else {
+            "accepted"
+        };
+        assert_eq!(body_json(&response)["status"], expected, "{secret}");
+        stack.processor_has_taken_the_queue().await;
+    }
+    assert_unauthorized(
+        &send(
+            &receiver,
+            &signed("whsec_bm93aGVyZS1zdGFuZGFyZC13ZWJob29r", "msg_shared_1"),
+        )
+        .await,
+        "unknown secret",
+    );
+    let mut tenants: Vec<String> = stack
+        .drain()
+        .await
+        .iter()
+        .map(|m| {
+            let e = envelope(m);
+            let tenant = e["tenant"].as_str().unwrap().to_owned();
+            assert_eq!(
+                e["dedup_key"],
+                key("standard", Some(&tenant), "msg_shared_1").as_str()
+            );
+            tenant
+        })
+        .collect();
+    tenants.sort();
+    assert_eq!(tenants, vec!["acme", "globex"]);
+}
+
+#[tokio::test]
 async fn a_tenant_map_can_come_from_secrets_manager() {
     let stack = Stack::new().await;
     let sm = aws_sdk_secretsmanager::Client::new(&stack.sdk);

@@ -214,6 +214,7 @@ fn default_event(function: &str) -> Option<String> {
         "tribemade" => "order.created",
         "trifft" => "perk_redeemed",
         "tilby" => "sales.closed",
+        "standard" => "invoice.paid",
         _ => return None,
     };
     Some(format!("{provider}/{name}"))
