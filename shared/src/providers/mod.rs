@@ -1,6 +1,8 @@
-//! One module per provider: its rules (a [`crate::provider::Provider`]), its typed model and
-//! processor handler, how it sends a request (`simulate`), and its test vectors. Adding a
-//! provider adds a module here and a line to each table below; the pipeline is untouched.
+//! One module per provider: its rules (a [`crate::provider::Provider`]), the typed model of its
+//! payloads, how it sends a request (`simulate`), and its test vectors. Adding a provider adds a
+//! module here and a line to each table below; the pipeline is untouched
+//! (docs/adding-a-provider.md). Its events' business processing lives in the `event-processor`
+//! crate (`functions/event-processor/src/handlers/`).
 
 use time::OffsetDateTime;
 
@@ -94,21 +96,6 @@ pub fn simulate(
         standard_webhook::NAME => Ok(standard_webhook::simulate(body, env, now)?),
         other => Err(SimulateError::UnknownProvider(other.to_owned())),
     }
-}
-
-/// The processor's routing: each provider's events to its handler.
-pub fn router() -> crate::consumer::Router {
-    use std::sync::Arc;
-    crate::consumer::Router::default()
-        .provider(trybe::NAME, Arc::new(trybe::TrybeHandler))
-        .provider(tribe::NAME, Arc::new(tribe::TribeHandler))
-        .provider(tribemade::NAME, Arc::new(tribemade::TribeMadeHandler))
-        .provider(trifft::NAME, Arc::new(trifft::TrifftHandler))
-        .provider(tilby::NAME, Arc::new(tilby::TilbyHandler))
-        .provider(
-            standard_webhook::NAME,
-            Arc::new(standard_webhook::StandardWebhookHandler),
-        )
 }
 
 /// The provider `name`, configured from `env` (the same `from_env` its function uses).

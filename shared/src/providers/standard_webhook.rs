@@ -18,17 +18,14 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
-use tracing::info;
 
 use crate::apigw::Sent;
 use crate::config::{ConfigError, Env};
-use crate::consumer::{typed_payload, EventHandler, HandlerError};
-use crate::envelope::{Envelope, Payload};
+use crate::envelope::Payload;
 use crate::provider::{
     json_object, str_field, EventKey, Inbound, InboundEvent, Inspection, Provider, Refusal,
     VerifiedRequest,
@@ -248,21 +245,6 @@ pub struct Webhook {
     pub data: Value,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
-}
-
-/// Processor handler: parses the typed payload and logs ids and type only (the data may be
-/// personal). Replace the body of `handle` with the business processing.
-#[derive(Debug, Default)]
-pub struct StandardWebhookHandler;
-
-#[async_trait]
-impl EventHandler for StandardWebhookHandler {
-    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let webhook: Webhook = typed_payload(event, "Standard Webhooks payload")?;
-        info!(provider = NAME, event_id = %event.event_id, event_type = %webhook.kind,
-            tenant = event.tenant.as_deref(), "standard webhook processed");
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,6 @@
 //!   the envelope, keyed the same way: an authentic event is never dropped for its shape (and
 //!   anything but 200 makes Tilby retry and email the shop).
 
-use async_trait::async_trait;
 use lambda_http::http::{HeaderName, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -32,8 +31,7 @@ use tracing::{info, warn};
 
 use crate::apigw::Sent;
 use crate::config::{ConfigError, Env};
-use crate::consumer::{typed_payload, EventHandler, HandlerError};
-use crate::envelope::{Envelope, Payload};
+use crate::envelope::Payload;
 use crate::provider::{
     body_field, canonical_json, json_object, path_token, str_field, url_tokens, EventKey, Inbound,
     InboundEvent, Inspection, Provider, Refusal, VerifiedRequest,
@@ -401,24 +399,6 @@ impl EntityEvent {
     /// The entity's `uuid`, else its `id`.
     pub fn entity_ref(&self) -> Option<String> {
         self.entity.as_ref().and_then(entity_ref)
-    }
-}
-
-/// Processor handler for Tilby events: parses the typed model and logs ids only (`from_user`
-/// and customer entities are personal data). Replace the body of `handle` with the business
-/// processing.
-#[derive(Debug, Default)]
-pub struct TilbyHandler;
-
-#[async_trait]
-impl EventHandler for TilbyHandler {
-    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let tilby: EntityEvent = typed_payload(event, "Tilby event")?;
-        info!(provider = NAME, event_id = %event.event_id, event_type = %event.event_type,
-            environment_id = tilby.environment_id.as_deref(),
-            notification_uuid = tilby.notification_uuid.as_deref(),
-            entity_id = tilby.entity_ref().as_deref(), "tilby event processed");
-        Ok(())
     }
 }
 

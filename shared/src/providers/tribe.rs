@@ -23,18 +23,16 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use lambda_http::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::apigw::Sent;
 use crate::clock::epoch_millis;
 use crate::config::{ConfigError, Env};
-use crate::consumer::{typed_payload, EventHandler, HandlerError};
-use crate::envelope::{Envelope, Payload};
+use crate::envelope::Payload;
 use crate::provider::{
     body_field, json_object, str_field, EventKey, Inbound, InboundEvent, Inspection, Provider,
     Refusal, VerifiedRequest,
@@ -340,46 +338,6 @@ impl Webhook {
             SUBSCRIPTION => Data::Subscription(serde_json::from_value(self.data.clone())?),
             _ => Data::Other(self.data.clone()),
         })
-    }
-}
-
-/// Processor handler for Tribe events: parses the typed model and logs what happened, ids only
-/// (`entities` carries members' emails). Replace the body of `handle` with the business
-/// processing.
-#[derive(Debug, Default)]
-pub struct TribeHandler;
-
-#[async_trait]
-impl EventHandler for TribeHandler {
-    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let webhook: Webhook = typed_payload(event, "Tribe webhook")?;
-        let data = webhook
-            .data()
-            .map_err(|e| HandlerError::unreadable(&format!("{} data", webhook.kind), &e))?;
-        let network_id = webhook.network_id.as_deref();
-        match &data {
-            Data::Subscription(e) => {
-                info!(
-                    provider = NAME,
-                    event_id = e.id.as_deref(),
-                    event_name = e.name.as_deref(),
-                    network_id,
-                    actor_id = e.actor.as_ref().and_then(|a| a.id.as_deref()),
-                    object_id = e.object.as_ref().and_then(|o| o.id.as_deref()),
-                    space_id = e.target.as_ref().and_then(|t| t.space_id.as_deref()),
-                    "tribe event processed"
-                );
-            }
-            // Handshakes are answered by the receiver and never queued; one here is harmless.
-            Data::Test(_) => {
-                info!(provider = NAME, network_id, "tribe TEST request ignored")
-            }
-            Data::Other(_) => {
-                info!(provider = NAME, webhook_type = %webhook.kind, network_id, event_id = %event.event_id,
-                    "tribe webhook processed");
-            }
-        }
-        Ok(())
     }
 }
 

@@ -15,18 +15,15 @@
 
 use std::fmt;
 
-use async_trait::async_trait;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Number, Value};
 use time::format_description::well_known::{Iso8601, Rfc3339};
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
-use tracing::info;
 
 use crate::apigw::Sent;
 use crate::config::{ConfigError, Env};
-use crate::consumer::{typed_payload, EventHandler, HandlerError};
-use crate::envelope::{Envelope, Payload};
+use crate::envelope::Payload;
 use crate::provider::{
     body_field, json_object, path_token, url_tokens, EventKey, Inbound, InboundEvent, Inspection,
     Provider, Refusal, VerifiedRequest,
@@ -297,22 +294,6 @@ fn text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         Value::String(s) => Ok(s),
         Value::Number(n) => Ok(n.to_string()),
         _ => Err(serde::de::Error::custom("expected a string or a number")),
-    }
-}
-
-/// Processor handler for TribeMade orders: parses the typed model and logs ids and quantities
-/// only, never the customer. Replace the body of `handle` with the business processing.
-#[derive(Debug, Default)]
-pub struct TribeMadeHandler;
-
-#[async_trait]
-impl EventHandler for TribeMadeHandler {
-    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let order: Order = typed_payload(event, "TribeMade order")?;
-        info!(provider = NAME, order_id = %order.order_id, store_id = %order.store_id,
-            product_id = %order.product_id, status = %order.status,
-            quantity = %order.order_details.quantity, "tribemade order processed");
-        Ok(())
     }
 }
 

@@ -28,18 +28,16 @@
 //!   else `trifft.webhook`. Occurred at: top-level `timestamp`, `occurred_at`, `created_at` or
 //!   `time`, verbatim. No tenant.
 
-use async_trait::async_trait;
 use base64::Engine;
 use lambda_http::http::{HeaderName, Method};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::apigw::Sent;
 use crate::config::{ConfigError, Env};
-use crate::consumer::{EventHandler, HandlerError};
-use crate::envelope::{Envelope, Payload};
+use crate::envelope::Payload;
 use crate::provider::{
     is_json_media_type, EventKey, Inbound, InboundEvent, Inspection, Provider, Refusal,
     VerifiedRequest,
@@ -560,32 +558,6 @@ impl std::fmt::Debug for CustomerIds {
             .field("trfft_loyalty_id", &self.trfft_loyalty_id)
             .field("email_address", &self.email_address.as_ref().map(|_| "***"))
             .finish_non_exhaustive()
-    }
-}
-
-/// Processor handler for TRIFFT events. Payloads are user-designed and carry personal data
-/// (emails), so it logs the envelope's ids only, never a payload field. Replace the body of
-/// `handle` with the business processing.
-#[derive(Debug, Default)]
-pub struct TrifftHandler;
-
-#[async_trait]
-impl EventHandler for TrifftHandler {
-    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let (kind, bytes) = match event.content() {
-            Some(Payload::Json(json)) => ("json", json.to_string().len()),
-            Some(Payload::Raw(raw)) => ("raw", raw.len()),
-            // Not UTF-8 (XML in Latin-1): the bytes as sent, to decode with their charset.
-            Some(Payload::Bytes(bytes)) => ("bytes", bytes.len()),
-            None => return Err(HandlerError::Reject("TRIFFT event without payload".into())),
-        };
-        let member_event = event
-            .payload
-            .as_ref()
-            .is_some_and(|p| serde_json::from_value::<MemberEvent>(p.clone()).is_ok());
-        info!(provider = NAME, event_id = %event.event_id, event_type = %event.event_type,
-            payload = kind, bytes, member_event, "trifft event processed");
-        Ok(())
     }
 }
 

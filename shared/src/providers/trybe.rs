@@ -8,16 +8,13 @@
 //! - A verified JSON object without `id` is still queued, keyed by the body's SHA-256 (a retry
 //!   re-sends the same bytes): an authentic event is never dropped for its shape.
 
-use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
-use tracing::info;
 
 use crate::apigw::Sent;
 use crate::config::{ConfigError, Env};
-use crate::consumer::{typed_payload, EventHandler, HandlerError};
-use crate::envelope::{Envelope, Payload};
+use crate::envelope::Payload;
 use crate::provider::{
     body_field, json_object, str_field, EventKey, Inbound, InboundEvent, Inspection, Provider,
     Refusal, VerifiedRequest,
@@ -176,37 +173,6 @@ impl Webhook {
             "refund" => Data::Refund(object()?),
             _ => Data::Other(self.data.clone()),
         })
-    }
-}
-
-/// Processor handler for Trybe events: parses the typed model and logs what happened (ids only;
-/// customer data is personal). Replace the body of `handle` with the business processing.
-#[derive(Debug, Default)]
-pub struct TrybeHandler;
-
-#[async_trait]
-impl EventHandler for TrybeHandler {
-    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let webhook: Webhook = typed_payload(event, "Trybe webhook")?;
-        let data = webhook
-            .data()
-            .map_err(|e| HandlerError::unreadable(&format!("{} data", webhook.event), &e))?;
-        let object_id = match &data {
-            Data::CustomerLabels(l) => Some(l.customer_id.as_str()),
-            Data::Other(_) => None,
-            Data::Order(o)
-            | Data::OrderItem(o)
-            | Data::Customer(o)
-            | Data::CustomerAddress(o)
-            | Data::CustomerNote(o)
-            | Data::MarketingPreferenceOptIn(o)
-            | Data::Membership(o)
-            | Data::Payment(o)
-            | Data::Refund(o) => o.id.as_deref(),
-        };
-        info!(provider = NAME, event_id = %webhook.id, event_type = %webhook.event, site_id = webhook.site_id.as_deref(),
-            object_id, "trybe event processed");
-        Ok(())
     }
 }
 

@@ -242,7 +242,7 @@ async fn a_processor_killed_between_handler_and_finish_runs_the_handler_again_af
     let crashing = Function::start("event-processor", &api, &env);
     api.invoke(batch.clone());
     until_seen(&proxy, "UpdateItem").await;
-    let ran_before_crash = crashing.logged("trybe event processed", 1).await;
+    let ran_before_crash = crashing.logged("trybe customer created", 1).await;
     crashing.kill();
     assert_eq!(
         ran_before_crash, 1,
@@ -265,7 +265,7 @@ async fn a_processor_killed_between_handler_and_finish_runs_the_handler_again_af
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(reported >= 1, "the first redelivery met the live lease");
-    assert_eq!(fresh.logged("trybe event processed", 1).await, 1);
+    assert_eq!(fresh.logged("trybe customer created", 1).await, 1);
     let dedup = envelope(&serde_json::from_value(batch["Records"][0].clone()).unwrap())
         ["dedup_key"]
         .as_str()

@@ -135,7 +135,7 @@ async fn capture_run_in_its_own_process() {
     let stack = Stack::new().await;
     let outage_sdk = sdk_at(DEAD_ENDPOINT).await;
     let now = time::OffsetDateTime::now_utc();
-    let processor = stack.processor(providers::router());
+    let processor = stack.processor(event_processor::router());
     let (mut answered, mut processed) = (0, 0);
     for (provider, _) in providers::ALL {
         let receiver = stack

@@ -115,8 +115,10 @@ async fn a_poison_record_is_reported_alone() {
     queue_events(&stack, 2).await;
     let mut records = stack.drain().await;
     records.insert(1, poison());
-    let processor =
-        stack.processor(Router::default().provider(trybe::NAME, Arc::new(trybe::TrybeHandler)));
+    let processor = stack.processor(Router::default().provider(
+        trybe::NAME,
+        Arc::new(event_processor::handlers::trybe::TrybeHandler),
+    ));
     let response = processor.process(sqs_event(records)).await;
     let failed: Vec<&str> = response
         .batch_item_failures

@@ -140,7 +140,7 @@ async fn one_sqs_message_delivered_to_two_processor_processes_at_once_runs_the_h
         .iter()
         .map(|a| a["batchItemFailures"].as_array().unwrap().len())
         .sum();
-    let runs = crate::lambda_host::logged(&processes, "trybe event processed", 3).await;
+    let runs = crate::lambda_host::logged(&processes, "trybe customer created", 3).await;
     // Each record ran once; a copy that met the other's claim in flight was reported (SQS
     // redelivers it later, when it is a duplicate), one that came after was acknowledged.
     assert_eq!(runs, 3, "reported {reported}");

@@ -436,8 +436,10 @@ async fn tilby_messages_reach_the_tilby_handler() {
     }
     let messages = stack.drain().await;
     assert_eq!(messages.len(), 82);
-    let processor =
-        stack.processor(Router::default().provider(tilby::NAME, Arc::new(tilby::TilbyHandler)));
+    let processor = stack.processor(Router::default().provider(
+        tilby::NAME,
+        Arc::new(event_processor::handlers::tilby::TilbyHandler),
+    ));
     for chunk in messages.chunks(10) {
         let response = processor.process(sqs_event(chunk.to_vec())).await;
         assert!(

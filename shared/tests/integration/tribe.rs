@@ -138,8 +138,10 @@ async fn subscription_is_claimed_and_queued_once_with_its_envelope() {
     assert_eq!(s(&claim, "event_type"), "post.published");
 
     // The processor's Tribe handler reads it.
-    let processor =
-        stack.processor(Router::default().provider(tribe::NAME, Arc::new(tribe::TribeHandler)));
+    let processor = stack.processor(Router::default().provider(
+        tribe::NAME,
+        Arc::new(event_processor::handlers::tribe::TribeHandler),
+    ));
     let processed = processor.process(sqs_event(vec![message])).await;
     assert!(processed.batch_item_failures.is_empty());
 }
@@ -290,8 +292,10 @@ async fn other_types_are_queued_under_their_type_and_acknowledged_succeeded() {
         env["dedup_key"],
         key_hash("tribe", Some(NETWORK), body.as_bytes())
     );
-    let processor =
-        stack.processor(Router::default().provider(tribe::NAME, Arc::new(tribe::TribeHandler)));
+    let processor = stack.processor(Router::default().provider(
+        tribe::NAME,
+        Arc::new(event_processor::handlers::tribe::TribeHandler),
+    ));
     assert!(processor
         .process(sqs_event(messages))
         .await

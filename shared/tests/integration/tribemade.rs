@@ -92,9 +92,10 @@ async fn valid_order_is_claimed_and_queued_once_with_its_envelope() {
         .expect("claim stored");
     assert_eq!(s(&claim, "status"), "RECEIVED");
 
-    let processor = stack.processor(
-        Router::default().provider(tribemade::NAME, Arc::new(tribemade::TribeMadeHandler)),
-    );
+    let processor = stack.processor(Router::default().provider(
+        tribemade::NAME,
+        Arc::new(event_processor::handlers::tribemade::TribeMadeHandler),
+    ));
     assert!(processor
         .process(sqs_event(vec![message]))
         .await

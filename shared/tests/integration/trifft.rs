@@ -459,8 +459,10 @@ async fn a_body_that_is_not_utf8_is_queued_byte_for_byte_in_base64() {
     );
     assert_eq!(e["body_sha256"], sha256_hex(&latin1));
     assert_eq!(e["dedup_key"], key_hash("trifft", None, &latin1));
-    let processor =
-        stack.processor(Router::default().provider("trifft", Arc::new(trifft::TrifftHandler)));
+    let processor = stack.processor(Router::default().provider(
+        "trifft",
+        Arc::new(event_processor::handlers::trifft::TrifftHandler),
+    ));
     let response = processor.process(sqs_event(messages)).await;
     assert!(response.batch_item_failures.is_empty());
 }
@@ -490,8 +492,10 @@ async fn every_sample_is_accepted_and_handled_by_the_trifft_handler() {
 
     let messages = stack.drain().await;
     assert_eq!(messages.len(), 5);
-    let processor =
-        stack.processor(Router::default().provider(trifft::NAME, Arc::new(trifft::TrifftHandler)));
+    let processor = stack.processor(Router::default().provider(
+        trifft::NAME,
+        Arc::new(event_processor::handlers::trifft::TrifftHandler),
+    ));
     let response = processor.process(sqs_event(messages)).await;
     assert!(
         response.batch_item_failures.is_empty(),
