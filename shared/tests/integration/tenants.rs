@@ -239,6 +239,24 @@ async fn tilby_url_token_and_signature_must_both_belong_to_the_shop() {
     .await;
 }
 
+/// The queue holds one message per tenant in `expected` (whose credential named it), each under
+/// the key `key_of(tenant)`.
+async fn assert_tenants_queued(stack: &Stack, expected: &[&str], key_of: impl Fn(&str) -> String) {
+    let mut tenants: Vec<String> = stack
+        .drain()
+        .await
+        .iter()
+        .map(|m| {
+            let e = envelope(m);
+            let tenant = e["tenant"].as_str().unwrap().to_owned();
+            assert_eq!(e["dedup_key"], key_of(&tenant).as_str());
+            tenant
+        })
+        .collect();
+    tenants.sort();
+    assert_eq!(tenants, expected);
+}
+
 #[tokio::test]
 async fn trifft_the_credentials_label_is_the_tenant_and_scopes_the_key() {
     let stack = Stack::new().await;
@@ -272,22 +290,10 @@ async fn trifft_the_credentials_label_is_the_tenant_and_scopes_the_key() {
         &send(&receiver, &with("trifft-key-nowhere")).await,
         "unknown key",
     );
-    let mut tenants: Vec<String> = stack
-        .drain()
-        .await
-        .iter()
-        .map(|m| {
-            let e = envelope(m);
-            let tenant = e["tenant"].as_str().unwrap().to_owned();
-            assert_eq!(
-                e["dedup_key"],
-                key_hash("trifft", Some(&tenant), body.as_bytes()).as_str()
-            );
-            tenant
-        })
-        .collect();
-    tenants.sort();
-    assert_eq!(tenants, vec!["venue-lyon", "venue-paris"]);
+    assert_tenants_queued(&stack, &["venue-lyon", "venue-paris"], |tenant| {
+        key_hash("trifft", Some(tenant), body.as_bytes())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -336,22 +342,10 @@ async fn standard_webhooks_the_secret_that_verified_is_the_tenant_and_scopes_the
         .await,
         "unknown secret",
     );
-    let mut tenants: Vec<String> = stack
-        .drain()
-        .await
-        .iter()
-        .map(|m| {
-            let e = envelope(m);
-            let tenant = e["tenant"].as_str().unwrap().to_owned();
-            assert_eq!(
-                e["dedup_key"],
-                key("standard", Some(&tenant), "msg_shared_1").as_str()
-            );
-            tenant
-        })
-        .collect();
-    tenants.sort();
-    assert_eq!(tenants, vec!["acme", "globex"]);
+    assert_tenants_queued(&stack, &["acme", "globex"], |tenant| {
+        key("standard", Some(tenant), "msg_shared_1")
+    })
+    .await;
 }
 
 #[tokio::test]
