@@ -153,11 +153,7 @@ pub fn hmac_sha256_any(
         let Some(key) = key_of(secret) else {
             return Choice::from(0);
         };
-        let mut mac = HmacSha256::new_from_slice(&key).expect("HMAC accepts keys of any length");
-        for part in parts {
-            mac.update(part);
-        }
-        let computed: [u8; 32] = mac.finalize().into_bytes().into();
+        let computed = hmac_sha256_key(&key, parts);
         signatures
             .iter()
             .fold(Choice::from(0), |any, given| any | computed.ct_eq(given))
@@ -225,8 +221,13 @@ pub fn basic(
 
 /// The raw MAC of `parts` under `secret`. For signing (simulator, samples, tests): never log it.
 pub fn hmac_sha256(secret: &Secret, parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac =
-        HmacSha256::new_from_slice(secret.expose()).expect("HMAC accepts keys of any length");
+    hmac_sha256_key(secret.expose(), parts)
+}
+
+/// The raw MAC of `parts` under a key derived from a secret (Standard Webhooks' decoded
+/// `whsec_` value). Never log it.
+pub fn hmac_sha256_key(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
     for part in parts {
         mac.update(part);
     }

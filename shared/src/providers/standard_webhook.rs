@@ -199,22 +199,15 @@ impl Provider for StandardWebhook {
 
 /// The `webhook-signature` value a sender would send: `v1,<base64>`.
 pub fn sign(secret: &Secret, id: &str, timestamp: i64, body: &[u8]) -> String {
-    use hmac::Mac;
     let key = key_of(secret).expect("a whsec_ secret");
-    let mut mac =
-        hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).expect("HMAC accepts keys of any length");
-    for part in [
-        id.as_bytes(),
-        b".",
-        timestamp.to_string().as_bytes(),
-        b".",
-        body,
-    ] {
-        mac.update(part);
-    }
+    let timestamp = timestamp.to_string();
+    let mac = verify::hmac_sha256_key(
+        &key,
+        &[id.as_bytes(), b".", timestamp.as_bytes(), b".", body],
+    );
     format!(
         "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        base64::engine::general_purpose::STANDARD.encode(mac)
     )
 }
 
