@@ -267,7 +267,7 @@ impl Processor {
     ) -> Result<RecordOutcome, RecordError> {
         let now = self.clock.now();
         let claim = Claim {
-            pk: format!("{}{}", crate::store::PROCESSED_PREFIX, envelope.dedup_key),
+            pk: crate::store::processed_key(&envelope.dedup_key),
             pending: Status::Processing,
             event_type: envelope.event_type.clone(),
             fingerprint: content_fingerprint(envelope),

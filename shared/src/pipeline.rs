@@ -680,8 +680,11 @@ impl<P: Provider> Ready<P> {
     /// Whether the processor has a record of the event (it reached the queue). A failed read
     /// counts as not found: the caller then answers 503 or sends again, both safe.
     async fn reached_processor(&self, p: &Prepared) -> bool {
-        let key = format!("{}{}", crate::store::PROCESSED_PREFIX, p.claim.pk);
-        match self.claims.record(&key).await {
+        match self
+            .claims
+            .record(&crate::store::processed_key(&p.claim.pk))
+            .await
+        {
             Ok(found) => found.is_some(),
             Err(e) => {
                 warn!(provider = self.provider.name(), dedup_key = %p.claim.pk, error = %e,
@@ -961,7 +964,7 @@ mod tests {
         /// What the processor leaves when it claims `pk`'s event: its `processed#` record.
         async fn processed(&self, pk: &str) {
             let claim = Claim {
-                pk: format!("{}{pk}", crate::store::PROCESSED_PREFIX),
+                pk: crate::store::processed_key(pk),
                 pending: Status::Processing,
                 ..self.other_claim(pk, "x", "processor")
             };

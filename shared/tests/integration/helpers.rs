@@ -222,7 +222,7 @@ impl Stack {
     /// (A receiver's answer to a retry depends on that record: README "Two round trips".)
     pub async fn processor_has_taken_the_queue(&self) -> usize {
         use shared::store::{
-            Claim, ClaimOutcome, ClaimStore, DynamoClaims, Status, PROCESSED_PREFIX,
+            processed_key, Claim, ClaimOutcome, ClaimStore, DynamoClaims, Status, PROCESSED_PREFIX,
         };
         let claims = DynamoClaims::new(self.ddb.clone(), &self.table);
         let items = self
@@ -240,7 +240,7 @@ impl Stack {
                 continue;
             }
             let claim = Claim {
-                pk: format!("{PROCESSED_PREFIX}{pk}"),
+                pk: processed_key(pk),
                 pending: Status::Processing,
                 event_type: "test".into(),
                 fingerprint: "test".into(),

@@ -309,7 +309,7 @@ fn every_function_is_scoped_to_its_own_keys_and_resources() {
             ];
             let processed = keys
                 .iter()
-                .map(|k| format!("{PROCESSED_PREFIX}{k}"))
+                .map(|k| shared::store::processed_key(k))
                 .collect();
             (
                 *binary,
@@ -330,7 +330,7 @@ fn every_function_is_scoped_to_its_own_keys_and_resources() {
         vec![(
             CLAIM_ACTIONS.to_vec(),
             format!("{PROCESSED_PREFIX}*"),
-            vec![format!("{PROCESSED_PREFIX}{event_key}")],
+            vec![shared::store::processed_key(&event_key)],
         )],
     ));
     for (binary, expected) in &scopes {

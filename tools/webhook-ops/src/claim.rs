@@ -12,13 +12,10 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 use shared::provider::EventKey;
 use shared::providers;
-use shared::store::Status;
+use shared::store::{processed_key, Status, PROCESSED_PREFIX};
 
 use crate::text::{now_ms, relative_ms, time_ms};
 use crate::{confirm, Ctx, Fail, Outcome};
-
-/// The processor's record of an event is this prefix and the event's dedup key.
-const PROCESSED_PREFIX: &str = "processed#";
 
 const SHOW_ABOUT: &str =
     "Show an event's claim: status, lease, expiry, received time, queue message id, and the \
@@ -293,7 +290,7 @@ async fn records(
     let processor = if pk.starts_with(PROCESSED_PREFIX) {
         None
     } else {
-        get(ddb, table, &format!("{PROCESSED_PREFIX}{pk}")).await?
+        get(ddb, table, &processed_key(pk)).await?
     };
     Ok((claim, processor))
 }
@@ -313,7 +310,7 @@ fn records_text(pk: &str, claim: Option<&Item>, processor: Option<&Item>, now: i
         None => out.push_str(&format!("{label} {pk}: none\n")),
     }
     if !pk.starts_with(PROCESSED_PREFIX) {
-        let processed = format!("{PROCESSED_PREFIX}{pk}");
+        let processed = processed_key(pk);
         match processor {
             Some(item) => {
                 out.push_str(&format!("processor record {processed}\n"));
