@@ -8,7 +8,7 @@
 //!   moto runs no stream triggers).
 //!
 //! Per event: CPU of this thread (the runtime is single-threaded, so hyper's and the SDK's work
-//! is on it), wall time, and the request bytes each design writes. Build it optimised
+//! is on it) and wall time. Build it optimised
 //! (`cargo run --profile bench -p webhook-bench -- outbox`): a debug build's SDK is not the
 //! functions'.
 
@@ -108,7 +108,6 @@ pub struct Figures {
     pub cpu_us: Option<Summary>,
     pub wall_ms: Option<Summary>,
     pub calls: usize,
-    pub bytes_written: usize,
 }
 
 /// Runs `events` iterations of one design on its own fresh table and queue.
@@ -140,7 +139,6 @@ pub async fn measure(
         })
         .collect();
     let (mut cpu, mut wall) = (Vec::new(), Vec::new());
-    let mut bytes_written = 0;
     for (i, (claim, message)) in prepared.iter().enumerate() {
         let (cpu0, wall0) = (thread_cpu_ns(), Instant::now());
         if outbox {
@@ -156,13 +154,11 @@ pub async fn measure(
             cpu.push((thread_cpu_ns() - cpu0) as f64 / 1000.0);
             wall.push(wall0.elapsed().as_secs_f64() * 1000.0);
         }
-        bytes_written = message.body.len() + claim.pk.len();
     }
     Ok(Figures {
         cpu_us: summarize(&cpu),
         wall_ms: summarize(&wall),
         calls: if outbox { 1 } else { 2 },
-        bytes_written,
     })
 }
 
@@ -177,7 +173,6 @@ pub fn to_json(name: &str, f: &Figures) -> Value {
     json!({
         "design": name,
         "calls_on_the_ack_path": f.calls,
-        "bytes_written_per_event": f.bytes_written,
         "cpu_us": summary_json(&f.cpu_us),
         "wall_ms": summary_json(&f.wall_ms),
     })
