@@ -11,11 +11,15 @@ to one comparable structure and compared:
                (runtime, handler, Architectures, memory, timeout, name, environment variables with
                their values, reserved concurrency, LoggingConfig), and its role: trust principal,
                managed policies, and every IAM statement expanded to (effect, action, resource,
-               condition), whether SAM wrote it in the role or CDK in a separate AWS::IAM::Policy
+               condition), whether SAM wrote it in the role or CDK in a separate AWS::IAM::Policy;
+               a statement that exists only under a CloudFormation condition (SAM: `!If [C,
+               statement, !Ref AWS::NoValue]` in the Statement list; CDK: a policy resource with
+               `Condition: C`) is marked "if C:"
   api          name, protocol, routes ("ANY /tilby/{token+}" -> function, integration type,
                payload format), the $default stage (throttling), and the invoke permissions
-  resources    table, queues, log groups, event source mapping, alarms, dashboard: every property
-               and DeletionPolicy/UpdateReplacePolicy (absent = Delete); alarm metric math with the
+  resources    table, queues, buckets, log groups, event source mapping, alarms, dashboard: every
+               property, Condition and DeletionPolicy/UpdateReplacePolicy (absent = Delete); bucket
+               policies: their bucket and statements, expanded as a role's; alarm metric math with the
                returned expression's id normalized; the dashboard body parsed, each series with
                its effective stat, period and axis
   outputs      names, values and descriptions
@@ -54,6 +58,7 @@ CDK_ONLY_RULES = {
 # Tags SAM adds by itself.
 SAM_TAGS = {"lambda:createdBy", "httpapi:createdBy"}
 DEFAULT_POLICY = "Delete"
+NO_VALUE = {"Ref": "AWS::NoValue"}
 
 
 # ---------------------------------------------------------------- loading
@@ -151,6 +156,20 @@ def listify(x: Any) -> list:
     return x if isinstance(x, list) else [x]
 
 
+def branches(node: Any, when: str | None = None) -> list[tuple[str | None, Any]]:
+    """The values an unrendered node may take, each with the condition it takes it under:
+    `Fn::If [C, a, b]` is a under C and b under "not C"; `Ref AWS::NoValue` is nothing. So a
+    statement written `!If [C, statement, !Ref AWS::NoValue]` (SAM) and the same statement in a
+    policy resource with `Condition: C` (CDK) both come out as (C, statement)."""
+    if node == NO_VALUE:
+        return []
+    if isinstance(node, dict) and set(node) == {"Fn::If"}:
+        name, then, otherwise = node["Fn::If"]
+        both = lambda c: c if when is None else f"{when} and {c}"  # noqa: E731
+        return branches(then, both(name)) + branches(otherwise, both(f"not {name}"))
+    return [(when, node)]
+
+
 def policies(resource: dict) -> dict:
     return {
         "DeletionPolicy": resource.get("DeletionPolicy", DEFAULT_POLICY),
@@ -188,10 +207,16 @@ class Normalizer:
 
     # -- IAM
 
-    def statements(self, document: dict) -> dict:
+    def statements(self, document: dict, when: str | None = None) -> dict:
+        """Every statement expanded to lines "[if C: ]effect action[ by principal][ on resource]
+        [ when condition][ with other]"; C is the CloudFormation condition it exists under."""
         out = {}
-        for st in listify(document.get("Statement", [])):
+        conditional = [b for st in listify(document.get("Statement", [])) for b in branches(st, when)]
+        for when_, st in conditional:
             st = render(st)
+            if not isinstance(st, dict) or "Effect" not in st:
+                out[f"unrecognized statement {as_text(st)}" + (f" if {when_}" if when_ else "")] = True
+                continue
             effect = st.get("Effect")
             condition = st.get("Condition")
             extra = {
@@ -212,6 +237,8 @@ class Normalizer:
                         line += f" when {as_text(condition)}"
                     if extra:
                         line += f" with {as_text(extra)}"
+                    if when_:
+                        line = f"if {when_}: {line}"
                     out[line] = True
         return out
 
@@ -221,13 +248,14 @@ class Normalizer:
         props = drop_sam_tags(role.get("Properties", {}))
         trust = self.statements(props.get("AssumeRolePolicyDocument", {}))
         statements: dict = {}
-        for p in props.get("Policies", []):
-            statements.update(self.statements(p.get("PolicyDocument", {})))
+        for when, p in (b for p in props.get("Policies", []) for b in branches(p)):
+            statements.update(self.statements(p.get("PolicyDocument", {}), when))
         for pid, policy in self.of_type("AWS::IAM::Policy").items():
             pprops = policy.get("Properties", {})
             if any(ref_target(render(r)) == role_id for r in pprops.get("Roles", [])):
                 self.use(pid)
-                statements.update(self.statements(pprops.get("PolicyDocument", {})))
+                # A policy resource under a condition: its statements exist only under it.
+                statements.update(self.statements(pprops.get("PolicyDocument", {}), policy.get("Condition")))
         rest = {
             k: render(v)
             for k, v in props.items()
@@ -417,6 +445,25 @@ class Normalizer:
             "period": opts.get("period", period),
         }
 
+    def bucket_policies(self) -> dict:
+        """Each bucket policy by logical ID: its bucket, its statements expanded as a role's are."""
+        out = {}
+        for pid, policy in self.of_type("AWS::S3::BucketPolicy").items():
+            self.use(pid)
+            props = dict(policy.get("Properties", {}))
+            bucket = render(props.pop("Bucket", None))
+            document = dict(props.pop("PolicyDocument", {}))
+            statements = self.statements(document)
+            document.pop("Statement", None)
+            out[pid] = {
+                "bucket": ref_target(bucket) or bucket,
+                "statements": statements,
+                **({"document": render(document)} if document else {}),
+                **({"other": render(props)} if props else {}),
+                **policies(policy),
+            }
+        return out
+
     def by_logical_id(self, type_: str) -> dict:
         out = {}
         for rid, res in self.of_type(type_).items():
@@ -464,6 +511,8 @@ class Normalizer:
             "queues": self.by_logical_id("AWS::SQS::Queue"),
             "log_groups": self.by_logical_id("AWS::Logs::LogGroup"),
             "event_source_mappings": self.by_logical_id("AWS::Lambda::EventSourceMapping"),
+            "buckets": self.by_logical_id("AWS::S3::Bucket"),
+            "bucket_policies": self.bucket_policies(),
             "alarms": self.by_logical_id("AWS::CloudWatch::Alarm"),
             "dashboards": self.by_logical_id("AWS::CloudWatch::Dashboard"),
             "outputs": render(t.get("Outputs", {})),
@@ -563,6 +612,51 @@ def _add_role_action(t: dict) -> None:
     )
 
 
+def _statement_with(t: dict, *needles: str) -> dict:
+    return next(st for st in _statements(t) if all(n in json.dumps(st) for n in needles))
+
+
+def _unconditional_archive_policy(t: dict) -> None:
+    policy = next(r for r in _resources(t, "AWS::IAM::Policy") if r.get("Condition") == "ArchiveOn")
+    del policy["Condition"]
+
+
+def _payload_put_on_whole_bucket(t: dict) -> None:
+    st = _statement_with(t, "s3:PutObject", "PayloadBucket")
+    st["Resource"] = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":s3:::", {"Ref": "PayloadBucket"}, "/*"]]}
+
+
+def _archive_put_under_other_prefix(t: dict) -> None:
+    st = _statement_with(t, "s3:PutObject", "ArchiveBucket", "/trybe/*")
+    st["Resource"] = json.loads(json.dumps(st["Resource"]).replace("/trybe/*", "/tilby/*"))
+
+
+def _processor_puts_payloads(t: dict) -> None:
+    st = _statement_with(t, "s3:GetObject")
+    st["Action"] = ["s3:GetObject", "s3:PutObject"]
+
+
+def _unconditional_archive_bucket(t: dict) -> None:
+    bucket = next(r for r in _resources(t, "AWS::S3::Bucket") if r.get("Condition") == "ArchiveOn")
+    del bucket["Condition"]
+
+
+def _fixed_payload_retention(t: dict) -> None:
+    bucket = t["Resources"]["PayloadBucket"]["Properties"]
+    bucket["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"] = 29
+
+
+def _bucket_policy_allows_plain_http(t: dict) -> None:
+    document = _resources(t, "AWS::S3::BucketPolicy")[0]["Properties"]["PolicyDocument"]
+    document["Statement"] = [st for st in document["Statement"] if "aws:SecureTransport" not in json.dumps(st)]
+
+
+def _bucket_policy_accepts_any_encryption(t: dict) -> None:
+    document = _resources(t, "AWS::S3::BucketPolicy")[-1]["Properties"]["PolicyDocument"]
+    st = next(st for st in document["Statement"] if "s3:x-amz-server-side-encryption" in json.dumps(st))
+    st["Condition"] = {"Null": {"s3:x-amz-server-side-encryption": "true"}}
+
+
 MUTATIONS = {
     "a token route loses its greedy +": _ungreedy_route,
     "the processor's dynamodb:LeadingKeys condition is dropped": _drop_processor_condition,
@@ -579,6 +673,17 @@ MUTATIONS = {
     "an alarm loses its actions": _set("AWS::CloudWatch::Alarm", "AlarmActions", None),
     "an alarm's period changes": _set("AWS::CloudWatch::Alarm", "Period", 300),
     "a dashboard series names another metric": _rename_dashboard_metric,
+    "a receiver's archive statement loses its condition": _unconditional_archive_policy,
+    "a receiver may put payloads anywhere in the bucket": _payload_put_on_whole_bucket,
+    "a receiver may archive under another provider's prefix": _archive_put_under_other_prefix,
+    "the processor may put payloads": _processor_puts_payloads,
+    "the archive bucket is created unconditionally": _unconditional_archive_bucket,
+    "the payload retention is fixed": _fixed_payload_retention,
+    "a bucket loses its public access block": _set("AWS::S3::Bucket", "PublicAccessBlockConfiguration", None),
+    "a bucket loses its encryption": _set("AWS::S3::Bucket", "BucketEncryption", None, index=1),
+    "a bucket's DeletionPolicy is dropped": lambda t: _resources(t, "AWS::S3::Bucket")[0].pop("DeletionPolicy"),
+    "a bucket policy accepts plain HTTP": _bucket_policy_allows_plain_http,
+    "a bucket policy accepts any encryption header": _bucket_policy_accepts_any_encryption,
 }
 
 

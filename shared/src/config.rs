@@ -231,6 +231,10 @@ impl SecretSource for aws_sdk_secretsmanager::Client {
 /// `MAX_MESSAGE_BYTES` default: SQS's largest message (1 MiB since 2026), which the template
 /// sets as the queue's `MaximumMessageSize`.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// API Gateway's payload limit (HTTP and REST APIs: 10 MB). Lambda's own limit on a synchronous
+/// invocation's payload (6 MB, the body base64-encoded when binary) is lower: API Gateway answers
+/// a larger request itself before this function runs.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 /// `MAX_CONCURRENT_CALLS` default: claims (or batch sends) of one request in flight at once.
 pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 16;
 /// `REQUEST_DEADLINE_MS` default.
@@ -256,7 +260,8 @@ pub struct Settings {
     /// How long the processor may hold a claim (`PROCESSING_LEASE_SECONDS`, default 300: longer
     /// than the processor's timeout).
     pub processing_lease: Duration,
-    /// `MAX_BODY_BYTES`, default 1 MiB.
+    /// `MAX_BODY_BYTES`, default [`DEFAULT_MAX_BODY_BYTES`] (API Gateway's own limit): a body
+    /// whose message would exceed the queue's limit is claim-checked through `PAYLOAD_BUCKET`.
     pub max_body_bytes: usize,
     /// The queue's message size limit (`MAX_MESSAGE_BYTES`, default 1 MiB): a message over it,
     /// counted as SQS counts (body and attributes), is refused with 413 before any claim.
@@ -266,6 +271,20 @@ pub struct Settings {
     /// Claims, sends and finishes of one request in flight at once (`MAX_CONCURRENT_CALLS`,
     /// default 16).
     pub max_concurrent_calls: usize,
+    /// The claim check's bucket (`PAYLOAD_BUCKET`): an envelope too large for the queue waits
+    /// there and the message carries a reference. Without it such an event is refused with 413.
+    pub payload_bucket: Option<String>,
+    /// The archive's bucket (`ARCHIVE_BUCKET`, receivers): every accepted request's body and
+    /// envelopes. Off when unset.
+    pub archive_bucket: Option<String>,
+}
+
+/// A bucket name, or `None` when the variable is unset or blank.
+fn bucket(env: &Env, name: &str) -> Option<String> {
+    env.get(name)
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .map(str::to_owned)
 }
 
 impl Settings {
@@ -296,7 +315,7 @@ impl Settings {
             deadline,
             lease: deadline * LEASE_PER_DEADLINE,
             processing_lease: Duration::from_secs(positive("PROCESSING_LEASE_SECONDS", 300)?),
-            max_body_bytes: env.parse_or("MAX_BODY_BYTES", 1024 * 1024)?,
+            max_body_bytes: env.parse_or("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?,
             max_message_bytes: env.parse_or("MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES)?,
             max_events: positive(
                 "MAX_EVENTS_PER_REQUEST",
@@ -306,6 +325,8 @@ impl Settings {
                 "MAX_CONCURRENT_CALLS",
                 DEFAULT_MAX_CONCURRENT_CALLS as u64,
             )? as usize,
+            payload_bucket: bucket(env, "PAYLOAD_BUCKET"),
+            archive_bucket: bucket(env, "ARCHIVE_BUCKET"),
         })
     }
 
@@ -344,7 +365,8 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(s.dedup_ttl, Duration::from_secs(604_800));
-        assert_eq!(s.max_body_bytes, 1_048_576);
+        assert_eq!(s.max_body_bytes, 10_485_760, "API Gateway's limit");
+        assert_eq!((s.payload_bucket, s.archive_bucket), (None, None));
         assert_eq!(s.max_message_bytes, 1_048_576);
         assert_eq!(s.max_events, 200);
         assert_eq!(

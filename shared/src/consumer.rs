@@ -14,6 +14,7 @@ use crate::clock::{epoch_millis, Clock};
 use crate::config::Settings;
 use crate::envelope::{describe_json_error, Envelope, Payload};
 use crate::metrics::{self, RecordMetric, RecordTally, UNKNOWN_PROVIDER};
+use crate::objects::ObjectStore;
 use crate::pipeline::new_token;
 use crate::provider::canonical_json;
 use crate::store::{Claim, ClaimOutcome, ClaimStore, Finish, Status};
@@ -135,16 +136,19 @@ pub enum RecordError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Handler(#[from] HandlerError),
+    #[error(transparent)]
+    Payload(crate::objects::ResolveError),
 }
 
 impl RecordError {
     /// Unreadable, or refused by its handler: it can never succeed (after maxReceiveCount it
     /// lands in the dead-letter queue). Anything else may succeed on a redelivery.
     pub fn is_poison(&self) -> bool {
-        matches!(
-            self,
-            RecordError::Unparseable(_) | RecordError::Handler(HandlerError::Reject(_))
-        )
+        match self {
+            RecordError::Unparseable(_) | RecordError::Handler(HandlerError::Reject(_)) => true,
+            RecordError::Payload(e) => e.is_poison(),
+            _ => false,
+        }
     }
 }
 
@@ -202,6 +206,8 @@ pub struct Processor {
     router: Router,
     settings: Settings,
     clock: Arc<dyn Clock>,
+    /// The claim check's bucket, where oversized envelopes wait.
+    payloads: Option<Arc<dyn ObjectStore>>,
 }
 
 impl Processor {
@@ -216,7 +222,14 @@ impl Processor {
             router,
             settings,
             clock,
+            payloads: None,
         }
+    }
+
+    /// The same processor reading claim-checked envelopes from `payloads`.
+    pub fn with_payloads(mut self, payloads: Option<Arc<dyn ObjectStore>>) -> Self {
+        self.payloads = payloads;
+        self
     }
 
     /// Processes a batch; the response lists only the records that failed. Records the batch's
@@ -255,9 +268,15 @@ impl Processor {
             Ok(envelope) => envelope,
             Err(e) => return (Err(e), UNKNOWN_PROVIDER, None),
         };
+        let provider = provider_label(&envelope.provider);
+        // A claim-checked envelope is made whole before anything else sees it.
+        let envelope = match crate::objects::resolve(self.payloads.as_deref(), envelope).await {
+            Ok(envelope) => envelope,
+            Err(e) => return (Err(RecordError::Payload(e)), provider, None),
+        };
         let mut handler_ms = None;
         let result = self.process_envelope(&envelope, &mut handler_ms).await;
-        (result, provider_label(&envelope.provider), handler_ms)
+        (result, provider, handler_ms)
     }
 
     async fn process_envelope(
@@ -266,8 +285,14 @@ impl Processor {
         handler_ms: &mut Option<f64>,
     ) -> Result<RecordOutcome, RecordError> {
         let now = self.clock.now();
+        // A replay runs again under a claim of its own (once per replay, however often SQS
+        // delivers it); every other message under the event's.
+        let pk = match &envelope.replay {
+            Some(replay) => replay.processed_key(&envelope.dedup_key),
+            None => crate::store::processed_key(&envelope.dedup_key),
+        };
         let claim = Claim {
-            pk: crate::store::processed_key(&envelope.dedup_key),
+            pk,
             pending: Status::Processing,
             event_type: envelope.event_type.clone(),
             fingerprint: content_fingerprint(envelope),
@@ -307,7 +332,7 @@ impl Processor {
             // stays PROCESSING until its lease ends.
             warn!(dedup_key = %envelope.dedup_key, error = %e, "processed but not marked PROCESSED");
         }
-        info!(provider = %envelope.provider, event_id = %envelope.event_id, dedup_key = %envelope.dedup_key,
+        info!(provider = %envelope.provider, event_id = %envelope.event_id, dedup_key = %envelope.dedup_key, replay = envelope.replay.as_ref().map(|r| r.id.as_str()),
             "handler ran");
         Ok(RecordOutcome::Processed)
     }
@@ -423,6 +448,76 @@ mod tests {
         let response = seen.during_async(p.process(batch(vec![record("trybe", "ok-1", None)])));
         assert!(response.batch_item_failures.is_empty());
         assert!(seen.samples().is_empty(), "{:?}", seen.samples());
+    }
+
+    #[tokio::test]
+    async fn a_replay_runs_a_processed_event_again_once_per_replay() {
+        let p = processor();
+        let plain = record("trybe", "ok-r", None);
+        assert_eq!(
+            p.process_record(&plain).await.unwrap(),
+            RecordOutcome::Processed
+        );
+        assert_eq!(
+            p.process_record(&plain).await.unwrap(),
+            RecordOutcome::AlreadyProcessed
+        );
+        let replayed = |id: &str| {
+            let mut r = plain.clone();
+            let mut body: serde_json::Value =
+                serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
+            body["replay"] = serde_json::json!({
+                "id": id, "requested_at": "2026-12-01T10:00:00Z", "archive_key": "trybe/k.json"
+            });
+            r.body = Some(body.to_string());
+            r
+        };
+        assert_eq!(
+            p.process_record(&replayed("r1")).await.unwrap(),
+            RecordOutcome::Processed,
+            "the replay bypasses the event's own claim"
+        );
+        assert_eq!(
+            p.process_record(&replayed("r1")).await.unwrap(),
+            RecordOutcome::AlreadyProcessed,
+            "a redelivered replay runs once"
+        );
+        assert_eq!(
+            p.process_record(&replayed("r2")).await.unwrap(),
+            RecordOutcome::Processed,
+            "another replay runs again"
+        );
+        assert_eq!(
+            p.process_record(&plain).await.unwrap(),
+            RecordOutcome::AlreadyProcessed,
+            "and the event's own claim is untouched"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_claim_checked_record_is_resolved_before_its_handler_and_a_missing_object_is_poison()
+    {
+        let payloads = Arc::new(crate::objects::MemoryObjects::default());
+        let p = processor().with_payloads(Some(payloads.clone() as Arc<dyn ObjectStore>));
+        let mut whole: Envelope =
+            serde_json::from_str(record("trybe", "reject-big", None).body.as_deref().unwrap())
+                .unwrap();
+        whole.event_id = "ok-big".into();
+        let checked = crate::objects::check(&whole).unwrap();
+        let mut r = SqsMessage::default();
+        r.message_id = Some("m-big".into());
+        r.body = Some(serde_json::to_string(&checked.reference).unwrap());
+        let missing = p.process_record(&r).await.unwrap_err();
+        assert!(missing.is_poison(), "{missing}");
+        payloads.fail(true);
+        let down = p.process_record(&r).await.unwrap_err();
+        assert!(!down.is_poison(), "{down}");
+        payloads.fail(false);
+        payloads.insert(&checked.key, checked.object.clone());
+        assert_eq!(
+            p.process_record(&r).await.unwrap(),
+            RecordOutcome::Processed
+        );
     }
 
     #[test]

@@ -40,6 +40,51 @@ pub struct Envelope {
     /// text (a TRIFFT XML body in Latin-1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_base64: Option<String>,
+    /// Claim check: the content was too large for the queue and waits in the payload bucket.
+    /// The message then carries this reference and the metadata, no content; the processor
+    /// reads the object back before any handler sees the envelope ([`crate::objects`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_ref: Option<PayloadRef>,
+    /// Set only on a message `webhook-ops replay` queued from the archive: the processor then
+    /// runs the event again, under a claim of its own ([`Replay::processed_key`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<Replay>,
+}
+
+/// Where a claim-checked envelope waits: an object in the payload bucket holding the whole
+/// envelope as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadRef {
+    /// The object's key: `<provider>/<sha256(dedup key)>/<sha256(object)>.json`.
+    pub key: String,
+    /// The object's size in bytes.
+    pub bytes: u64,
+    /// SHA-256 of the object (lowercase hex): the processor refuses an object that differs.
+    pub sha256: String,
+}
+
+/// What marks a replayed message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replay {
+    /// One id per `webhook-ops replay` run.
+    pub id: String,
+    /// When the operator asked for it (RFC 3339).
+    pub requested_at: String,
+    /// The archive object the event came from.
+    pub archive_key: String,
+}
+
+impl Replay {
+    /// The processor's claim for a replayed event: its own, so that the event runs again even
+    /// though `processed#<dedup key>` says it ran, and yet runs once per replay if SQS delivers
+    /// the replay twice.
+    pub fn processed_key(&self, dedup_key: &str) -> String {
+        format!(
+            "{}#replay#{}",
+            crate::store::processed_key(dedup_key),
+            self.id
+        )
+    }
 }
 
 /// What travels as the event's content.
@@ -190,6 +235,8 @@ mod tests {
             payload: None,
             payload_raw: None,
             payload_base64: None,
+            payload_ref: None,
+            replay: None,
         };
         e.set_payload(Payload::Raw("<a>1</a>".into()));
         let json: Value = serde_json::to_value(&e).unwrap();
@@ -227,6 +274,8 @@ mod tests {
             payload: Some(serde_json::json!({ "note\u{FFFE}": note })),
             payload_raw: None,
             payload_base64: None,
+            payload_ref: None,
+            replay: None,
         };
         let body = envelope.to_sqs_body().unwrap();
         assert!(body.chars().all(sqs_allows), "{body:?}");

@@ -8,6 +8,7 @@ pub mod config;
 pub mod consumer;
 pub mod envelope;
 pub mod metrics;
+pub mod objects;
 pub mod pipeline;
 pub mod provider;
 pub mod providers;

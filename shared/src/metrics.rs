@@ -81,15 +81,21 @@ pub enum Cause {
     Deadline,
     /// The receiver is not configured (500).
     Config,
+    /// The claim check's object was not written (an event too large for the queue).
+    Payload,
+    /// The archive (when on) did not take the request.
+    Archive,
 }
 
 impl Cause {
-    pub const ALL: [Cause; 5] = [
+    pub const ALL: [Cause; 7] = [
         Cause::Claim,
         Cause::Send,
         Cause::InFlight,
         Cause::Deadline,
         Cause::Config,
+        Cause::Payload,
+        Cause::Archive,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +105,8 @@ impl Cause {
             Cause::InFlight => "in_flight",
             Cause::Deadline => "deadline",
             Cause::Config => "config",
+            Cause::Payload => "payload",
+            Cause::Archive => "archive",
         }
     }
 }
@@ -621,6 +629,17 @@ mod tests {
     #[test]
     fn reasons_are_a_small_fixed_set() {
         let names: Vec<&str> = Cause::ALL.iter().map(|c| c.as_str()).collect();
-        assert_eq!(names, ["claim", "send", "in_flight", "deadline", "config"]);
+        assert_eq!(
+            names,
+            [
+                "claim",
+                "send",
+                "in_flight",
+                "deadline",
+                "config",
+                "payload",
+                "archive"
+            ]
+        );
     }
 }

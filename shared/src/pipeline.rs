@@ -19,6 +19,7 @@ use crate::clock::{rfc3339, Clock};
 use crate::config::Settings;
 use crate::envelope::{describe_json_error, Envelope};
 use crate::metrics::{self, Cause, RequestTally};
+use crate::objects::{self, ObjectError, ObjectStore};
 use crate::provider::{
     EventKey, Inbound, InboundEvent, Inspection, Provider, Refusal, VerifiedRequest,
 };
@@ -42,6 +43,10 @@ struct Ready<P> {
     queue: Arc<dyn EventQueue>,
     settings: Settings,
     allow: String,
+    /// The claim check's bucket: envelopes too large for the queue wait there.
+    payloads: Option<Arc<dyn ObjectStore>>,
+    /// The archive's bucket, when the archive is on.
+    archive: Option<Arc<dyn ObjectStore>>,
 }
 
 /// What one request did, for the single log line and the metrics it leaves.
@@ -76,9 +81,25 @@ impl<P: Provider> Receiver<P> {
                 queue,
                 settings,
                 allow,
+                payloads: None,
+                archive: None,
             }),
             clock,
         }
+    }
+
+    /// The same receiver with the claim check's bucket (envelopes over the queue's limit are
+    /// written there, the message carries a reference) and the archive's, each when given.
+    pub fn with_objects(
+        mut self,
+        payloads: Option<Arc<dyn ObjectStore>>,
+        archive: Option<Arc<dyn ObjectStore>>,
+    ) -> Self {
+        if let Ok(ready) = &mut self.ready {
+            ready.payloads = payloads;
+            ready.archive = archive;
+        }
+        self
     }
 
     /// The same receiver reading time from `clock` (tests with signed, time-stamped samples).
@@ -273,6 +294,9 @@ mod progress {
 struct Prepared {
     envelope: Envelope,
     message: Message,
+    /// For an envelope too large for the queue: the object to write (key, bytes) before the
+    /// message, which then carries only a reference to it.
+    offload: Option<(String, Vec<u8>)>,
     claim: Claim,
     state: AtomicU8,
     /// How long its claim write took, once it answered (milliseconds).
@@ -340,8 +364,31 @@ impl<P: Provider> Ready<P> {
                 .settings
                 .deadline
                 .saturating_sub(self.settings.cleanup_budget());
-        let attempt =
-            tokio::time::timeout_at(work_until, self.claim_and_send(&prepared, ack)).await;
+        // The archive (when on) is written beside the claims and the send, not after them.
+        let attempt = tokio::time::timeout_at(
+            work_until,
+            join(
+                self.claim_and_send(&prepared, ack),
+                self.archive(inbound, &prepared),
+            ),
+        )
+        .await
+        .map(|(attempt, archived)| match (attempt, archived) {
+            // Every accepted request is archived: without its archive object it is not
+            // accepted. What it queued is marked so, and the retry finds it done.
+            (
+                Attempt {
+                    answer: Answer::Accepted { .. },
+                    queued,
+                    send_ms,
+                    settle,
+                    ..
+                },
+                Err(_),
+            ) => Attempt::unavailable(1, Cause::Archive, "archive write failed", queued, send_ms)
+                .settling(settle),
+            (attempt, _) => attempt,
+        });
         // The claims that answered, whatever happened next.
         trace.metrics.claim_ms = prepared
             .iter()
@@ -492,27 +539,11 @@ impl<P: Provider> Ready<P> {
                 payload: None,
                 payload_raw: None,
                 payload_base64: None,
+                payload_ref: None,
+                replay: None,
             };
             envelope.set_payload(event.payload);
-            let message = match Message::from_envelope(&envelope) {
-                Ok(m) if m.sqs_size() <= self.settings.max_message_bytes => m,
-                Ok(m) => {
-                    return Err(Box::new((
-                        Answer::PayloadTooLarge,
-                        format!(
-                        "message of {} bytes (body and attributes) exceeds the queue limit of {}",
-                        m.sqs_size(),
-                        self.settings.max_message_bytes
-                    ),
-                    )))
-                }
-                Err(e) => {
-                    return Err(Box::new((
-                        Answer::Refused(Refusal::BadRequest("payload cannot be forwarded".into())),
-                        format!("envelope not serializable: {}", describe_json_error(&e)),
-                    )))
-                }
-            };
+            let (message, offload) = self.message(&envelope)?;
             let claim = Claim {
                 pk: envelope.dedup_key.clone(),
                 pending: Status::Received,
@@ -526,12 +557,107 @@ impl<P: Provider> Ready<P> {
             prepared.push(Prepared {
                 envelope,
                 message,
+                offload,
                 claim,
                 state: AtomicU8::new(progress::WAITING),
                 claim_ms: OnceLock::new(),
             });
         }
         Ok(prepared)
+    }
+
+    /// The message an envelope travels as: itself when it fits the queue; else, with a payload
+    /// bucket, a reference to the object to write first (claim check); else 413.
+    #[allow(clippy::type_complexity)]
+    fn message(
+        &self,
+        envelope: &Envelope,
+    ) -> Result<(Message, Option<(String, Vec<u8>)>), Box<(Answer, String)>> {
+        let unserializable = |e: serde_json::Error| {
+            Box::new((
+                Answer::Refused(Refusal::BadRequest("payload cannot be forwarded".into())),
+                format!("envelope not serializable: {}", describe_json_error(&e)),
+            ))
+        };
+        let limit = self.settings.max_message_bytes;
+        let too_large = |m: &Message, what: &str| {
+            Box::new((
+                Answer::PayloadTooLarge,
+                format!(
+                    "{what} of {} bytes (body and attributes) exceeds the queue limit of {limit}",
+                    m.sqs_size()
+                ),
+            ))
+        };
+        let message = Message::from_envelope(envelope).map_err(unserializable)?;
+        if message.sqs_size() <= limit {
+            return Ok((message, None));
+        }
+        if self.payloads.is_none() {
+            return Err(too_large(&message, "message"));
+        }
+        let checked = objects::check(envelope).map_err(unserializable)?;
+        let reference = Message::from_envelope(&checked.reference).map_err(unserializable)?;
+        if reference.sqs_size() > limit {
+            return Err(too_large(&reference, "claim-check reference"));
+        }
+        Ok((reference, Some((checked.key, checked.object))))
+    }
+
+    /// Writes the objects of the claim-checked events among `fresh`, a bounded number at a time.
+    /// `false` when any write failed (nothing of theirs may then be sent).
+    async fn check_in(&self, fresh: &[&Prepared]) -> bool {
+        let Some(store) = &self.payloads else {
+            return true;
+        };
+        let puts: Vec<_> = fresh
+            .iter()
+            .filter_map(|p| p.offload.as_ref().map(|o| (*p, o)))
+            .map(|(p, (key, object))| async move {
+                let put = store.put(key, object.clone(), "application/json").await;
+                if let Err(e) = &put {
+                    error!(provider = self.provider.name(), event_id = %p.envelope.event_id, error = %e,
+                        "payload object not written");
+                }
+                put.is_ok()
+            })
+            .collect();
+        stream::iter(puts)
+            .buffer_unordered(self.settings.max_concurrent_calls)
+            .collect::<Vec<bool>>()
+            .await
+            .into_iter()
+            .all(|ok| ok)
+    }
+
+    /// Writes the request to the archive when it is on: its body and the envelopes built from
+    /// it, never its headers, path or query.
+    async fn archive(
+        &self,
+        inbound: &Inbound<'_>,
+        prepared: &[Prepared],
+    ) -> Result<(), ObjectError> {
+        let Some(store) = &self.archive else {
+            return Ok(());
+        };
+        let envelopes = prepared.iter().map(|p| p.envelope.clone()).collect();
+        let Some(record) = objects::archive_record(
+            inbound.method.as_str(),
+            inbound.header("content-type"),
+            inbound.body,
+            envelopes,
+        ) else {
+            return Ok(());
+        };
+        let key = objects::archive_key(self.provider.name(), inbound.now, &record.body_sha256);
+        let object = serde_json::to_vec(&record)
+            .map_err(|e| ObjectError::Failed(describe_json_error(&e)))?;
+        store
+            .put(&key, object, "application/json")
+            .await
+            .inspect_err(|e| {
+                error!(provider = self.provider.name(), error = %e, "request not archived");
+            })
     }
 
     /// Claim → send, a bounded number of calls at a time: one conditional write and one send
@@ -623,6 +749,19 @@ impl<P: Provider> Ready<P> {
             }
         }
 
+        // Claim check: the objects of oversized events are written before their messages are
+        // sent; if any fails, nothing is sent and every claim this request took is given back.
+        if !self.check_in(&fresh).await {
+            self.release(fresh).await;
+            return Attempt::unavailable(
+                1,
+                Cause::Payload,
+                "payload store failed",
+                Vec::new(),
+                None,
+            )
+            .settling(settle);
+        }
         let messages: Vec<Message> = fresh.iter().map(|p| p.message.clone()).collect();
         let (sent, send_ms) = if messages.is_empty() {
             (Vec::new(), None)
@@ -870,6 +1009,7 @@ mod tests {
     use super::*;
     use crate::clock::FixedClock;
     use crate::envelope::Payload;
+    use crate::objects::MemoryObjects;
     use crate::queue::MemoryQueue;
     use crate::secret::SecretList;
     use crate::store::MemoryClaims;
@@ -901,7 +1041,9 @@ mod tests {
                     events: keys
                         .iter()
                         .map(|k| {
-                            let (tenant, key) = split(k.as_str().unwrap_or_default());
+                            // `{"key": …, …}`: an event whose content is more than its key.
+                            let name = k.get("key").unwrap_or(k).as_str();
+                            let (tenant, key) = split(name.unwrap_or_default());
                             InboundEvent {
                                 key: EventKey::id(key.clone()),
                                 event_id: key,
@@ -939,6 +1081,8 @@ mod tests {
             max_message_bytes: 1024,
             max_events: 20,
             max_concurrent_calls: 4,
+            payload_bucket: None,
+            archive_bucket: None,
         }
     }
 
@@ -1191,6 +1335,169 @@ mod tests {
         let big = format!(r#"["a","{}"]"#, "x".repeat(1500));
         assert_eq!(post(&f, &big).await, Answer::PayloadTooLarge);
         assert!(f.claims.is_empty() && f.queue.messages().is_empty());
+    }
+
+    /// A fixture whose receiver claim-checks through `payloads` and archives to `archive`.
+    fn with_objects(
+        payloads: &Arc<MemoryObjects>,
+        archive: Option<&Arc<MemoryObjects>>,
+    ) -> Fixture {
+        let mut f = fixture();
+        f.receiver = f.receiver.with_objects(
+            Some(payloads.clone() as Arc<dyn ObjectStore>),
+            archive.map(|a| a.clone() as Arc<dyn ObjectStore>),
+        );
+        f
+    }
+
+    #[tokio::test]
+    async fn an_envelope_over_the_queue_limit_waits_in_the_payload_bucket_and_travels_as_a_reference(
+    ) {
+        let payloads = Arc::new(MemoryObjects::default());
+        let f = with_objects(&payloads, None);
+        let big = format!(r#"["a",{{"key":"b","data":"{}"}}]"#, "x".repeat(1500));
+        assert!(matches!(
+            post(&f, &big).await,
+            Answer::Accepted { queued: 2, .. }
+        ));
+        let messages = f.queue.messages();
+        assert_eq!(messages.len(), 2);
+        assert!(messages.iter().all(|m| m.sqs_size() <= 1024));
+        // The small event travels whole; the large one as a reference to its object.
+        let sent: Vec<Envelope> = messages
+            .iter()
+            .map(|m| serde_json::from_str(&m.body).unwrap())
+            .collect();
+        assert!(sent[0].payload_ref.is_none() && sent[0].payload.is_some());
+        let reference = sent[1].payload_ref.clone().expect("a reference");
+        assert!(sent[1].payload.is_none());
+        let stored = payloads.objects();
+        assert_eq!(stored.keys().collect::<Vec<_>>(), vec![&reference.key]);
+        assert!(reference.key.starts_with("batchy/"));
+        let whole = objects::resolve(Some(payloads.as_ref()), sent[1].clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            whole.payload,
+            Some(serde_json::json!({"key": "b", "data": "x".repeat(1500)}))
+        );
+        assert_eq!(whole.dedup_key, sent[1].dedup_key);
+
+        // A retry is a duplicate: no second object, no second message.
+        f.processed("batchy##id#a").await;
+        f.processed(&sent[1].dedup_key).await;
+        assert!(matches!(
+            post(&f, &big).await,
+            Answer::Accepted {
+                queued: 0,
+                duplicates: 2,
+                ..
+            }
+        ));
+        assert_eq!(payloads.puts(), 1);
+        assert_eq!(f.queue.messages().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_payload_write_answers_503_sends_nothing_and_gives_the_claims_back() {
+        let payloads = Arc::new(MemoryObjects::default());
+        let f = with_objects(&payloads, None);
+        let big = format!(r#"["a",{{"key":"b","data":"{}"}}]"#, "x".repeat(1500));
+        payloads.fail(true);
+        assert_eq!(
+            post(&f, &big).await,
+            Answer::Unavailable {
+                retry_after_secs: 1
+            }
+        );
+        assert!(
+            f.queue.messages().is_empty(),
+            "nothing sent, not even the small event"
+        );
+        assert!(f.claims.is_empty(), "both claims given back");
+        payloads.fail(false);
+        assert!(matches!(
+            post(&f, &big).await,
+            Answer::Accepted { queued: 2, .. }
+        ));
+        assert_eq!(payloads.objects().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_reference_too_large_for_the_queue_is_still_refused() {
+        let payloads = Arc::new(MemoryObjects::default());
+        let f = with_objects(&payloads, None);
+        // The event id itself (which the reference carries) is over the limit.
+        let huge_id = format!(r#"["{}"]"#, "k".repeat(1100));
+        assert_eq!(post(&f, &huge_id).await, Answer::PayloadTooLarge);
+        assert!(f.claims.is_empty() && payloads.puts() == 0);
+    }
+
+    #[tokio::test]
+    async fn every_accepted_request_is_archived_with_its_body_and_never_its_credentials() {
+        let payloads = Arc::new(MemoryObjects::default());
+        let archive = Arc::new(MemoryObjects::default());
+        let f = with_objects(&payloads, Some(&archive));
+        assert!(matches!(
+            post(&f, r#"["a","t1/b"]"#).await,
+            Answer::Accepted { queued: 2, .. }
+        ));
+        // Refused requests and handshakes are not archived.
+        assert_eq!(post_as(&f, "wrong", r#"["c"]"#).await, Answer::Unauthorized);
+        assert!(matches!(
+            post(&f, r#""handshake""#).await,
+            Answer::Reply { .. }
+        ));
+        let stored = archive.objects();
+        assert_eq!(stored.len(), 1, "{:?}", stored.keys());
+        let (key, object) = stored.into_iter().next().unwrap();
+        assert!(key.starts_with("batchy/2023-11-14/"), "{key}");
+        assert_eq!(
+            objects::archive_key_time(&key),
+            Some(f.clock.now()),
+            "the key says when"
+        );
+        let text = String::from_utf8(object.clone()).unwrap();
+        assert!(
+            !text.contains("tok"),
+            "no credential in the archive: {text}"
+        );
+        let record: objects::ArchiveRecord = serde_json::from_slice(&object).unwrap();
+        assert_eq!(record.body().unwrap(), br#"["a","t1/b"]"#);
+        assert_eq!(record.events.len(), 2);
+        assert_eq!(record.events[1].tenant.as_deref(), Some("t1"));
+        assert_eq!(record.events[1].payload, Some(Value::String("t1/b".into())));
+    }
+
+    #[tokio::test]
+    async fn a_request_the_archive_did_not_take_is_answered_503_and_its_retry_archives_it() {
+        let payloads = Arc::new(MemoryObjects::default());
+        let archive = Arc::new(MemoryObjects::default());
+        let f = with_objects(&payloads, Some(&archive));
+        archive.fail(true);
+        assert_eq!(
+            post(&f, r#"["a"]"#).await,
+            Answer::Unavailable {
+                retry_after_secs: 1
+            }
+        );
+        // The event did reach the queue: its claim is marked so, and the retry is a duplicate.
+        assert_eq!(f.queue.messages().len(), 1);
+        assert_eq!(
+            f.claims.get("batchy##id#a").map(|r| r.status),
+            Some(Status::Enqueued)
+        );
+        archive.fail(false);
+        assert!(matches!(
+            post(&f, r#"["a"]"#).await,
+            Answer::Accepted {
+                queued: 0,
+                duplicates: 1,
+                ..
+            }
+        ));
+        assert_eq!(f.queue.messages().len(), 1);
+        assert_eq!(archive.objects().len(), 1, "archived by the retry");
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ use lambda_runtime::LambdaEvent;
 use crate::clock::SystemClock;
 use crate::config::{ConfigError, Env, Settings};
 use crate::consumer::{Processor, Router};
+use crate::objects::{ObjectStore, S3Objects};
 use crate::pipeline::Receiver;
 use crate::provider::Provider;
 use crate::queue::SqsQueue;
@@ -114,13 +115,36 @@ async fn build_receiver<P: Provider>(
                 SqsQueue::new(sqs, &settings.queue_url)
                     .with_limits(settings.max_message_bytes, settings.max_concurrent_calls),
             );
+            let (payloads, archive) = buckets(sdk, &settings);
             (
-                Receiver::new(provider, claims, queue, settings, Arc::new(SystemClock)),
+                Receiver::new(provider, claims, queue, settings, Arc::new(SystemClock))
+                    .with_objects(payloads, archive),
                 connections,
             )
         }
         Err(e) => (Receiver::misconfigured(e), None),
     })
+}
+
+type Objects = Arc<dyn ObjectStore>;
+
+/// The claim check's bucket and the archive's, each when configured, sharing one S3 client.
+/// (No warm-up call: the claim check is for rare large bodies, and the archive's first put runs
+/// beside the claim, not after it.)
+fn buckets(sdk: &SdkConfig, settings: &Settings) -> (Option<Objects>, Option<Objects>) {
+    if settings.payload_bucket.is_none() && settings.archive_bucket.is_none() {
+        return (None, None);
+    }
+    let s3 = S3Objects::client(sdk);
+    let store = |bucket: &Option<String>| {
+        bucket
+            .as_deref()
+            .map(|b| Arc::new(S3Objects::new(s3.clone(), b)) as Arc<dyn ObjectStore>)
+    };
+    (
+        store(&settings.payload_bucket),
+        store(&settings.archive_bucket),
+    )
 }
 
 /// [`try_receiver_from_env`], with an unreadable secret also answered 500 (tests and tools that
@@ -229,7 +253,9 @@ fn build_processor(
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
     let connections = Connections::unless_disabled(env, &ddb, &settings.table, None);
     let claims = Arc::new(DynamoClaims::new(ddb, &settings.table));
-    let processor = Processor::new(claims, router, settings, Arc::new(SystemClock));
+    let (payloads, _) = buckets(sdk, &settings);
+    let processor =
+        Processor::new(claims, router, settings, Arc::new(SystemClock)).with_payloads(payloads);
     Ok((processor, connections))
 }
 

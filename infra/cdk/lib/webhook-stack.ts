@@ -21,6 +21,7 @@ import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
+import * as s3 from 'aws-cdk-lib/aws-s3';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { RustFunction } from 'cargo-lambda-cdk';
 import { Construct } from 'constructs';
@@ -78,6 +79,26 @@ export class WebhookIntakeStack extends Stack {
       ],
     });
     this.param('DedupTtlSeconds', { type: 'Number', default: 604800 });
+    const payloadRetention = this.param('PayloadRetentionDays', {
+      type: 'Number',
+      default: 29,
+      minValue: 1,
+      description:
+        "Days the payload bucket keeps an event too large for a message (the message carries its key). Objects must outlive any message that references them: the dedup horizon (DedupTtlSeconds, 7 days) and a message's life in the queue (14 days) plus a redrive from the dead-letter queue (14 days); 29 = 14 + 14 + 1 day for lifecycle rounding.",
+    });
+    const archiveEnabled = this.param('ArchiveEnabled', {
+      type: 'String',
+      allowedValues: ['true', 'false'],
+      default: 'false',
+      description:
+        "Archive every accepted request's raw body and verified metadata, never credentials, to S3 under <provider>/<date>/..., for `webhook-ops replay`.",
+    });
+    const archiveRetention = this.param('ArchiveRetentionDays', {
+      type: 'Number',
+      default: 90,
+      minValue: 1,
+      description: 'Days the archive bucket keeps an archived request (with ArchiveEnabled).',
+    });
     const maxMessageBytes = this.param('MaxMessageBytes', {
       type: 'Number',
       default: 1048576,
@@ -199,6 +220,9 @@ export class WebhookIntakeStack extends Stack {
     const hasReceiverReserved = this.notEmpty('HasReceiverReservedConcurrency', 'ReceiverReservedConcurrency');
     const hasProcessorReserved = this.notEmpty('HasProcessorReservedConcurrency', 'ProcessorReservedConcurrency');
     const hasAlarmTopic = this.notEmpty('HasAlarmTopic', 'AlarmTopicArn');
+    const archiveOn = new CfnCondition(this, 'ArchiveOn', {
+      expression: Fn.conditionEquals(archiveEnabled.valueAsString, 'true'),
+    });
 
     // ---- Storage: the claim table, the queue and its dead-letter queue ----
     const table = new dynamodb.Table(this, 'EventsTable', {
@@ -227,6 +251,17 @@ export class WebhookIntakeStack extends Stack {
     });
     named(queue, 'EventsQueue');
 
+    // ---- Buckets ----
+    // Claim checks: the body of an event too large for a message, under <provider>/…; the message
+    // carries its key. Retained (like the table): messages on the queues may still reference it.
+    const payloadBucket = this.privateBucket('PayloadBucket', payloadRetention);
+    // The archive (ArchiveEnabled): every accepted request's raw body and verified metadata under
+    // <provider>/<date>/…, for `webhook-ops replay`.
+    const archiveBucket = this.privateBucket('ArchiveBucket', archiveRetention, archiveOn);
+    /** The ARN of a bucket's objects under `prefix` (as the SAM template writes it). */
+    const objects = (bucket: s3.Bucket, prefix: string) =>
+      `arn:${Aws.PARTITION}:s3:::${bucket.bucketName}/${prefix}*`;
+
     // ---- The HTTP API: one route per provider, throttled at the stage ----
     const api = new apigw.HttpApi(this, 'WebhookApi', { apiName: Aws.STACK_NAME, createDefaultStage: false });
     named(api, 'WebhookApi');
@@ -246,6 +281,7 @@ export class WebhookIntakeStack extends Stack {
       MAX_MESSAGE_BYTES: maxMessageBytes.valueAsString,
       MAX_EVENTS_PER_REQUEST: this.params.MaxEventsPerRequest.valueAsString,
       METRICS_NAMESPACE: namespace,
+      PAYLOAD_BUCKET: payloadBucket.bucketName,
       // Receivers answer within this; their claim lease is twice it and their timeout (8 s) lies
       // between the two.
       REQUEST_DEADLINE_MS,
@@ -261,7 +297,10 @@ export class WebhookIntakeStack extends Stack {
     const noSecret = Fn.sub('arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:none-configured');
 
     for (const p of PROVIDERS) {
-      const environment: Record<string, string> = { ...common };
+      const environment: Record<string, string> = {
+        ...common,
+        ARCHIVE_BUCKET: Fn.conditionIf(archiveOn.logicalId, archiveBucket.bucketName, Aws.NO_VALUE).toString(),
+      };
       for (const s of p.secrets) {
         environment[`${s.variable}_SECRET_ARN`] = this.ifConfigured(s.parameter, Aws.NO_VALUE);
       }
@@ -284,6 +323,15 @@ export class WebhookIntakeStack extends Stack {
         }),
       );
       fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['sqs:SendMessage', 'sqs:GetQueueAttributes'], resources: [queue.queueArn] }));
+      // A body too large for a message, under its own prefix (the message carries the key).
+      fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: [objects(payloadBucket, `${p.name}/`)] }));
+      // Its own archive prefix, only when ArchiveEnabled: a policy of its own under ArchiveOn (the
+      // SAM template writes the statement as `!If [ArchiveOn, …, !Ref AWS::NoValue]`).
+      const archivePolicy = new iam.Policy(this, `${p.id}WebhookArchivePolicy`, {
+        roles: [fn.role!],
+        statements: [new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: [objects(archiveBucket, `${p.name}/`)] })],
+      });
+      (archivePolicy.node.defaultChild as iam.CfnPolicy).cfnOptions.condition = archiveOn;
       for (const s of p.secrets) {
         fn.addToRolePolicy(
           new iam.PolicyStatement({
@@ -313,6 +361,8 @@ export class WebhookIntakeStack extends Stack {
         resources: [queue.queueArn],
       }),
     );
+    // The bodies the receivers put in the payload bucket: read only.
+    processor.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [objects(payloadBucket, '')] }));
     const mapping = new lambda.EventSourceMapping(this, 'EventProcessorEventSource', {
       target: processor,
       eventSourceArn: queue.queueArn,
@@ -493,6 +543,15 @@ export class WebhookIntakeStack extends Stack {
     new CfnOutput(this, 'EventsQueueUrl', { value: queue.queueUrl });
     new CfnOutput(this, 'DeadLetterQueueUrl', { value: deadLetterQueue.queueUrl });
     new CfnOutput(this, 'DashboardName', { value: dashboard.dashboardName });
+    new CfnOutput(this, 'PayloadBucketName', {
+      description: 'Bodies of events too large for a message, expired after PayloadRetentionDays',
+      value: payloadBucket.bucketName,
+    });
+    new CfnOutput(this, 'ArchiveBucketName', {
+      description: 'Archived requests, for webhook-ops replay (ArchiveEnabled)',
+      value: archiveBucket.bucketName,
+      condition: archiveOn,
+    });
   }
 
   private param(name: string, props: {
@@ -507,6 +566,61 @@ export class WebhookIntakeStack extends Stack {
     const p = new CfnParameter(this, name, props);
     this.params[name] = p;
     return p;
+  }
+
+  /**
+   * A bucket `<id>` (logical ID as in the SAM template) that is private, SSE-S3 encrypted and
+   * retained, whose objects expire after `retention` days, and its policy `<id>Policy`: no
+   * request without TLS, no put without `x-amz-server-side-encryption: AES256` (the code sends it
+   * on every put). Both under `condition` when given.
+   */
+  private privateBucket(id: string, retention: CfnParameter, condition?: CfnCondition): s3.Bucket {
+    const bucket = new s3.Bucket(this, id, {
+      // SSE-S3 (a bucket key only matters for SSE-KMS).
+      encryption: s3.BucketEncryption.S3_MANAGED,
+      blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+      objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+      lifecycleRules: [
+        {
+          id: 'expire',
+          expiration: Duration.days(retention.valueAsNumber),
+          abortIncompleteMultipartUploadAfter: Duration.days(1),
+        },
+      ],
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    const cfnBucket = named(bucket, id);
+    const objects = `${bucket.bucketArn}/*`;
+    const anyone = new iam.StarPrincipal();
+    const policy = new s3.CfnBucketPolicy(this, `${id}Policy`, {
+      bucket: bucket.bucketName,
+      policyDocument: new iam.PolicyDocument({
+        statements: [
+          new iam.PolicyStatement({
+            sid: 'DenyInsecureTransport',
+            effect: iam.Effect.DENY,
+            principals: [anyone],
+            actions: ['s3:*'],
+            resources: [bucket.bucketArn, objects],
+            conditions: { Bool: { 'aws:SecureTransport': 'false' } },
+          }),
+          new iam.PolicyStatement({
+            sid: 'DenyUnencryptedPuts',
+            effect: iam.Effect.DENY,
+            principals: [anyone],
+            actions: ['s3:PutObject'],
+            resources: [objects],
+            conditions: { StringNotEquals: { 's3:x-amz-server-side-encryption': 'AES256' } },
+          }),
+        ],
+      }),
+    });
+    policy.overrideLogicalId(`${id}Policy`);
+    if (condition) {
+      cfnBucket.cfnOptions.condition = condition;
+      policy.cfnOptions.condition = condition;
+    }
+    return bucket;
   }
 
   /** Condition `<id>`: parameter `<parameter>` is not empty. */

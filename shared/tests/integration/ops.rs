@@ -198,6 +198,8 @@ async fn envelope_to_dlq(stack: &Stack, id: &str, marker: &str) -> String {
         payload: None,
         payload_raw: None,
         payload_base64: None,
+        payload_ref: None,
+        replay: None,
     };
     envelope.set_payload(Payload::Json(json!({"card": marker})));
     let mut send = stack

@@ -174,14 +174,37 @@ fn own_variables(f: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn statements(f: &Value) -> Vec<&Value> {
+/// A function's IAM statements, each with the CloudFormation condition it exists under: a
+/// statement written `!If [Condition, statement, !Ref AWS::NoValue]` is (Some(Condition), statement).
+fn scoped_statements(f: &Value) -> Vec<(Option<&str>, &Value)> {
     f["Properties"]["Policies"]
         .as_array()
         .into_iter()
         .flatten()
         .flat_map(|p| p["Statement"].as_array().into_iter().flatten())
+        .map(|s| match s["Fn::If"].as_array() {
+            Some(branches) => {
+                assert_eq!(branches.len(), 3, "{s}");
+                assert_eq!(
+                    branches[2],
+                    serde_json::json!({"Ref": "AWS::NoValue"}),
+                    "a conditional statement is nothing otherwise: {s}"
+                );
+                (branches[0].as_str(), &branches[1])
+            }
+            None => (None, s),
+        })
         .collect()
 }
+
+/// A function's IAM statements, conditional ones included.
+fn statements(f: &Value) -> Vec<&Value> {
+    scoped_statements(f).into_iter().map(|(_, s)| s).collect()
+}
+
+/// Variables the template sets on every receiver (not in the Globals: the processor has no
+/// use for them) that the shared runtime reads, not the provider's configuration.
+const RECEIVER_RUNTIME_VARIABLES: [&str; 1] = ["ARCHIVE_BUCKET"];
 
 #[test]
 fn every_provider_is_routed_where_it_sends_with_every_method_reaching_the_function() {
@@ -246,6 +269,9 @@ fn every_variable_a_provider_reads_is_deployed_credentials_only_from_secrets_man
             }
         }
         for name in &deployed {
+            if RECEIVER_RUNTIME_VARIABLES.contains(&name.as_str()) {
+                continue; // the runtime's (the_shared_variables_are_the_ones_the_runtime_reads)
+            }
             let plain = name
                 .strip_suffix(config::SECRET_ARN_SUFFIX)
                 .unwrap_or(name)
@@ -277,8 +303,14 @@ fn the_shared_variables_are_the_ones_the_runtime_reads() {
             "the template sets {name} for every function; nothing reads it"
         );
     }
-    for name in ["EVENTS_TABLE", "EVENTS_QUEUE_URL"] {
+    for name in ["EVENTS_TABLE", "EVENTS_QUEUE_URL", "PAYLOAD_BUCKET"] {
         assert!(read.iter().any(|n| n == name), "{name}");
+    }
+    for name in RECEIVER_RUNTIME_VARIABLES {
+        assert!(
+            read.iter().any(|n| n == name),
+            "the template sets {name} for every receiver; nothing reads it"
+        );
     }
 }
 
@@ -527,4 +559,292 @@ fn the_alarms_watch_metrics_the_code_emits() {
     for expected in [m::UNAUTHORIZED, m::CONFLICT, m::FAILED] {
         assert!(watched.iter().any(|w| w == expected), "{expected}");
     }
+}
+
+/// A value as a list: IAM allows one action or resource as a string or as a list of them.
+fn listed(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Array(items) => items.clone(),
+        other => vec![other.clone()],
+    }
+}
+
+/// The ARN of a bucket's objects under `prefix`, as the template writes it.
+fn objects_arn(bucket: &str, prefix: &str) -> Value {
+    serde_json::json!({
+        "Fn::Sub": format!("arn:${{AWS::Partition}}:s3:::${{{bucket}}}/{prefix}*")
+    })
+}
+
+/// S3 rights, exactly: a receiver may only put objects under its own provider's prefix, in the
+/// payload bucket (bodies too large for a message) and, only when ArchiveOn, in the archive; the
+/// processor may only get objects from the payload bucket. No function has another S3 action,
+/// and no action anywhere is a wildcard.
+#[test]
+fn every_function_may_only_put_its_own_objects_and_the_processor_only_read_payloads() {
+    type Grant = (Option<&'static str>, &'static str, Value);
+    let t = template();
+    let mut expected: Vec<(&str, Vec<Grant>)> = providers::ALL
+        .iter()
+        .map(|(provider, binary)| {
+            let prefix = format!("{provider}/");
+            (
+                *binary,
+                vec![
+                    (None, "s3:PutObject", objects_arn("PayloadBucket", &prefix)),
+                    (
+                        Some("ArchiveOn"),
+                        "s3:PutObject",
+                        objects_arn("ArchiveBucket", &prefix),
+                    ),
+                ],
+            )
+        })
+        .collect();
+    expected.push((
+        "event-processor",
+        vec![(None, "s3:GetObject", objects_arn("PayloadBucket", ""))],
+    ));
+    let functions = t["Resources"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|r| r["Type"] == "AWS::Serverless::Function")
+        .count();
+    assert_eq!(functions, expected.len(), "every function is listed here");
+    for (binary, grants) in &expected {
+        let f = function(&t, binary);
+        for s in statements(f) {
+            for action in listed(&s["Action"]) {
+                let action = action.as_str().unwrap_or_else(|| panic!("{binary}: {s}"));
+                assert!(!action.contains('*'), "{binary}: {action}");
+            }
+        }
+        let s3: Vec<(Option<&str>, &Value)> = scoped_statements(f)
+            .into_iter()
+            .filter(|(_, s)| {
+                listed(&s["Action"])
+                    .iter()
+                    .any(|a| a.as_str().unwrap().starts_with("s3:"))
+            })
+            .collect();
+        let actual: Vec<(Option<&str>, Vec<Value>, Value)> = s3
+            .iter()
+            .map(|(condition, s)| (*condition, listed(&s["Action"]), s["Resource"].clone()))
+            .collect();
+        let wanted: Vec<(Option<&str>, Vec<Value>, Value)> = grants
+            .iter()
+            .map(|(condition, action, resource)| {
+                (*condition, vec![Value::from(*action)], resource.clone())
+            })
+            .collect();
+        assert_eq!(actual, wanted, "{binary}: S3 statements");
+        for (_, s) in &s3 {
+            assert_eq!(s["Effect"], "Allow", "{binary}: {s}");
+        }
+    }
+}
+
+/// Both buckets: SSE-S3, no public access, owner-enforced objects, kept on delete and replace,
+/// and a policy refusing any request without TLS and any put without the encryption header.
+#[test]
+fn both_buckets_are_encrypted_private_and_refuse_plain_transport_and_unencrypted_puts() {
+    let t = template();
+    for (bucket, policy, condition) in [
+        ("PayloadBucket", "PayloadBucketPolicy", None),
+        ("ArchiveBucket", "ArchiveBucketPolicy", Some("ArchiveOn")),
+    ] {
+        let b = &t["Resources"][bucket];
+        assert_eq!(b["Type"], "AWS::S3::Bucket", "{bucket}");
+        assert_eq!(b["Condition"].as_str(), condition, "{bucket}");
+        assert_eq!(b["DeletionPolicy"], "Retain", "{bucket}");
+        assert_eq!(b["UpdateReplacePolicy"], "Retain", "{bucket}");
+        let p = &b["Properties"];
+        let encryption = p["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{bucket}: BucketEncryption"));
+        assert!(!encryption.is_empty(), "{bucket}");
+        for rule in encryption {
+            assert_eq!(
+                rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"], "AES256",
+                "{bucket}"
+            );
+        }
+        for flag in [
+            "BlockPublicAcls",
+            "BlockPublicPolicy",
+            "IgnorePublicAcls",
+            "RestrictPublicBuckets",
+        ] {
+            assert_eq!(
+                p["PublicAccessBlockConfiguration"][flag], true,
+                "{bucket}: {flag}"
+            );
+        }
+        assert_eq!(
+            p["OwnershipControls"]["Rules"],
+            serde_json::json!([{"ObjectOwnership": "BucketOwnerEnforced"}]),
+            "{bucket}"
+        );
+
+        let bp = &t["Resources"][policy];
+        assert_eq!(bp["Type"], "AWS::S3::BucketPolicy", "{policy}");
+        assert_eq!(bp["Condition"].as_str(), condition, "{policy}");
+        assert_eq!(bp["Properties"]["Bucket"]["Ref"], bucket, "{policy}");
+        let policy_statements = bp["Properties"]["PolicyDocument"]["Statement"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{policy}: statements"));
+        let whole = serde_json::json!({"Fn::GetAtt": [bucket, "Arn"]});
+        let objects = serde_json::json!({"Fn::Sub": format!("${{{bucket}.Arn}}/*")});
+        // A deny for everyone, on `action`, covering `resources`, under `condition`.
+        let denies = |action: &str, resources: &[&Value], condition: Value| {
+            policy_statements.iter().any(|s| {
+                let covered = listed(&s["Resource"]);
+                s["Effect"] == "Deny"
+                    && s["Principal"] == "*"
+                    && listed(&s["Action"]) == vec![Value::from(action)]
+                    && resources.iter().all(|r| covered.contains(*r))
+                    && s["Condition"] == condition
+            })
+        };
+        assert!(
+            denies(
+                "s3:*",
+                &[&whole, &objects],
+                serde_json::json!({"Bool": {"aws:SecureTransport": "false"}})
+            ),
+            "{policy}: deny without TLS"
+        );
+        assert!(
+            denies(
+                "s3:PutObject",
+                &[&objects],
+                serde_json::json!({
+                    "StringNotEquals": {"s3:x-amz-server-side-encryption": "AES256"}
+                })
+            ),
+            "{policy}: deny a put without x-amz-server-side-encryption: AES256"
+        );
+        for s in policy_statements {
+            assert_eq!(s["Effect"], "Deny", "{policy}: grants nothing: {s}");
+        }
+    }
+}
+
+/// A message may reference a payload for as long as it can live: the dedup horizon, and the
+/// queue's retention plus the dead-letter queue's (a redrive). The payloads must outlive both.
+#[test]
+fn payloads_outlive_every_message_that_references_them() {
+    const DAY: u64 = 86_400;
+    let t = template();
+    let default = |name: &str| -> u64 {
+        resolve(&t, &t["Parameters"][name]["Default"])
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let retention_seconds = |queue: &str| -> u64 {
+        resolve(
+            &t,
+            &t["Resources"][queue]["Properties"]["MessageRetentionPeriod"],
+        )
+        .parse()
+        .unwrap_or_else(|e| panic!("{queue}: {e}"))
+    };
+    for (bucket, parameter) in [
+        ("PayloadBucket", "PayloadRetentionDays"),
+        ("ArchiveBucket", "ArchiveRetentionDays"),
+    ] {
+        let rules = t["Resources"][bucket]["Properties"]["LifecycleConfiguration"]["Rules"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{bucket}: lifecycle rules"));
+        let expiring: Vec<&Value> = rules
+            .iter()
+            .filter(|r| !r["ExpirationInDays"].is_null())
+            .collect();
+        assert_eq!(expiring.len(), 1, "{bucket}: one expiration");
+        assert_eq!(expiring[0]["Status"], "Enabled", "{bucket}");
+        assert_eq!(
+            expiring[0]["ExpirationInDays"]["Ref"], parameter,
+            "{bucket}"
+        );
+        assert!(
+            t["Parameters"][parameter]["MinValue"].as_u64() >= Some(1),
+            "{parameter}"
+        );
+        assert!(
+            rules.iter().any(|r| r["Status"] == "Enabled"
+                && r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
+                    .as_u64()
+                    .is_some()),
+            "{bucket}: incomplete uploads are aborted"
+        );
+    }
+    let payload_days = default("PayloadRetentionDays");
+    let dedup_days = default("DedupTtlSeconds").div_ceil(DAY);
+    assert!(
+        payload_days >= dedup_days,
+        "payloads kept {payload_days} days, the dedup horizon is {dedup_days}"
+    );
+    let message_days = (retention_seconds("EventsQueue")
+        + retention_seconds("EventsDeadLetterQueue"))
+    .div_ceil(DAY);
+    assert!(
+        payload_days >= message_days,
+        "payloads kept {payload_days} days, a message (queue, then dead-letter queue) lives {message_days}"
+    );
+}
+
+/// The archive is opt-in: ArchiveEnabled defaults to "false", and the bucket, its policy, its
+/// output and the receivers' ARCHIVE_BUCKET exist only under ArchiveOn. Only the receivers are
+/// told of it; every function is told of the payload bucket.
+#[test]
+fn the_archive_is_off_by_default_and_only_the_receivers_are_told_of_it() {
+    let t = template();
+    let enabled = &t["Parameters"]["ArchiveEnabled"];
+    assert_eq!(enabled["Default"], "false");
+    assert_eq!(
+        enabled["AllowedValues"],
+        serde_json::json!(["true", "false"])
+    );
+    assert_eq!(
+        t["Conditions"]["ArchiveOn"],
+        serde_json::json!({"Fn::Equals": [{"Ref": "ArchiveEnabled"}, "true"]})
+    );
+    for resource in ["ArchiveBucket", "ArchiveBucketPolicy"] {
+        assert_eq!(
+            t["Resources"][resource]["Condition"], "ArchiveOn",
+            "{resource}"
+        );
+    }
+    assert_eq!(t["Outputs"]["ArchiveBucketName"]["Condition"], "ArchiveOn");
+    assert!(t["Outputs"]["PayloadBucketName"]["Condition"].is_null());
+
+    let globals = &t["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(globals["PAYLOAD_BUCKET"]["Ref"], "PayloadBucket");
+    assert!(
+        globals["ARCHIVE_BUCKET"].is_null(),
+        "ARCHIVE_BUCKET is the receivers', not every function's"
+    );
+    for (provider, binary) in providers::ALL {
+        let f = function(&t, binary);
+        assert_eq!(
+            f["Properties"]["Environment"]["Variables"]["ARCHIVE_BUCKET"],
+            serde_json::json!({
+                "Fn::If": ["ArchiveOn", {"Ref": "ArchiveBucket"}, {"Ref": "AWS::NoValue"}]
+            }),
+            "{provider}"
+        );
+        // With the defaults (the archive off), the function gets no ARCHIVE_BUCKET at all.
+        let (_, vars) = function_env(&t, f);
+        assert!(vars.contains_key("PAYLOAD_BUCKET"), "{provider}");
+        assert!(!vars.contains_key("ARCHIVE_BUCKET"), "{provider}");
+    }
+    let processor = function(&t, "event-processor");
+    assert!(
+        processor["Properties"]["Environment"]["Variables"]["ARCHIVE_BUCKET"].is_null(),
+        "the processor has no use for the archive"
+    );
+    let (_, vars) = function_env(&t, processor);
+    assert!(vars.contains_key("PAYLOAD_BUCKET"));
+    assert!(!vars.contains_key("ARCHIVE_BUCKET"));
 }

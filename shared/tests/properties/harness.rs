@@ -1235,6 +1235,8 @@ impl EnvelopeCase {
             payload: None,
             payload_raw: None,
             payload_base64: None,
+            payload_ref: None,
+            replay: None,
         };
         envelope.set_payload(self.payload.clone());
         envelope

@@ -48,6 +48,8 @@ fn envelope(body: &[u8], i: usize) -> Envelope {
         payload: None,
         payload_raw: None,
         payload_base64: None,
+        payload_ref: None,
+        replay: None,
     };
     envelope.set_payload(shared::envelope::Payload::Json(payload));
     envelope
