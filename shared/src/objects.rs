@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::envelope::{Envelope, PayloadRef};
+use crate::queue::Message;
 use crate::verify::sha256_hex;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,6 +68,27 @@ impl S3Objects {
 
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    /// Every key under `prefix`, in S3's (lexicographic) order.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(failed)?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        Ok(keys)
     }
 }
 
@@ -207,6 +229,49 @@ pub fn check(envelope: &Envelope) -> Result<Checked, serde_json::Error> {
         object,
         reference,
     })
+}
+
+/// Why an envelope cannot travel.
+#[derive(Debug, thiserror::Error)]
+pub enum Unsendable {
+    #[error("envelope not serializable: {}", crate::envelope::describe_json_error(.0))]
+    Json(#[from] serde_json::Error),
+    /// Over the queue's limit, counted as SQS counts (body and attributes): the message itself
+    /// (no payload bucket), or even the claim check's reference.
+    #[error("{what} of {bytes} bytes (body and attributes) exceeds the queue limit of {limit}")]
+    TooLarge {
+        what: &'static str,
+        bytes: usize,
+        limit: usize,
+    },
+}
+
+/// The message an envelope travels as: itself when it fits the queue's `limit`; else, when
+/// `claim_check` (a payload bucket is configured), a reference, with the object to write
+/// before it is sent ([`check`]).
+pub fn message_for(
+    envelope: &Envelope,
+    limit: usize,
+    claim_check: bool,
+) -> Result<(Message, Option<Checked>), Unsendable> {
+    let message = Message::from_envelope(envelope)?;
+    if message.sqs_size() <= limit {
+        return Ok((message, None));
+    }
+    let too_large = |what, m: &Message| Unsendable::TooLarge {
+        what,
+        bytes: m.sqs_size(),
+        limit,
+    };
+    if !claim_check {
+        return Err(too_large("message", &message));
+    }
+    let checked = check(envelope)?;
+    let reference = Message::from_envelope(&checked.reference)?;
+    if reference.sqs_size() > limit {
+        return Err(too_large("claim-check reference", &reference));
+    }
+    Ok((reference, Some(checked)))
 }
 
 /// Why a claim-checked envelope could not be read back.

@@ -566,42 +566,27 @@ impl<P: Provider> Ready<P> {
         Ok(prepared)
     }
 
-    /// The message an envelope travels as: itself when it fits the queue; else, with a payload
-    /// bucket, a reference to the object to write first (claim check); else 413.
+    /// The message an envelope travels as ([`objects::message_for`]): a refusal when it cannot.
     #[allow(clippy::type_complexity)]
     fn message(
         &self,
         envelope: &Envelope,
     ) -> Result<(Message, Option<(String, Vec<u8>)>), Box<(Answer, String)>> {
-        let unserializable = |e: serde_json::Error| {
-            Box::new((
-                Answer::Refused(Refusal::BadRequest("payload cannot be forwarded".into())),
-                format!("envelope not serializable: {}", describe_json_error(&e)),
-            ))
-        };
-        let limit = self.settings.max_message_bytes;
-        let too_large = |m: &Message, what: &str| {
-            Box::new((
-                Answer::PayloadTooLarge,
-                format!(
-                    "{what} of {} bytes (body and attributes) exceeds the queue limit of {limit}",
-                    m.sqs_size()
-                ),
-            ))
-        };
-        let message = Message::from_envelope(envelope).map_err(unserializable)?;
-        if message.sqs_size() <= limit {
-            return Ok((message, None));
-        }
-        if self.payloads.is_none() {
-            return Err(too_large(&message, "message"));
-        }
-        let checked = objects::check(envelope).map_err(unserializable)?;
-        let reference = Message::from_envelope(&checked.reference).map_err(unserializable)?;
-        if reference.sqs_size() > limit {
-            return Err(too_large(&reference, "claim-check reference"));
-        }
-        Ok((reference, Some((checked.key, checked.object))))
+        objects::message_for(
+            envelope,
+            self.settings.max_message_bytes,
+            self.payloads.is_some(),
+        )
+        .map(|(message, checked)| (message, checked.map(|c| (c.key, c.object))))
+        .map_err(|e| {
+            let answer = match e {
+                objects::Unsendable::TooLarge { .. } => Answer::PayloadTooLarge,
+                objects::Unsendable::Json(_) => {
+                    Answer::Refused(Refusal::BadRequest("payload cannot be forwarded".into()))
+                }
+            };
+            Box::new((answer, e.to_string()))
+        })
     }
 
     /// Writes the objects of the claim-checked events among `fresh`, a bounded number at a time.

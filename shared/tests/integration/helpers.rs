@@ -80,6 +80,7 @@ pub async fn sdk_at(endpoint: &str) -> SdkConfig {
 }
 
 /// One test's AWS: its own table, queue and dead-letter queue on the shared moto server.
+#[derive(Clone)]
 pub struct Stack {
     pub sdk: SdkConfig,
     pub ddb: aws_sdk_dynamodb::Client,
@@ -87,6 +88,12 @@ pub struct Stack {
     pub table: String,
     pub queue_url: String,
     pub dlq_url: String,
+    pub s3: aws_sdk_s3::Client,
+    /// The claim check's bucket: in every function's environment, as the template deploys it.
+    pub payload_bucket: String,
+    /// The archive's bucket: in no function's environment unless a test passes
+    /// `ARCHIVE_BUCKET` (the archive is off by default).
+    pub archive_bucket: String,
 }
 
 impl Stack {
@@ -171,6 +178,15 @@ impl Stack {
             .expect("create queue")
             .queue_url
             .unwrap();
+        let s3 = shared::objects::S3Objects::client(&sdk);
+        let (payload_bucket, archive_bucket) = (format!("payloads-{id}"), format!("archive-{id}"));
+        for bucket in [&payload_bucket, &archive_bucket] {
+            s3.create_bucket()
+                .bucket(bucket)
+                .send()
+                .await
+                .expect("create bucket");
+        }
         Stack {
             sdk,
             ddb,
@@ -178,6 +194,9 @@ impl Stack {
             table,
             queue_url,
             dlq_url,
+            s3,
+            payload_bucket,
+            archive_bucket,
         }
     }
 
@@ -185,6 +204,7 @@ impl Stack {
         let mut env = Env::from_pairs([
             ("EVENTS_TABLE", self.table.as_str()),
             ("EVENTS_QUEUE_URL", self.queue_url.as_str()),
+            ("PAYLOAD_BUCKET", self.payload_bucket.as_str()),
         ]);
         for (k, v) in extra {
             env.set(k, v);
@@ -306,6 +326,48 @@ impl Stack {
     pub async fn assert_no_trace(&self) {
         assert!(self.drain().await.is_empty(), "nothing queued");
         assert_eq!(self.item_count().await, 0, "nothing stored");
+    }
+
+    /// Every key in `bucket`, with its server-side encryption as S3 reports it.
+    pub async fn objects(&self, bucket: &str) -> Vec<(String, Option<String>)> {
+        let listed = self
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .send()
+            .await
+            .expect("list objects");
+        let mut out = Vec::new();
+        for o in listed.contents() {
+            let key = o.key().unwrap().to_owned();
+            let head = self
+                .s3
+                .head_object()
+                .bucket(bucket)
+                .key(&key)
+                .send()
+                .await
+                .expect("head object");
+            let sse = head.server_side_encryption().map(|s| s.as_str().to_owned());
+            out.push((key, sse));
+        }
+        out
+    }
+
+    pub async fn object(&self, bucket: &str, key: &str) -> Vec<u8> {
+        self.s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .expect("get object")
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes()
+            .to_vec()
     }
 
     pub async fn item_count(&self) -> usize {

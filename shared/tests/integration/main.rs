@@ -1,6 +1,7 @@
 //! Integration tests against a real moto server (DynamoDB, SQS, Secrets Manager).
 //! One test binary, one moto server; each test makes its own table and queues.
 
+mod claim_check;
 mod claims;
 mod crashes;
 mod deadline;

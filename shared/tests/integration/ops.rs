@@ -816,3 +816,157 @@ async fn claim_release_never_deletes_a_claim_taken_over_after_it_was_shown() {
     let item = stack.item(&pk).await.expect("the retry's claim is kept");
     assert_eq!(s(&item, "claim_token"), retry.token);
 }
+
+/// A signed Trybe request carrying `marker` in its payload.
+fn trybe_request(id: &str, marker: &str) -> Sent {
+    let body = json!({"id": id, "event": "customer.created", "site_id": "s1",
+                      "data": {"email": format!("{marker}@example.com")}})
+    .to_string();
+    Sent::post("/trybe", body.clone()).header(
+        "Signature",
+        trybe::sign(&Secret::new(SECRET).unwrap(), body.as_bytes()),
+    )
+}
+
+#[tokio::test]
+async fn accepted_requests_are_archived_without_credentials_and_replay_runs_them_again() {
+    let stack = Stack::new().await;
+    let archive = stack.archive_bucket.clone();
+    let r = stack
+        .receiver(
+            &[(trybe::SECRET_VAR, SECRET), ("ARCHIVE_BUCKET", &archive)],
+            Trybe::from_env,
+        )
+        .await;
+    let marker = marker();
+    let from = shared::clock::rfc3339(OffsetDateTime::now_utc() - Duration::from_secs(1));
+    let (a, b) = (
+        format!("evt-a-{}", uuid::Uuid::new_v4().simple()),
+        format!("evt-b-{}", uuid::Uuid::new_v4().simple()),
+    );
+    let sent = [trybe_request(&a, &marker), trybe_request(&b, &marker)];
+    for request in &sent {
+        assert_eq!(send(&r, request).await.status(), 200);
+    }
+    let counting = Arc::new(Counting::default());
+    feed_processor(&stack, counting.clone()).await;
+    assert_eq!(counting.runs(), 2, "each event once");
+    // The provider retries a: accepted again (a duplicate), archived again.
+    assert_eq!(send(&r, &sent[0]).await.status(), 200);
+    // A forged request is refused and not archived.
+    let forged = Sent::post("/trybe", sent[1].body.clone()).header("Signature", "0".repeat(64));
+    assert_eq!(send(&r, &forged).await.status(), 401);
+    let to = shared::clock::rfc3339(OffsetDateTime::now_utc() + Duration::from_secs(1));
+
+    // What moto received: three encrypted records under trybe/<today>/, each the body as sent,
+    // none holding the secret or the signature.
+    let archived = stack.objects(&archive).await;
+    assert_eq!(archived.len(), 3, "{archived:?}");
+    let today = shared::objects::archive_day_prefix("trybe", OffsetDateTime::now_utc().date());
+    let mut key_of_b = None;
+    for (key, sse) in &archived {
+        assert!(key.starts_with(&today), "{key}");
+        assert_eq!(sse.as_deref(), Some("AES256"), "{key}");
+        let object = stack.object(&archive, key).await;
+        let text = String::from_utf8(object.clone()).unwrap();
+        let signature = sent[1]
+            .headers
+            .iter()
+            .find(|(n, _)| n == "Signature")
+            .unwrap();
+        assert!(
+            !text.contains(SECRET) && !text.contains(&signature.1),
+            "{text}"
+        );
+        let record: shared::objects::ArchiveRecord = serde_json::from_slice(&object).unwrap();
+        let body = record.body().unwrap();
+        assert!(
+            sent.iter().any(|s| s.body == body),
+            "the body byte for byte"
+        );
+        if record.events[0].event_id == b {
+            key_of_b = Some(key.clone());
+        }
+    }
+    let key_of_b = key_of_b.expect("b archived");
+    assert!(peek(&stack, &stack.queue_url).await.is_empty(), "the retry was a duplicate");
+
+    // One archived request: a preview without payloads, then nothing without a yes.
+    let env = [("ARCHIVE_BUCKET", archive.as_str())];
+    let declined = ops_env(&stack, &env, &["replay", "--key", &key_of_b], Some("no\n"));
+    assert_eq!(declined.code, 1, "{declined:?}");
+    assert!(
+        declined.stderr.contains(&format!("event {b}")),
+        "{declined:?}"
+    );
+    assert!(!declined.stderr.contains(&marker) && !declined.stdout.contains(&marker));
+    assert!(
+        peek(&stack, &stack.queue_url).await.is_empty(),
+        "nothing queued"
+    );
+
+    let replayed = ops_env(&stack, &env, &["replay", "--key", &key_of_b], Some("yes\n"));
+    assert_eq!(replayed.code, 0, "{replayed:?}");
+    assert!(replayed.stdout.contains("queued 1 of 1"), "{replayed:?}");
+    let queued = peek(&stack, &stack.queue_url).await;
+    assert_eq!(queued.len(), 1);
+    let message: Value = serde_json::from_str(queued[0].body().unwrap()).unwrap();
+    assert_eq!(message["replay"]["archive_key"], key_of_b.as_str());
+    assert_eq!(message["event_id"], b.as_str());
+    feed_processor(&stack, counting.clone()).await;
+    assert_eq!(counting.runs(), 3, "the replay ran b again");
+    assert_eq!(
+        counting
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|id| **id == b)
+            .count(),
+        2
+    );
+
+    // A provider's range: each event once, though a was archived twice.
+    let range = [
+        "--json",
+        "replay",
+        "--provider",
+        "trybe",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--yes",
+    ];
+    let run = ops_env(&stack, &env, &range, None);
+    assert_eq!(run.code, 0, "{run:?}");
+    let out = run.json();
+    let mut ids: Vec<&str> = out["queued"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["event_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    let mut expected = vec![a.as_str(), b.as_str()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    feed_processor(&stack, counting.clone()).await;
+    assert_eq!(counting.runs(), 5);
+
+    // A range with nothing archived in it queues nothing.
+    let empty = [
+        "replay",
+        "--provider",
+        "trybe",
+        "--from",
+        "2020-01-01T00:00:00Z",
+        "--to",
+        "2020-01-02T00:00:00Z",
+        "--yes",
+    ];
+    let run = ops_env(&stack, &env, &empty, None);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("nothing to replay"), "{run:?}");
+    assert!(peek(&stack, &stack.queue_url).await.is_empty());
+}

@@ -384,14 +384,7 @@ impl Soak {
         let started = std::time::Instant::now();
         // As many pollers as processor processes (the event source mapping's concurrency): one
         // poller fell behind the senders, and moto's SQS costs grow with the queue's depth.
-        let stack_ref: &'static Stack = Box::leak(Box::new(Stack {
-            sdk: stack.sdk.clone(),
-            ddb: stack.ddb.clone(),
-            sqs: stack.sqs.clone(),
-            table: stack.table.clone(),
-            queue_url: stack.queue_url.clone(),
-            dlq_url: stack.dlq_url.clone(),
-        }));
+        let stack_ref: &'static Stack = Box::leak(Box::new(stack.clone()));
         let pollers: Vec<_> = processors
             .iter()
             .map(|_| {

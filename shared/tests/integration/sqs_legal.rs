@@ -139,11 +139,16 @@ async fn raw_text_forms_and_batches_are_sqs_legal_too() {
 }
 
 #[tokio::test]
-async fn messages_up_to_the_queues_1_mib_are_queued_and_larger_ones_refused_before_any_claim() {
+async fn messages_up_to_the_queues_1_mib_are_queued_and_without_a_payload_bucket_larger_ones_refused(
+) {
     let stack = Stack::new().await;
     const SECRET: &str = "trybe-sqs-size-secret";
+    // No claim check (claim_check.rs has the receiver with one).
     let r = stack
-        .receiver(&[(trybe::SECRET_VAR, SECRET)], trybe::Trybe::from_env)
+        .receiver(
+            &[(trybe::SECRET_VAR, SECRET), ("PAYLOAD_BUCKET", "")],
+            trybe::Trybe::from_env,
+        )
         .await;
     let signed = |id: &str, filler: usize| {
         let body =

@@ -63,7 +63,7 @@ pub enum ClaimCommand {
     },
 }
 
-fn provider_names() -> PossibleValuesParser {
+pub fn provider_names() -> PossibleValuesParser {
     PossibleValuesParser::new(providers::ALL.iter().map(|(name, _)| *name))
 }
 

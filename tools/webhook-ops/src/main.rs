@@ -6,6 +6,7 @@
 
 mod claim;
 mod dlq;
+mod replay;
 mod text;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -20,7 +21,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     version,
-    about = "Operator tool for the webhook intake: the dead-letter queue and the claim records",
+    about = "Operator tool for the webhook intake: the dead-letter queue, the claim records, replays from the archive",
     long_about = "Operator tool for the webhook intake: the dead-letter queue and the claim records.\n\n\
         AWS credentials, region and endpoint come from the usual chain (environment, profile, \
         instance role); AWS_ENDPOINT_URL points it at local AWS (moto, `make dev`). Payloads are \
@@ -96,6 +97,9 @@ enum Command {
     /// Claim records (`<dedup key>` and the processor's `processed#<dedup key>`): show, release.
     #[command(subcommand)]
     Claim(claim::ClaimCommand),
+    /// Queue archived events again, marked as replays (asks first unless --yes).
+    #[command(long_about = replay::ABOUT)]
+    Replay(replay::ReplayArgs),
 }
 
 /// Why a command did not succeed, and its exit code.
@@ -283,6 +287,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Dlq(c) => dlq::run(&ctx, c).await,
             Command::Claim(c) => claim::run(&ctx, c).await,
+            Command::Replay(args) => replay::run(&ctx, args).await,
         }
     });
     report(outcome)
