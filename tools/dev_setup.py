@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Creates the local table and queues for `make dev` (idempotent) and prints the variables the
-functions need, as KEY=VALUE lines. Same shapes as the deployed stack: table `pk` (String) with
-TTL on `expires_at`; queue with a redrive policy to its dead-letter queue."""
+"""Creates the local table, queues and buckets for `make dev` (idempotent) and prints the
+variables the functions need, as KEY=VALUE lines. Same shapes as the deployed stack: table `pk`
+(String) with TTL on `expires_at`; queue with a redrive policy to its dead-letter queue; the
+payload bucket (claim check). The archive, off by default in a stack, is on here so that
+`webhook-ops replay` can be tried locally."""
 import argparse
 import json
 
@@ -26,7 +28,7 @@ def main():
     env = read_env(args.env_file)
     kw = dict(endpoint_url=args.endpoint, region_name=env.get("AWS_REGION", "us-east-1"),
               aws_access_key_id="testing", aws_secret_access_key="testing")
-    ddb, sqs = boto3.client("dynamodb", **kw), boto3.client("sqs", **kw)
+    ddb, sqs, s3 = (boto3.client(name, **kw) for name in ("dynamodb", "sqs", "s3"))
     table = env["EVENTS_TABLE"]
     if table not in ddb.list_tables()["TableNames"]:
         ddb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
@@ -40,7 +42,14 @@ def main():
         "MaximumMessageSize": "1048576",  # as the template: MAX_MESSAGE_BYTES' default
         "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
     })["QueueUrl"]
+    buckets = {"PAYLOAD_BUCKET": "webhook-payloads", "ARCHIVE_BUCKET": "webhook-archive"}
+    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    for bucket in buckets.values():
+        if bucket not in existing:
+            s3.create_bucket(Bucket=bucket)
     print(f"AWS_ENDPOINT_URL={args.endpoint}")
+    for name, bucket in buckets.items():
+        print(f"{name}={bucket}")
     print(f"EVENTS_QUEUE_URL={queue}")
     print(f"EVENTS_DLQ_URL={dlq}")
 
