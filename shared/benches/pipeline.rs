@@ -4,10 +4,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lambda_http::http::{HeaderMap, HeaderValue, Method};
 use shared::clock::SystemClock;
 use shared::config::{Env, Settings};
+use shared::objects::{ObjectError, ObjectStore};
 use shared::providers::trybe::{self, Trybe};
 use shared::queue::MemoryQueue;
 use shared::secret::{Secret, SecretList};
@@ -31,6 +33,30 @@ fn headers(body: &[u8]) -> HeaderMap {
         HeaderValue::from_str(&trybe::sign(&Secret::new(SECRET).unwrap(), body)).unwrap(),
     );
     h
+}
+
+/// A bucket that takes every object and keeps none (criterion runs thousands of iterations):
+/// what is measured is the receiver's own work to build and hand over each object.
+struct Discard;
+
+#[async_trait]
+impl ObjectStore for Discard {
+    async fn put(&self, _: &str, body: Vec<u8>, _: &str) -> Result<(), ObjectError> {
+        criterion::black_box(body);
+        Ok(())
+    }
+    async fn get(&self, _: &str) -> Result<Vec<u8>, ObjectError> {
+        Err(ObjectError::Missing)
+    }
+}
+
+/// A Trybe body of about `bytes` bytes (a large note in `data`).
+fn large_body(id: u64, bytes: usize) -> Vec<u8> {
+    format!(
+        r#"{{"id":"evt-{id}","event":"basket.submitted","site_id":"s1","data":{{"note":"{}"}}}}"#,
+        "x".repeat(bytes)
+    )
+    .into_bytes()
 }
 
 fn receiver() -> Receiver<Trybe> {
@@ -90,7 +116,44 @@ fn bench(c: &mut Criterion) {
     group.bench_function("reject_forged_signature", |b| {
         b.iter(|| rt.block_on(r.answer_parts(&Method::POST, &forged, "/", None, &dup)))
     });
+
+    // The archive on: the same event, also serialized whole (body and envelope) for S3.
+    let archived = receiver().with_objects(Some(Arc::new(Discard)), Some(Arc::new(Discard)));
+    group.bench_function("accept_new_event_archived", |b| {
+        b.iter_batched(
+            || {
+                let body = body(next.fetch_add(1, Ordering::Relaxed));
+                (headers(&body), body)
+            },
+            |(h, body)| {
+                let answer =
+                    rt.block_on(archived.answer_parts(&Method::POST, &h, "/", None, &body));
+                assert_eq!(answer.status(), 200);
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
     group.finish();
+
+    // A 3 MB event through the claim check (the queue gets a reference, the bucket the object).
+    let mut large = c.benchmark_group("receiver_large");
+    large.sample_size(20);
+    large.throughput(Throughput::Bytes(3_000_000));
+    let checked = receiver().with_objects(Some(Arc::new(Discard)), None);
+    large.bench_function("accept_3mb_claim_checked", |b| {
+        b.iter_batched(
+            || {
+                let body = large_body(next.fetch_add(1, Ordering::Relaxed), 3_000_000);
+                (headers(&body), body)
+            },
+            |(h, body)| {
+                let answer = rt.block_on(checked.answer_parts(&Method::POST, &h, "/", None, &body));
+                assert_eq!(answer.status(), 200);
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    large.finish();
 }
 
 criterion_group!(benches, bench);

@@ -889,7 +889,10 @@ async fn accepted_requests_are_archived_without_credentials_and_replay_runs_them
         }
     }
     let key_of_b = key_of_b.expect("b archived");
-    assert!(peek(&stack, &stack.queue_url).await.is_empty(), "the retry was a duplicate");
+    assert!(
+        peek(&stack, &stack.queue_url).await.is_empty(),
+        "the retry was a duplicate"
+    );
 
     // One archived request: a preview without payloads, then nothing without a yes.
     let env = [("ARCHIVE_BUCKET", archive.as_str())];
