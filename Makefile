@@ -136,6 +136,7 @@ bench-cold: $(STAMP) ## Cold starts under an emulated Lambda Runtime API: init, 
 	$(WEBHOOK_BENCH) cold --runs 5 --warm 50 --tls --tls-ca-only
 	$(WEBHOOK_BENCH) cold --runs 5 --warm 50 --direct
 	$(WEBHOOK_BENCH) cold --runs 5 --warm 10 --function tilby-webhook --event tilby/customers.import-80
+	$(WEBHOOK_BENCH) cold --runs 5 --warm 200 --archive
 	$(WEBHOOK_BENCH) cold --runs $(BENCH_RUNS) --warm 50 --tls --memory 256 --cpu-percent 14.5
 	$(WEBHOOK_BENCH) cold --runs $(BENCH_RUNS) --warm 50 --tls --memory 128 --cpu-percent 7.2
 

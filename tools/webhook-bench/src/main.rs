@@ -98,6 +98,11 @@ struct Common {
     /// Talk to moto directly: it closes every connection, so each AWS call connects anew
     #[arg(long)]
     direct: bool,
+    /// The archive on (ARCHIVE_BUCKET, as under `make dev`): one more S3 PutObject per accepted
+    /// request. Off by default, as in a deployed stack (ArchiveEnabled=false); the payload
+    /// bucket is always configured, as the template does
+    #[arg(long)]
+    archive: bool,
     /// Python with moto[server] (the project venv)
     #[arg(long, default_value = ".venv/bin/python")]
     moto_python: PathBuf,
@@ -651,6 +656,9 @@ fn scenario(common: &Common, cgroup: Option<&Cgroup>) -> String {
         (false, false) => ", plain HTTP (keep-alive) to moto",
         (false, true) => ", plain HTTP straight to moto (a new connection per AWS call)",
     });
+    if common.archive {
+        s.push_str(", archive on");
+    }
     s
 }
 
@@ -673,6 +681,10 @@ async fn prepare(common: &Common) -> Result<Bench, String> {
     let mut config = setup::read_env_file(&root.join("local.env"))?;
     config.retain(|(k, _)| !k.starts_with("AWS_"));
     config.extend(aws.env.iter().cloned());
+    // dev_setup.py turns the archive on for `make dev`; a stack has it off unless asked.
+    if !common.archive {
+        config.retain(|(k, _)| k != "ARCHIVE_BUCKET");
+    }
     let cgroup = common
         .cpu_percent
         .map(|p| Cgroup::create(p, common.cpu_period_us))
