@@ -21,7 +21,7 @@ grep -q '^PORT' .dev/moto.log || { echo "moto did not start:"; cat .dev/moto.log
 endpoint="http://127.0.0.1:$MOTO_PORT"
 
 python tools/dev_setup.py --endpoint "$endpoint" --env-file "$ENV_FILE" > .dev/resources.env
-cat "$ENV_FILE" .dev/resources.env > .dev/functions.env
+tools/functions_env.sh "$ENV_FILE" .dev/resources.env > .dev/functions.env
 queue_url=$(sed -n 's/^EVENTS_QUEUE_URL=//p' .dev/resources.env)
 
 cargo lambda watch --invoke-address 127.0.0.1 --invoke-port "$WATCH_PORT" --env-file .dev/functions.env > .dev/watch.log 2>&1 &

@@ -5,6 +5,7 @@ mod claim_check;
 mod claims;
 mod crashes;
 mod deadline;
+mod dev_env;
 mod faults;
 mod helpers;
 mod lambda_host;
