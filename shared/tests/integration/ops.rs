@@ -973,3 +973,61 @@ async fn accepted_requests_are_archived_without_credentials_and_replay_runs_them
     assert!(run.stdout.contains("nothing to replay"), "{run:?}");
     assert!(peek(&stack, &stack.queue_url).await.is_empty());
 }
+
+#[tokio::test]
+async fn an_archived_event_too_large_for_the_queue_is_replayed_through_the_payload_bucket() {
+    let stack = Stack::new().await;
+    let archive = stack.archive_bucket.clone();
+    let r = stack
+        .receiver(
+            &[(trybe::SECRET_VAR, SECRET), ("ARCHIVE_BUCKET", &archive)],
+            Trybe::from_env,
+        )
+        .await;
+    let id = format!("evt-big-{}", uuid::Uuid::new_v4().simple());
+    let body = json!({"id": id, "event": "customer.created", "site_id": "s1",
+                      "data": {"blob": "x".repeat(1_500_000)}})
+    .to_string();
+    let big = Sent::post("/trybe", body.clone()).header(
+        "Signature",
+        trybe::sign(&Secret::new(SECRET).unwrap(), body.as_bytes()),
+    );
+    assert_eq!(send(&r, &big).await.status(), 200);
+    let counting = Arc::new(Counting::default());
+    feed_processor(&stack, counting.clone()).await;
+    assert_eq!(counting.runs(), 1);
+    let archived = stack.objects(&archive).await;
+    assert_eq!(archived.len(), 1);
+
+    let env = [
+        ("ARCHIVE_BUCKET", archive.as_str()),
+        ("PAYLOAD_BUCKET", stack.payload_bucket.as_str()),
+    ];
+    let run = ops_env(
+        &stack,
+        &env,
+        &["replay", "--key", &archived[0].0, "--yes"],
+        None,
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let queued = peek(&stack, &stack.queue_url).await;
+    assert_eq!(queued.len(), 1);
+    let message: Value = serde_json::from_str(queued[0].body().unwrap()).unwrap();
+    assert!(message["payload_ref"]["key"].is_string(), "a reference");
+    assert!(message["replay"]["id"].is_string(), "marked as a replay");
+    feed_processor(&stack, counting.clone()).await;
+    assert_eq!(counting.runs(), 2, "resolved and run again");
+    assert!(peek(&stack, &stack.dlq_url).await.is_empty());
+
+    // Without the payload bucket the replay refuses, before queuing anything.
+    let env = [("ARCHIVE_BUCKET", archive.as_str())];
+    let run = ops_env(
+        &stack,
+        &env,
+        &["replay", "--key", &archived[0].0, "--yes"],
+        None,
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("nothing queued"), "{run:?}");
+    assert!(peek(&stack, &stack.queue_url).await.is_empty());
+}
