@@ -26,7 +26,7 @@ use shared::clock::FixedClock;
 use shared::config::{Env, Settings};
 use shared::envelope::{sqs_allows, Envelope, Payload};
 use shared::provider::{path_token, Inbound};
-use shared::providers::{self, tilby, tribe, trifft, trybe};
+use shared::providers::{self, standard_webhook, tilby, tribe, trifft, trybe};
 use shared::queue::{MemoryQueue, Message, ATTRIBUTE_TYPE};
 use shared::secret::{Secret, SecretList};
 use shared::store::MemoryClaims;
@@ -34,7 +34,7 @@ use shared::verify::{self, BasicPair, Scope, Verified};
 use shared::{Answer, Receiver};
 
 /// Every provider, in `providers::ALL` order.
-pub const PROVIDERS: [&str; 5] = ["trybe", "tribe", "tribemade", "trifft", "tilby"];
+pub const PROVIDERS: [&str; 6] = ["trybe", "tribe", "tribemade", "trifft", "tilby", "standard"];
 
 /// The receivers' clock (2025-01-01T00:00:00Z): fixed, so Tribe's timestamps line up.
 pub const NOW_MS: i64 = 1_735_689_600_000;
@@ -297,6 +297,10 @@ pub fn signed(provider: &str, case: &Case) -> Sent {
                 }
                 tilby::NAME if name.eq_ignore_ascii_case(tilby::SIMULATED_SIGNATURE_HEADER) => {
                     *name = "x-webhook-signature".into()
+                }
+                // Svix-built senders: the same scheme under `svix-*` headers.
+                standard_webhook::NAME if name.starts_with("webhook-") => {
+                    *name = name.replacen("webhook-", "svix-", 1)
                 }
                 _ => {}
             }
@@ -629,6 +633,48 @@ pub fn has_valid_credential(provider: &str, request: &Request) -> bool {
                         .any(|(u, p)| presented == [u.as_slice(), b":", p].concat())
                 });
             by_header || by_basic
+        }
+        "standard" => {
+            // Keys: the base64 after `whsec_`; any family whose id, timestamp and signature are
+            // present, any of their values; `v1,<base64>` entries anywhere in the header.
+            let keys: Vec<Vec<u8>> = configured(env, standard_webhook::SECRET_VAR)
+                .iter()
+                .filter_map(|s| {
+                    let s = std::str::from_utf8(s).ok()?;
+                    let b64 = s.strip_prefix("whsec_").unwrap_or(s);
+                    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+                })
+                .collect();
+            let tolerance: i64 = env
+                .get(standard_webhook::TOLERANCE_VAR)
+                .map_or(300, |v| v.parse().expect("tolerance"));
+            ["webhook", "svix"].iter().any(|family| {
+                let values = |part: &str| request.values(&format!("{family}-{part}"));
+                values("id").any(|id| {
+                    values("timestamp").any(|ts| {
+                        let ts = ts.trim_ascii();
+                        let fresh = !ts.is_empty()
+                            && ts.iter().all(u8::is_ascii_digit)
+                            && std::str::from_utf8(ts)
+                                .unwrap()
+                                .parse::<i64>()
+                                .is_ok_and(|t| (NOW_MS / 1000 - t).abs() <= tolerance);
+                        fresh
+                            && values("signature").any(|sig| {
+                                sig.split(|b| *b == b' ')
+                                    .filter_map(|e| e.strip_prefix(b"v1,"))
+                                    .filter_map(|e| {
+                                        base64::engine::general_purpose::STANDARD.decode(e).ok()
+                                    })
+                                    .any(|mac| {
+                                        keys.iter().any(|k| {
+                                            mac == hmac_sha256(k, &[id, b".", ts, b".", body])
+                                        })
+                                    })
+                            })
+                    })
+                })
+            })
         }
         other => panic!("no oracle for {other}"),
     }

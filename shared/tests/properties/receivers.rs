@@ -274,6 +274,7 @@ receiver_properties! {
     tribemade_never_accepts_without_its_url_token_nor_echoes_nor_queues_what_sqs_refuses => "tribemade",
     trifft_never_accepts_without_its_header_or_basic_pair_nor_echoes_nor_queues_what_sqs_refuses => "trifft",
     tilby_never_accepts_without_token_and_signature_nor_echoes_nor_queues_what_sqs_refuses => "tilby",
+    standard_never_accepts_without_a_fresh_v1_signature_nor_echoes_nor_queues_what_sqs_refuses => "standard",
 }
 
 proptest! {
