@@ -17,7 +17,7 @@ if [[ ${1:-} == --ci ]]; then
 fi
 seconds=${1:-60}
 shift || true
-all=(trybe tribe tribemade trifft tilby basic_auth path_token form_decode envelope)
+all=(trybe tribe tribemade trifft tilby standard basic_auth path_token form_decode envelope)
 targets=("$@")
 ((${#targets[@]})) || targets=("${all[@]}")
 
@@ -55,7 +55,7 @@ seed_text() {
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"
     case $target in
-    trybe | tribe | tribemade | trifft | tilby)
+    trybe | tribe | tribemade | trifft | tilby | standard)
         # Case::decode: [flags][skew][sections] body. flags bit 0 signs, bit 1 tight limits,
         # bits 2-3 the credential variant.
         for f in $(samples_of "$target"); do
@@ -67,7 +67,7 @@ for target in "${targets[@]}"; do
             seed "$target" "tight-$n" '\x03\x00\x00' "$f"
             seed "$target" "late-$n" '\x01\x71\x00' "$f"
         done
-        for other in "${all[@]:0:5}"; do
+        for other in "${all[@]:0:6}"; do
             [[ $other == "$target" ]] && continue
             for f in $(samples_of "$other"); do
                 seed "$target" "signed-$other-$(basename "$f")" '\x01\x00\x00' "$f"
@@ -76,7 +76,7 @@ for target in "${targets[@]}"; do
         ;;
     envelope)
         # EnvelopeCase::decode: [kind] 6 fields, 3 optional fields, payload.
-        for p in "${all[@]:0:5}"; do
+        for p in "${all[@]:0:6}"; do
             for f in $(samples_of "$p"); do
                 n=$(basename "$f")
                 seed envelope "json-$p-$n" '\x00\x05trybe\x02e1\x04t.yp\x0ctrybe##id#e1\x00\x00\x00\x01x\xff' "$f"
