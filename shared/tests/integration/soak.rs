@@ -1,6 +1,6 @@
 //! The soak: the pipeline's parts as processes — every receiver binary and the processor binary
 //! under the emulated Runtime API, moto behind the fault proxy, a poller feeding the queue to the
-//! processor as SQS does — take a mixed stream of provider requests (all five providers, exact
+//! processor as SQS does — take a mixed stream of provider requests (all six providers, exact
 //! duplicates, concurrent copies, Tilby retries with a growing `nRetry`, forged requests) while
 //! faults hit every AWS call of the functions at random. Then it reconciles what the providers
 //! sent with what was queued and processed, prints the table, and fails on any difference.
@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use shared::config::Env;
 use shared::pipeline::dedup_key;
 use shared::provider::EventKey;
-use shared::providers;
+use shared::providers::{self, standard_webhook};
 
 use crate::faults::Proxy;
 use crate::helpers::*;
@@ -32,7 +32,7 @@ const PROCESSING_LEASE_SECONDS: &str = "3";
 const MAX_BACKLOG: usize = 300;
 /// Processor processes, each fed by its own poller.
 const PROCESSORS: usize = 3;
-const PROVIDERS: [&str; 5] = ["trybe", "tribe", "tribemade", "trifft", "tilby"];
+const PROVIDERS: [&str; 6] = ["trybe", "tribe", "tribemade", "trifft", "tilby", "standard"];
 
 /// One authentic request a provider sends until it is answered 200, and the dedup keys it
 /// carries (Tilby: one per entity).
@@ -86,6 +86,15 @@ fn authentic(provider: &'static str, n: usize) -> (Value, Vec<String>) {
             );
             (body, vec![key])
         }
+        "standard" => {
+            let mut body = sample("standard", "invoice.paid.json");
+            body["data"]["id"] = json!(uuid());
+            // A plain secret list (local.env): no tenant.
+            (
+                body.clone(),
+                vec![id(EventKey::id(message_id(&body)), None)],
+            )
+        }
         "trifft" => {
             let mut body = sample("trifft", "perk_redeemed.json");
             body["nonce"] = json!(uuid());
@@ -130,12 +139,35 @@ struct Totals {
     forged_accepted: AtomicUsize,
 }
 
+/// A Standard Webhooks delivery's `webhook-id`: the same on every retry (as senders keep it),
+/// derived from the event's fresh `data.id`.
+fn message_id(body: &Value) -> String {
+    let unique = body["data"]["id"].as_str().unwrap();
+    format!(
+        "msg_{}",
+        &shared::verify::sha256_hex(unique.as_bytes())[..32]
+    )
+}
+
 /// The request for `body` as the provider sends it now (Tribe signs a fresh timestamp, Tilby
-/// counts `nRetry`), as an API Gateway event.
+/// counts `nRetry`, a Standard Webhooks sender keeps its `webhook-id` and signs a fresh
+/// timestamp), as an API Gateway event.
 fn request(dev: &Env, provider: &str, body: &Value, attempt: usize) -> Value {
     let mut body = body.clone();
     if provider == "tilby" {
         body["nRetry"] = json!(attempt);
+    }
+    if provider == standard_webhook::NAME {
+        let (id, now) = (message_id(&body), time::OffsetDateTime::now_utc());
+        let secrets = dev.secrets(standard_webhook::SECRET_VAR).unwrap();
+        let bytes = body.to_string().into_bytes();
+        let signature = standard_webhook::sign(secrets.first(), &id, now.unix_timestamp(), &bytes);
+        return shared::apigw::Sent::post("/", bytes)
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", now.unix_timestamp().to_string())
+            .header("webhook-signature", signature)
+            .to_event_json();
     }
     providers::simulate(
         provider,
