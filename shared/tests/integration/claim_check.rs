@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 use shared::apigw::Sent;
 use shared::consumer::{EventHandler, HandlerError, Router};
 use shared::providers::trybe::{self, Trybe};
-use shared::secret::Secret;
 use shared::Envelope;
 
 use crate::helpers::*;
@@ -31,12 +30,8 @@ impl EventHandler for Keeping {
 
 fn signed(id: &str, filler: usize) -> Sent {
     let body = json!({"id": id, "event": "customer.created", "site_id": "s1",
-                      "data": {"blob": "x".repeat(filler)}})
-    .to_string();
-    Sent::post("/trybe", body.clone()).header(
-        "Signature",
-        trybe::sign(&Secret::new(SECRET).unwrap(), body.as_bytes()),
-    )
+                      "data": {"blob": "x".repeat(filler)}});
+    signed_trybe(SECRET, &body)
 }
 
 #[tokio::test]

@@ -488,6 +488,16 @@ pub fn s(item: &HashMap<String, AttributeValue>, key: &str) -> String {
         .unwrap_or_else(|| panic!("{key} missing"))
 }
 
+/// `body` as Trybe sends it, signed with `secret`.
+pub fn signed_trybe(secret: &str, body: &Value) -> Sent {
+    let body = body.to_string();
+    let signature = shared::providers::trybe::sign(
+        &shared::secret::Secret::new(secret).unwrap(),
+        body.as_bytes(),
+    );
+    Sent::post("/trybe", body).header("Signature", signature)
+}
+
 /// Sends a request through the receiver's Lambda entry point.
 pub async fn send<P: Provider>(receiver: &Receiver<P>, sent: &Sent) -> Response<lambda_http::Body> {
     receiver.handle(sent.to_request()).await

@@ -820,12 +820,8 @@ async fn claim_release_never_deletes_a_claim_taken_over_after_it_was_shown() {
 /// A signed Trybe request carrying `marker` in its payload.
 fn trybe_request(id: &str, marker: &str) -> Sent {
     let body = json!({"id": id, "event": "customer.created", "site_id": "s1",
-                      "data": {"email": format!("{marker}@example.com")}})
-    .to_string();
-    Sent::post("/trybe", body.clone()).header(
-        "Signature",
-        trybe::sign(&Secret::new(SECRET).unwrap(), body.as_bytes()),
-    )
+                      "data": {"email": format!("{marker}@example.com")}});
+    signed_trybe(SECRET, &body)
 }
 
 #[tokio::test]
@@ -986,12 +982,8 @@ async fn an_archived_event_too_large_for_the_queue_is_replayed_through_the_paylo
         .await;
     let id = format!("evt-big-{}", uuid::Uuid::new_v4().simple());
     let body = json!({"id": id, "event": "customer.created", "site_id": "s1",
-                      "data": {"blob": "x".repeat(1_500_000)}})
-    .to_string();
-    let big = Sent::post("/trybe", body.clone()).header(
-        "Signature",
-        trybe::sign(&Secret::new(SECRET).unwrap(), body.as_bytes()),
-    );
+                      "data": {"blob": "x".repeat(1_500_000)}});
+    let big = signed_trybe(SECRET, &body);
     assert_eq!(send(&r, &big).await.status(), 200);
     let counting = Arc::new(Counting::default());
     feed_processor(&stack, counting.clone()).await;
