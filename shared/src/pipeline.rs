@@ -1790,6 +1790,27 @@ mod tests {
         }
 
         #[test]
+        fn failed_payload_and_archive_writes_are_unavailable_for_their_own_reasons() {
+            let (payloads, archive) = (
+                Arc::new(MemoryObjects::default()),
+                Arc::new(MemoryObjects::default()),
+            );
+            let f = with_objects(&payloads, Some(&archive));
+            let big = format!(r#"[{{"key":"b","data":"{}"}}]"#, "x".repeat(1500));
+            payloads.fail(true);
+            let seen = Seen::default();
+            seen.during_async(post(&f, &big));
+            assert_eq!(count_unavailable(&seen, "payload"), 1.0);
+            assert_eq!(seen.count(ACCEPTED, &P), 0.0, "nothing sent");
+            payloads.fail(false);
+            archive.fail(true);
+            let seen = Seen::default();
+            seen.during_async(post(&f, r#"["a"]"#));
+            assert_eq!(count_unavailable(&seen, "archive"), 1.0);
+            assert_eq!(seen.count(ACCEPTED, &P), 1.0, "a is on the queue");
+        }
+
+        #[test]
         fn a_misconfigured_receiver_is_unavailable_for_config_under_its_name() {
             let r: Receiver<Batchy> = Receiver::misconfigured("TOKEN is not set").named("batchy");
             let seen = Seen::default();
