@@ -513,7 +513,7 @@ mod tests {
         let down = p.process_record(&r).await.unwrap_err();
         assert!(!down.is_poison(), "{down}");
         payloads.fail(false);
-        payloads.insert(&checked.key, checked.object.clone());
+        payloads.insert(&checked.object.key, checked.object.bytes.to_vec());
         assert_eq!(
             p.process_record(&r).await.unwrap(),
             RecordOutcome::Processed

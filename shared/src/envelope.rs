@@ -108,6 +108,27 @@ impl Payload {
 }
 
 impl Envelope {
+    /// The same envelope without its content (no payload of any kind, no reference), made
+    /// without copying the content.
+    pub fn metadata(&self) -> Envelope {
+        Envelope {
+            provider: self.provider.clone(),
+            event_id: self.event_id.clone(),
+            event_type: self.event_type.clone(),
+            dedup_key: self.dedup_key.clone(),
+            received_at: self.received_at.clone(),
+            occurred_at: self.occurred_at.clone(),
+            tenant: self.tenant.clone(),
+            content_type: self.content_type.clone(),
+            body_sha256: self.body_sha256.clone(),
+            payload: None,
+            payload_raw: None,
+            payload_base64: None,
+            payload_ref: None,
+            replay: self.replay.clone(),
+        }
+    }
+
     pub fn set_payload(&mut self, payload: Payload) {
         (self.payload, self.payload_raw, self.payload_base64) = match payload {
             Payload::Json(v) => (Some(v), None, None),

@@ -290,13 +290,16 @@ mod progress {
     pub const CONFLICTING: u8 = 7;
 }
 
+/// A request refused before any claim: its answer and the reason to log.
+type Refused = Box<(Answer, String)>;
+
 /// One event ready to go: its envelope, the message it becomes and the claim that guards it.
 struct Prepared {
     envelope: Envelope,
     message: Message,
-    /// For an envelope too large for the queue: the object to write (key, bytes) before the
-    /// message, which then carries only a reference to it.
-    offload: Option<(String, Vec<u8>)>,
+    /// For an envelope too large for the queue: the object to write before the message, which
+    /// then carries only a reference to it.
+    offload: Option<objects::PayloadObject>,
     claim: Claim,
     state: AtomicU8,
     /// How long its claim write took, once it answered (milliseconds).
@@ -518,7 +521,7 @@ impl<P: Provider> Ready<P> {
         &self,
         inbound: &Inbound<'_>,
         events: Vec<InboundEvent>,
-    ) -> Result<Vec<Prepared>, Box<(Answer, String)>> {
+    ) -> Result<Vec<Prepared>, Refused> {
         let provider = self.provider.name();
         let body_sha256 = sha256_hex(inbound.body);
         let received_at = rfc3339(inbound.now);
@@ -567,17 +570,15 @@ impl<P: Provider> Ready<P> {
     }
 
     /// The message an envelope travels as ([`objects::message_for`]): a refusal when it cannot.
-    #[allow(clippy::type_complexity)]
     fn message(
         &self,
         envelope: &Envelope,
-    ) -> Result<(Message, Option<(String, Vec<u8>)>), Box<(Answer, String)>> {
+    ) -> Result<(Message, Option<objects::PayloadObject>), Refused> {
         objects::message_for(
             envelope,
             self.settings.max_message_bytes,
             self.payloads.is_some(),
         )
-        .map(|(message, checked)| (message, checked.map(|c| (c.key, c.object))))
         .map_err(|e| {
             let answer = match e {
                 objects::Unsendable::TooLarge { .. } => Answer::PayloadTooLarge,
@@ -598,8 +599,11 @@ impl<P: Provider> Ready<P> {
         let puts: Vec<_> = fresh
             .iter()
             .filter_map(|p| p.offload.as_ref().map(|o| (*p, o)))
-            .map(|(p, (key, object))| async move {
-                let put = store.put(key, object.clone(), "application/json").await;
+            .map(|(p, object)| async move {
+                // A `Bytes` clone: the object is not copied.
+                let put = store
+                    .put(&object.key, object.bytes.clone(), "application/json")
+                    .await;
                 if let Err(e) = &put {
                     error!(provider = self.provider.name(), event_id = %p.envelope.event_id, error = %e,
                         "payload object not written");
@@ -625,7 +629,7 @@ impl<P: Provider> Ready<P> {
         let Some(store) = &self.archive else {
             return Ok(());
         };
-        let envelopes = prepared.iter().map(|p| p.envelope.clone()).collect();
+        let envelopes = prepared.iter().map(|p| &p.envelope).collect();
         let Some(record) = objects::archive_record(
             inbound.method.as_str(),
             inbound.header("content-type"),
@@ -638,7 +642,7 @@ impl<P: Provider> Ready<P> {
         let object = serde_json::to_vec(&record)
             .map_err(|e| ObjectError::Failed(describe_json_error(&e)))?;
         store
-            .put(&key, object, "application/json")
+            .put(&key, object.into(), "application/json")
             .await
             .inspect_err(|e| {
                 error!(provider = self.provider.name(), error = %e, "request not archived");
