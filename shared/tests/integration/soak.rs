@@ -235,26 +235,40 @@ async fn send_until_accepted(api: &RuntimeApi, dev: &Env, d: &Delivery, totals: 
     }
 }
 
-/// A forged request: the authentic one with its credential broken.
-fn forged(event: &mut Value) {
+/// A forged request: the authentic one with its credential broken. Each credential is changed
+/// in its middle character to another character of the same alphabet (hex and base64 alike), so
+/// the forgery always differs from the authentic credential; returns how many were changed.
+fn forged(event: &mut Value) -> usize {
+    fn broken(value: &str) -> String {
+        let mut bytes = value.as_bytes().to_vec();
+        let middle = bytes.len() / 2;
+        bytes[middle] = if bytes[middle] == b'a' { b'b' } else { b'a' };
+        String::from_utf8(bytes).expect("ASCII credential")
+    }
+    let mut changed = 0;
     let headers = event["headers"].as_object_mut().unwrap();
     for (name, value) in headers.iter_mut() {
         if name.contains("signature") || name.starts_with("x-trifft") {
-            let v = value.as_str().unwrap().to_owned();
-            *value = json!(format!("{}0", &v[..v.len() - 1]).replace("00", "11"));
+            let authentic = value.as_str().unwrap().to_owned();
+            let forgery = broken(&authentic);
+            assert_ne!(forgery, authentic, "{name}: the forgery must change it");
+            *value = json!(forgery);
+            changed += 1;
         }
     }
-    for field in ["rawPath"] {
-        if let Some(path) = event[field].as_str().map(str::to_owned) {
-            event[field] = json!(path.replace("-dev-token-", "-dev-tok3n-"));
+    for pointer in ["/rawPath", "/requestContext/http/path"] {
+        let Some(path) = event.pointer_mut(pointer) else {
+            continue;
+        };
+        if let Some(authentic) = path.as_str().map(str::to_owned) {
+            let forgery = authentic.replace("-dev-token-", "-dev-tok3n-");
+            if forgery != authentic {
+                *path = json!(forgery);
+                changed += 1;
+            }
         }
     }
-    if let Some(ctx) = event["requestContext"]["http"]["path"]
-        .as_str()
-        .map(str::to_owned)
-    {
-        event["requestContext"]["http"]["path"] = json!(ctx.replace("-dev-token-", "-dev-tok3n-"));
-    }
+    changed
 }
 
 /// Reads the queue as SQS's event source mapping does and hands each batch to the processor;
@@ -374,7 +388,10 @@ impl Soak {
             let (body, keys) = authentic(provider, n);
             if n % 20 == 7 {
                 let mut event = request(&dev, provider, &body, 0);
-                forged(&mut event);
+                assert!(
+                    forged(&mut event) > 0,
+                    "{provider}: a forged request must change a credential"
+                );
                 forged_keys.extend(keys);
                 forged_events.push((provider, event));
                 continue;
