@@ -109,6 +109,25 @@ impl Router {
         self
     }
 
+    /// The same routes, each handler replaced by `wrap(handler)`: an observer around every
+    /// handler (the delivery simulation records each run this way) without changing which
+    /// handler runs for which event.
+    pub fn wrap(self, wrap: impl Fn(Arc<dyn EventHandler>) -> Arc<dyn EventHandler>) -> Router {
+        Router {
+            by_type: self
+                .by_type
+                .into_iter()
+                .map(|(k, h)| (k, wrap(h)))
+                .collect(),
+            by_provider: self
+                .by_provider
+                .into_iter()
+                .map(|(k, h)| (k, wrap(h)))
+                .collect(),
+            fallback: wrap(self.fallback),
+        }
+    }
+
     pub fn route(&self, event: &Envelope) -> &dyn EventHandler {
         self.by_type
             .get(&(event.provider.clone(), event.event_type.clone()))

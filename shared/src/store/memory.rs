@@ -1,6 +1,6 @@
 //! In-memory claims for unit tests of the domain logic (same rules as DynamoDB's adapter).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -13,7 +13,7 @@ use super::{
 
 #[derive(Debug, Default)]
 pub struct MemoryClaims {
-    records: Mutex<HashMap<String, Record>>,
+    records: Mutex<BTreeMap<String, Record>>,
     /// When set, every call fails (to test the 503 paths).
     pub fail: std::sync::atomic::AtomicBool,
     /// When set, reads (`record`) fail.
@@ -38,6 +38,19 @@ impl MemoryClaims {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Deletes the record under `pk` if it expired before `now`, as DynamoDB's TTL process does
+    /// (late: the simulation decides when). `true` when it deleted one.
+    pub fn delete_expired(&self, pk: &str, now: OffsetDateTime) -> bool {
+        let mut records = self.records.lock().expect("lock");
+        let expired = records
+            .get(pk)
+            .is_some_and(|r| r.expires_at < now.unix_timestamp());
+        if expired {
+            records.remove(pk);
+        }
+        expired
     }
 
     /// Every call made so far, in order (`claim`, `record`, `release`, `finish`).
