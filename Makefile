@@ -16,10 +16,12 @@ WATCH_PORT ?= 9000
 URL       ?= http://127.0.0.1:$(WATCH_PORT)/lambda-url/$(PROVIDER)-webhook
 COUNT     ?= 1
 CONCURRENCY ?= 1
+SIM_SECONDS ?= 600
+SIM_CI_SEEDS ?= 3000
 FUZZ_SECONDS ?= 60
 FUZZ_CI_SECONDS ?= 20
 
-.PHONY: help venv test unit validate lint fmt fmt-check dev send invoke events build sizes bench load clean-dev fuzz fuzz-ci soak bench-cold bench-e2e
+.PHONY: sim sim-ci help venv test unit validate lint fmt fmt-check dev send invoke events build sizes bench load clean-dev fuzz fuzz-ci soak bench-cold bench-e2e
 
 help: ## This list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -32,8 +34,15 @@ $(STAMP): requirements-dev.txt
 
 venv: $(STAMP) ## Project virtualenv: moto[server] and cargo-lambda from PyPI
 
-test: $(STAMP) fmt-check lint validate cdk-check ## fmt + clippy + template lint + unit and integration tests (integration tests start moto themselves)
+test: $(STAMP) fmt-check lint validate cdk-check ## fmt + clippy + template lint + unit and integration tests (integration tests start moto themselves) + the delivery simulation's budget of seeds
 	cargo test --workspace --all-targets
+	@$(MAKE) --no-print-directory sim-ci
+
+sim: ## Delivery simulation for SIM_SECONDS (default 600), or SEEDS=n seeds from FROM=1; reports seeds, deliveries, simulated days, violations
+	cargo run --quiet --profile sim -p delivery-sim -- $(if $(SEEDS),--seeds $(SEEDS) --from $(or $(FROM),1),--seconds $(SIM_SECONDS))
+
+sim-ci: ## The delivery simulation's fixed budget in `make test`: seeds 1..SIM_CI_SEEDS (3000, about a minute)
+	cargo run --quiet --profile sim -p delivery-sim -- --seeds $(SIM_CI_SEEDS) --from 1
 
 unit: ## Unit tests only (no moto)
 	cargo test --workspace --lib --bins

@@ -1,0 +1,419 @@
+//! The AWS twins as the protocol meets them: the in-memory claim store with DynamoDB's late TTL,
+//! a standard SQS queue (at-least-once, visibility timeout, reordering, maxReceiveCount and a
+//! DLQ, operator redrive), and S3 buckets; every call through [`World::remote`], so each can
+//! fail before it applies, apply and lose its answer, answer late, or hang.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use shared::objects::{MemoryObjects, ObjectError, ObjectStore};
+use shared::queue::{EventQueue, Message, QueueError};
+use shared::store::{
+    Claim, ClaimOutcome, ClaimStore, Finish, MemoryClaims, Record, StoreError, PROCESSED_PREFIX,
+};
+
+use crate::world::World;
+
+/// DynamoDB deletes an expired item "typically within a few days"; the simulation deletes each
+/// anywhere from at once to 48 hours after it expires, and reads see it until then.
+pub const MAX_TTL_LAG: Duration = Duration::from_secs(48 * 3600);
+
+/// The claim table: [`MemoryClaims`] (the same conditional writes as DynamoDB's adapter) behind
+/// remote calls, with TTL deletions scheduled as records expire.
+pub struct SimClaims {
+    pub table: Arc<MemoryClaims>,
+    world: Arc<World>,
+}
+
+impl SimClaims {
+    pub fn new(world: Arc<World>) -> Self {
+        SimClaims {
+            table: Arc::new(MemoryClaims::default()),
+            world,
+        }
+    }
+}
+
+/// After a write to `pk`, DynamoDB's TTL process deletes the item some time after it expires,
+/// if it is still expired then.
+fn schedule_ttl(world: &Arc<World>, table: &Arc<MemoryClaims>, pk: &str) {
+    let Some(record) = table.get(pk) else {
+        return;
+    };
+    let lag = world.rng(|r| {
+        if r.chance(0.1) {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(r.below(MAX_TTL_LAG.as_millis() as u64))
+        }
+    });
+    let when = world.clock.instant_at_epoch_s(record.expires_at + 1) + lag;
+    let (world, table, pk) = (world.clone(), table.clone(), pk.to_owned());
+    tokio::spawn(async move {
+        tokio::time::sleep_until(when).await;
+        let now = shared::clock::Clock::now(world.clock.as_ref());
+        if table.delete_expired(&pk, now) {
+            world.log(|l| l.ttl_deletes += 1);
+            world.note(|| format!("TTL deleted {pk}"));
+        }
+    });
+}
+
+fn short(pk: &str) -> String {
+    pk.to_owned()
+}
+
+#[async_trait]
+impl ClaimStore for SimClaims {
+    async fn record(&self, pk: &str) -> Result<Option<Record>, StoreError> {
+        let (table, key) = (self.table.clone(), pk.to_owned());
+        let found = self
+            .world
+            .remote("GetItem", pk, async move { table.get(&key) })
+            .await
+            .map_err(StoreError)?;
+        self.world.note(|| {
+            format!(
+                "GetItem {} -> {:?}",
+                short(pk),
+                found.as_ref().map(|r| r.status)
+            )
+        });
+        Ok(found)
+    }
+
+    async fn claim(&self, claim: &Claim) -> Result<ClaimOutcome, StoreError> {
+        let (table, world, c) = (self.table.clone(), self.world.clone(), claim.clone());
+        let outcome = self
+            .world
+            .remote("PutItem", &claim.pk, async move {
+                let outcome = table.claim(&c).await;
+                if matches!(
+                    outcome,
+                    Ok(ClaimOutcome::New | ClaimOutcome::TakenOver { .. })
+                ) {
+                    schedule_ttl(&world, &table, &c.pk);
+                }
+                world.note(|| format!("PutItem {} applied: {outcome:?}", c.pk));
+                outcome
+            })
+            .await
+            .map_err(StoreError)??;
+        Ok(outcome)
+    }
+
+    async fn release(&self, pk: &str, token: &str) -> Result<(), StoreError> {
+        let (table, world, key, token) = (
+            self.table.clone(),
+            self.world.clone(),
+            pk.to_owned(),
+            token.to_owned(),
+        );
+        self.world
+            .remote("DeleteItem", pk, async move {
+                world.note(|| format!("DeleteItem {key} applied"));
+                table.release(&key, &token).await
+            })
+            .await
+            .map_err(StoreError)?
+    }
+
+    async fn finish(
+        &self,
+        pk: &str,
+        token: &str,
+        finish: &Finish,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let (table, world, key, token, f) = (
+            self.table.clone(),
+            self.world.clone(),
+            pk.to_owned(),
+            token.to_owned(),
+            finish.clone(),
+        );
+        let processed = matches!(finish, Finish::Processed) && pk.starts_with(PROCESSED_PREFIX);
+        let result = self
+            .world
+            .remote("UpdateItem", pk, async move {
+                let result = table.finish(&key, &token, &f, now).await;
+                let applied = table.get(&key).is_some_and(|r| r.token == token);
+                if applied {
+                    schedule_ttl(&world, &table, &key);
+                    if matches!(f, Finish::Processed) && key.starts_with(PROCESSED_PREFIX) {
+                        let at = world.clock.now_ms();
+                        world.log(|l| l.processed_marks.push((key.clone(), at)));
+                    }
+                }
+                world.note(|| format!("UpdateItem {key} {f:?} applied: {applied}"));
+                result
+            })
+            .await
+            .map_err(StoreError);
+        if processed && result.is_err() {
+            let at = self.world.clock.now_ms();
+            self.world
+                .log(|l| l.finish_failures.push((pk.to_owned(), at)));
+        }
+        result?
+    }
+}
+
+/// A bucket: [`MemoryObjects`] behind remote calls.
+pub struct SimObjects {
+    pub bucket: Arc<MemoryObjects>,
+    world: Arc<World>,
+    name: &'static str,
+}
+
+impl SimObjects {
+    pub fn new(world: Arc<World>, name: &'static str) -> Self {
+        SimObjects {
+            bucket: Arc::new(MemoryObjects::default()),
+            world,
+            name,
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for SimObjects {
+    async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), ObjectError> {
+        let (bucket, key_owned, ct) =
+            (self.bucket.clone(), key.to_owned(), content_type.to_owned());
+        let call = format!("PutObject {}", self.name);
+        self.world
+            .remote(&call, key, async move {
+                bucket.put(&key_owned, body, &ct).await
+            })
+            .await
+            .map_err(ObjectError::Failed)?
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, ObjectError> {
+        let (bucket, key_owned) = (self.bucket.clone(), key.to_owned());
+        let call = format!("GetObject {}", self.name);
+        self.world
+            .remote(&call, key, async move { bucket.get(&key_owned).await })
+            .await
+            .map_err(ObjectError::Failed)?
+    }
+}
+
+/// SQS's numbers as the stacks set them.
+pub const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(360);
+pub const MAX_RECEIVE_COUNT: u32 = 5;
+pub const BATCH_SIZE: usize = 10;
+
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub id: u64,
+    pub message: Message,
+    pub sent_ms: i64,
+    pub visible_at: Instant,
+    pub receives: u32,
+}
+
+#[derive(Default)]
+struct QueueState {
+    next_id: u64,
+    live: BTreeMap<u64, Queued>,
+    dlq: Vec<Queued>,
+}
+
+/// A standard queue with its dead-letter queue.
+pub struct Sqs {
+    state: Mutex<QueueState>,
+    world: Arc<World>,
+    pub arrived: Notify,
+}
+
+impl Sqs {
+    pub fn new(world: Arc<World>) -> Arc<Self> {
+        Arc::new(Sqs {
+            state: Mutex::new(QueueState::default()),
+            world,
+            arrived: Notify::new(),
+        })
+    }
+
+    /// Puts messages on the queue at once (the service side of a send).
+    pub fn enqueue(&self, messages: &[Message]) -> Vec<String> {
+        let now = Instant::now();
+        let sent_ms = self.world.clock.now_ms();
+        let ids = {
+            let mut s = self.state.lock().expect("queue");
+            messages
+                .iter()
+                .map(|m| {
+                    s.next_id += 1;
+                    let id = s.next_id;
+                    s.live.insert(
+                        id,
+                        Queued {
+                            id,
+                            message: m.clone(),
+                            sent_ms,
+                            visible_at: now,
+                            receives: 0,
+                        },
+                    );
+                    format!("m-{id}")
+                })
+                .collect()
+        };
+        self.arrived.notify_waiters();
+        ids
+    }
+
+    /// One receive as the event source mapping makes it: up to [`BATCH_SIZE`] visible messages in
+    /// a random order, each hidden for the visibility timeout; a message received more than
+    /// [`MAX_RECEIVE_COUNT`] times goes to the DLQ instead; now and then an in-flight message
+    /// is handed out again (at-least-once).
+    pub fn receive(&self) -> Vec<Queued> {
+        let now = Instant::now();
+        let duplicate_rate = self.world.weather().map_or(0.0, |w| w.duplicate_rate);
+        let mut s = self.state.lock().expect("queue");
+        let mut visible: Vec<u64> = s
+            .live
+            .values()
+            .filter(|q| q.visible_at <= now)
+            .map(|q| q.id)
+            .collect();
+        let mut batch = Vec::new();
+        while batch.len() < BATCH_SIZE && !visible.is_empty() {
+            let i = self.world.rng(|r| r.below(visible.len() as u64)) as usize;
+            let id = visible.swap_remove(i);
+            let q = s.live.get_mut(&id).expect("live");
+            q.receives += 1;
+            if q.receives > MAX_RECEIVE_COUNT {
+                let q = s.live.remove(&id).expect("live");
+                self.world.note(|| format!("SQS m-{id} moved to the DLQ"));
+                self.world.log(|l| l.dlq_moves += 1);
+                s.dlq.push(q);
+                continue;
+            }
+            q.visible_at = now + VISIBILITY_TIMEOUT;
+            batch.push(q.clone());
+        }
+        if !batch.is_empty() && self.world.rng(|r| r.chance(duplicate_rate)) {
+            let hidden: Vec<u64> = s
+                .live
+                .values()
+                .filter(|q| q.visible_at > now)
+                .map(|q| q.id)
+                .collect();
+            if !hidden.is_empty() {
+                let id = self.world.rng(|r| *r.pick(&hidden));
+                let q = s.live[&id].clone();
+                self.world
+                    .note(|| format!("SQS m-{id} handed out again (at-least-once)"));
+                batch.push(q);
+            }
+        }
+        batch
+    }
+
+    /// When the next hidden message becomes visible, if any is hidden.
+    pub fn next_visible(&self) -> Option<Instant> {
+        let s = self.state.lock().expect("queue");
+        s.live.values().map(|q| q.visible_at).min()
+    }
+
+    pub fn delete(&self, ids: &[u64]) {
+        let mut s = self.state.lock().expect("queue");
+        for id in ids {
+            s.live.remove(id);
+        }
+    }
+
+    /// The operator's redrive: every DLQ message back on the queue, its receive count reset.
+    pub fn redrive(&self) -> usize {
+        let now = Instant::now();
+        let n = {
+            let mut s = self.state.lock().expect("queue");
+            let moved: Vec<Queued> = std::mem::take(&mut s.dlq);
+            let n = moved.len();
+            for mut q in moved {
+                q.receives = 0;
+                q.visible_at = now;
+                s.live.insert(q.id, q);
+            }
+            n
+        };
+        self.world.log(|l| l.redriven += n as u64);
+        self.world
+            .note(|| format!("operator redrove {n} message(s)"));
+        self.arrived.notify_waiters();
+        n
+    }
+
+    pub fn depth(&self) -> (usize, usize) {
+        let s = self.state.lock().expect("queue");
+        (s.live.len(), s.dlq.len())
+    }
+}
+
+/// The receivers' side of the queue: sends through remote calls; now and then one entry of a
+/// batch fails alone.
+pub struct SimQueue {
+    pub sqs: Arc<Sqs>,
+    world: Arc<World>,
+}
+
+impl SimQueue {
+    pub fn new(world: Arc<World>, sqs: Arc<Sqs>) -> Self {
+        SimQueue { sqs, world }
+    }
+}
+
+#[async_trait]
+impl EventQueue for SimQueue {
+    async fn send(&self, messages: &[Message]) -> Vec<Result<String, QueueError>> {
+        let fault_rate = self.world.weather().map_or(0.0, |w| w.fault_rate);
+        let refused: Vec<bool> = messages
+            .iter()
+            .map(|_| self.world.rng(|r| r.chance(fault_rate / 4.0)))
+            .collect();
+        let accepted: Vec<Message> = messages
+            .iter()
+            .zip(&refused)
+            .filter(|(_, no)| !**no)
+            .map(|(m, _)| m.clone())
+            .collect();
+        let sqs = self.sqs.clone();
+        let world = self.world.clone();
+        let subject = format!("{} message(s)", messages.len());
+        let sent = self
+            .world
+            .remote("SendMessageBatch", &subject, async move {
+                let ids = sqs.enqueue(&accepted);
+                world.note(|| format!("SendMessageBatch applied: {ids:?}"));
+                ids
+            })
+            .await;
+        match sent {
+            Err(e) => messages
+                .iter()
+                .map(|_| Err(QueueError(e.clone())))
+                .collect(),
+            Ok(ids) => {
+                let mut ids = ids.into_iter();
+                refused
+                    .iter()
+                    .map(|no| match no {
+                        true => Err(QueueError("injected: entry refused".into())),
+                        false => Ok(ids.next().expect("one id per accepted entry")),
+                    })
+                    .collect()
+            }
+        }
+    }
+}

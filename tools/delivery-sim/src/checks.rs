@@ -1,0 +1,270 @@
+//! The invariants, checked on the log of a finished run (docs/design.md "Invariants"):
+//! 1. every event answered 2xx runs its handler (nothing lost): a run no earlier than the
+//!    horizon before the answer;
+//! 2. within its horizon an event runs once, except after a processor finish that did not land
+//!    (counted as excused);
+//! 3. nothing forged and nothing under another tenant's credential is accepted or runs;
+//! 4. no claim blocks its event forever: in the quiet phase every authentic event gets a 2xx;
+//! 5. a replay runs once per replay id;
+//! 6. with the archive on, every accepted request has its record;
+//!    and the queues drain once the faults stop.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use shared::objects::ArchiveRecord;
+use shared::store::processed_key;
+
+use crate::aws::Sqs;
+use crate::senders::Event;
+use crate::world::{Run, World};
+use crate::Plan;
+
+/// Seconds of slack on the horizon: expiry is compared in whole seconds.
+const SLACK_MS: i64 = 2_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub invariant: &'static str,
+    /// The dedup key it concerns (what to look for in the trace).
+    pub key: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub seed: u64,
+    pub deliveries: u64,
+    pub invocations: u64,
+    pub runs: usize,
+    pub simulated: Duration,
+    pub faults: u64,
+    pub crashes: u64,
+    pub ttl_deletes: u64,
+    pub dlq_moves: u64,
+    /// Second runs within the horizon after a processor finish that did not land.
+    pub excused: usize,
+    pub violations: Vec<Violation>,
+    pub trace: Vec<String>,
+}
+
+/// Invariant 4, recorded by a sender in the quiet phase.
+pub fn blocked(world: &World, event: &Event, why: &str) {
+    world.note(|| format!("BLOCKED {:?}: {why}", event.keys));
+    let detail = format!("{} event #{}: {why}", event.provider, event.n);
+    world.log(|l| l.blocked.push((event.keys[0].clone(), detail)));
+}
+
+/// What excuses a second run of one claim within the horizon: the earlier run's claim was never
+/// marked PROCESSED before the later one, because its finish failed or its invocation was
+/// dropped after the handler (the README's documented case). Anything else is a violation.
+struct Excuses<'l> {
+    marks: &'l [(String, i64)],
+    finish_failures: &'l [(String, i64)],
+    dropped: &'l [(String, i64)],
+}
+
+impl Excuses<'_> {
+    fn excused(&self, pk: &str, key: &str, earlier: &Run, later: &Run) -> bool {
+        let within = |at: i64| at >= earlier.at_ms && at <= later.at_ms;
+        let marked = self.marks.iter().any(|(k, at)| k == pk && within(*at));
+        let failed = self
+            .finish_failures
+            .iter()
+            .any(|(k, at)| k == pk && within(*at))
+            || self.dropped.iter().any(|(k, at)| k == key && within(*at));
+        !marked && failed
+    }
+}
+
+fn runs_once(
+    runs: &[&Run],
+    pk: &str,
+    excuses: &Excuses<'_>,
+    horizon_ms: i64,
+    what: &'static str,
+    violations: &mut Vec<Violation>,
+) -> usize {
+    let mut excused = 0;
+    for pair in runs.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        if b.at_ms - a.at_ms >= horizon_ms - SLACK_MS {
+            continue;
+        }
+        if excuses.excused(pk, &a.dedup_key, a, b) {
+            excused += 1;
+        } else {
+            violations.push(Violation {
+                invariant: what,
+                key: a.dedup_key.clone(),
+                detail: format!(
+                    "ran at +{} ms and again at +{} ms, within the horizon, with no failed finish between",
+                    a.at_ms - crate::world::EPOCH_MS,
+                    b.at_ms - crate::world::EPOCH_MS
+                ),
+            });
+        }
+    }
+    excused
+}
+
+pub fn check(
+    seed: u64,
+    plan: &Plan,
+    world: &World,
+    sqs: &Sqs,
+    archived: &BTreeMap<String, Vec<u8>>,
+) -> Report {
+    let log = world.log.lock().expect("log");
+    let horizon_ms = plan.horizon.as_millis() as i64;
+    let mut violations: Vec<Violation> = log
+        .blocked
+        .iter()
+        .map(|(key, detail)| Violation {
+            invariant: "no claim blocks its event forever",
+            key: key.clone(),
+            detail: detail.clone(),
+        })
+        .collect();
+    let mut by_key: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
+    let mut by_replay: BTreeMap<(&str, &str), Vec<&Run>> = BTreeMap::new();
+    for run in &log.runs {
+        if run.forged {
+            violations.push(Violation {
+                invariant: "nothing forged runs",
+                key: run.dedup_key.clone(),
+                detail: format!("event {} ran", run.event_id),
+            });
+        }
+        match &run.replay {
+            None => by_key.entry(&run.dedup_key).or_default().push(run),
+            Some(id) => by_replay
+                .entry((id.as_str(), run.dedup_key.as_str()))
+                .or_default()
+                .push(run),
+        }
+    }
+
+    // 1 and 3: every 2xx.
+    let archived_events: BTreeSet<(String, String)> = archived
+        .values()
+        .filter_map(|bytes| serde_json::from_slice::<ArchiveRecord>(bytes).ok())
+        .flat_map(|r| {
+            r.events
+                .into_iter()
+                .map(|e| (e.dedup_key, e.received_at))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for answer in &log.answers {
+        let Some(status) = answer.status.filter(|s| (200..300).contains(s)) else {
+            continue;
+        };
+        if !answer.authentic {
+            violations.push(Violation {
+                invariant: "nothing forged is accepted",
+                key: answer.keys[0].clone(),
+                detail: format!("sender #{} answered {status}", answer.sender),
+            });
+            continue;
+        }
+        for key in &answer.keys {
+            let ran = by_key.get(key.as_str()).is_some_and(|runs| {
+                runs.iter()
+                    .any(|r| r.at_ms >= answer.at_ms - horizon_ms - SLACK_MS)
+            });
+            if !ran {
+                violations.push(Violation {
+                    invariant: "every event answered 2xx runs (nothing lost)",
+                    key: key.clone(),
+                    detail: format!(
+                        "sender #{} answered {status} at +{} ms; no run since the horizon before",
+                        answer.sender,
+                        answer.at_ms - crate::world::EPOCH_MS
+                    ),
+                });
+            }
+            if plan.archive {
+                let received_at = shared::clock::rfc3339(
+                    time::OffsetDateTime::from_unix_timestamp_nanos(
+                        i128::from(answer.received_at_ms) * 1_000_000,
+                    )
+                    .expect("time"),
+                );
+                if !archived_events.contains(&(key.clone(), received_at.clone())) {
+                    violations.push(Violation {
+                        invariant: "every accepted request is archived",
+                        key: key.clone(),
+                        detail: format!(
+                            "sender #{} answered {status}; no archive record received at {received_at}",
+                            answer.sender
+                        ),
+                    });
+                }
+            }
+        }
+    }
+
+    // 2 and 5: once within the horizon, once per replay.
+    let excuses = Excuses {
+        marks: &log.processed_marks,
+        finish_failures: &log.finish_failures,
+        dropped: &log.dropped,
+    };
+    let mut excused = 0;
+    for (key, runs) in &by_key {
+        excused += runs_once(
+            runs,
+            &processed_key(key),
+            &excuses,
+            horizon_ms,
+            "an event runs once within its horizon",
+            &mut violations,
+        );
+    }
+    for (id, key) in &log.replays {
+        let runs = by_replay
+            .get(&(id.as_str(), key.as_str()))
+            .cloned()
+            .unwrap_or_default();
+        if runs.is_empty() {
+            violations.push(Violation {
+                invariant: "a replay runs once per replay id",
+                key: key.clone(),
+                detail: format!("replay {id} never ran"),
+            });
+        }
+        let pk = format!("{}#replay#{id}", processed_key(key));
+        excused += runs_once(
+            &runs,
+            &pk,
+            &excuses,
+            horizon_ms,
+            "a replay runs once per replay id",
+            &mut violations,
+        );
+    }
+
+    let (live, dlq) = sqs.depth();
+    if live + dlq > 0 {
+        violations.push(Violation {
+            invariant: "the queues drain once the faults stop",
+            key: String::new(),
+            detail: format!("{live} message(s) in the queue, {dlq} in the DLQ at the end"),
+        });
+    }
+    Report {
+        seed,
+        deliveries: log.deliveries,
+        invocations: log.invocations,
+        runs: log.runs.len(),
+        simulated: world.clock.elapsed(),
+        faults: log.faults,
+        crashes: log.crashes,
+        ttl_deletes: log.ttl_deletes,
+        dlq_moves: log.dlq_moves,
+        excused,
+        violations,
+        trace: Vec::new(),
+    }
+}

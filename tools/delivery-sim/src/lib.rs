@@ -1,0 +1,528 @@
+//! A deterministic simulation of the whole delivery: the real receivers of every provider and
+//! the real processor (the real router and handlers, each run recorded), driven through their
+//! public entry points over the AWS twins of [`aws`], with faults at every call, crashed
+//! invocations, DynamoDB's late TTL, SQS's at-least-once redelivery and one simulated clock.
+//! A run is a function of its seed; the invariants of docs/design.md are checked on every run.
+//!
+//! The machinery: tokio's current-thread runtime with paused time (a simulated week takes as
+//! long as the work in it) and one seeded random stream. Every remote call applies in a task of
+//! its own after its latency, so a caller that gives up (a deadline, a crash) does not stop a
+//! write already on its way, as with a real service.
+
+pub mod aws;
+pub mod checks;
+pub mod rng;
+pub mod senders;
+pub mod world;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use lambda_http::http::{HeaderMap, HeaderName, HeaderValue};
+use shared::clock::Clock;
+use shared::config::Settings;
+use shared::consumer::{EventHandler, HandlerError, Processor};
+use shared::envelope::{Envelope, Replay};
+use shared::objects::{ArchiveRecord, ObjectStore};
+use shared::pipeline::Receiver;
+use shared::provider::Provider;
+
+use crate::aws::{SimClaims, SimObjects, SimQueue, Sqs};
+use crate::rng::Rng;
+use crate::senders::{Event, Trust, PROVIDERS};
+use crate::world::{Answered, Run, Weather, World};
+
+pub use checks::{Report, Violation};
+
+/// The receivers' function timeout (the template's `Timeout` for them).
+pub const RECEIVER_TIMEOUT: Duration = Duration::from_secs(8);
+/// The processor's function timeout.
+pub const PROCESSOR_TIMEOUT: Duration = Duration::from_secs(60);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// What a run is made of, drawn from its seed.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub events: usize,
+    pub weather: Weather,
+    /// Envelopes over this go through the payload bucket (small, so that some do).
+    pub max_message_bytes: Option<usize>,
+    pub archive: bool,
+    pub pollers: usize,
+    /// The dedup horizon.
+    pub horizon: Duration,
+}
+
+impl Plan {
+    pub fn from_seed(seed: u64) -> Self {
+        let mut r = Rng::new(seed.wrapping_mul(31).wrapping_add(17));
+        Plan {
+            events: r.between(20, 60) as usize,
+            weather: Weather {
+                fault_rate: [0.0, 0.02, 0.05, 0.1, 0.2][r.below(5) as usize],
+                crash_rate: [0.0, 0.02, 0.05, 0.1][r.below(4) as usize],
+                duplicate_rate: [0.0, 0.05, 0.2][r.below(3) as usize],
+            },
+            max_message_bytes: r.chance(0.3).then(|| r.between(1_500, 4_000) as usize),
+            archive: r.chance(0.5),
+            pollers: r.between(1, 3) as usize,
+            horizon: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Records every handler run, then lets the real handler decide.
+struct Recording {
+    inner: Arc<dyn EventHandler>,
+    world: Arc<World>,
+}
+
+#[async_trait]
+impl EventHandler for Recording {
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        let result = self.inner.handle(event).await;
+        if result.is_ok() {
+            let content = format!("{:?}", event.content());
+            let run = Run {
+                dedup_key: event.dedup_key.clone(),
+                replay: event.replay.as_ref().map(|r| r.id.clone()),
+                at_ms: self.world.clock.now_ms(),
+                forged: event.dedup_key.contains("forged-") || content.contains("forged-"),
+                event_id: event.event_id.clone(),
+            };
+            self.world
+                .note(|| format!("handler ran {} replay={:?}", run.dedup_key, run.replay));
+            self.world.log(|l| l.runs.push(run));
+        } else {
+            self.world
+                .note(|| format!("handler failed {}: {result:?}", event.dedup_key));
+        }
+        result
+    }
+}
+
+/// The deployment under test.
+struct System {
+    world: Arc<World>,
+    receivers: BTreeMap<&'static str, Receiver<Box<dyn Provider>>>,
+    processor: Processor,
+    sqs: Arc<Sqs>,
+    payloads: Arc<SimObjects>,
+    archive: Arc<SimObjects>,
+    plan: Plan,
+    max_message_bytes: usize,
+}
+
+fn settings(plan: &Plan) -> Settings {
+    let mut env = senders::env(Trust::Authentic);
+    let horizon = plan.horizon.as_secs().to_string();
+    env.set("DEDUP_TTL_SECONDS", &horizon);
+    if let Some(limit) = plan.max_message_bytes {
+        env.set("MAX_MESSAGE_BYTES", &limit.to_string());
+    }
+    Settings::from_env(&env).expect("settings")
+}
+
+impl System {
+    fn new(world: Arc<World>, plan: Plan) -> Arc<Self> {
+        let claims = Arc::new(SimClaims::new(world.clone()));
+        let sqs = Sqs::new(world.clone());
+        let queue = Arc::new(SimQueue::new(world.clone(), sqs.clone()));
+        let payloads = Arc::new(SimObjects::new(world.clone(), "payloads"));
+        let archive = Arc::new(SimObjects::new(world.clone(), "archive"));
+        let settings = settings(&plan);
+        let env = senders::env(Trust::Authentic);
+        let receivers = PROVIDERS
+            .iter()
+            .map(|name| {
+                let provider = shared::providers::from_env(name, &env).expect("provider");
+                let receiver = Receiver::new(
+                    provider,
+                    claims.clone(),
+                    queue.clone(),
+                    settings.clone(),
+                    world.clock.clone(),
+                )
+                .with_objects(
+                    Some(payloads.clone() as Arc<dyn ObjectStore>),
+                    plan.archive
+                        .then(|| archive.clone() as Arc<dyn ObjectStore>),
+                );
+                (*name, receiver)
+            })
+            .collect();
+        let recording_world = world.clone();
+        let router = event_processor::router().wrap(move |inner| {
+            Arc::new(Recording {
+                inner,
+                world: recording_world.clone(),
+            })
+        });
+        let processor = Processor::new(claims, router, settings.clone(), world.clock.clone())
+            .with_payloads(Some(payloads.clone() as Arc<dyn ObjectStore>));
+        Arc::new(System {
+            world,
+            receivers,
+            processor,
+            sqs,
+            payloads,
+            archive,
+            max_message_bytes: settings.max_message_bytes,
+            plan,
+        })
+    }
+
+    /// One receiver invocation: the request as API Gateway hands it over, cut short where the
+    /// invocation crashes or times out. `None`: no answer reached the sender.
+    async fn deliver(&self, event: &Event, attempt: usize) -> Option<u16> {
+        let now = self.world.clock.now();
+        let sent = senders::request(event, attempt, now);
+        let mut headers = HeaderMap::new();
+        for (name, value) in &sent.headers {
+            headers.append(
+                HeaderName::try_from(name.as_str()).expect("header name"),
+                HeaderValue::from_str(value).expect("header value"),
+            );
+        }
+        let receiver = &self.receivers[event.provider];
+        let crash = self.world.crash_after();
+        let limit = crash.unwrap_or(RECEIVER_TIMEOUT);
+        self.world.log(|l| l.deliveries += 1);
+        let at_ms = self.world.clock.now_ms();
+        let answer = tokio::time::timeout(
+            limit,
+            receiver.answer_parts(
+                &sent.method,
+                &headers,
+                &sent.path,
+                sent.query.as_deref(),
+                &sent.body,
+            ),
+        )
+        .await;
+        let status = match &answer {
+            Ok(a) => Some(a.status().as_u16()),
+            Err(_) => {
+                if crash.is_some() {
+                    self.world.log(|l| l.crashes += 1);
+                }
+                None
+            }
+        };
+        self.world.note(|| {
+            format!(
+                "{} #{} try {attempt} {:?} {:?} -> {:?}{}",
+                event.provider,
+                event.n,
+                event.trust,
+                event.keys,
+                status,
+                if crash.is_some() && status.is_none() {
+                    " (crashed)"
+                } else {
+                    ""
+                }
+            )
+        });
+        self.world.log(|l| {
+            l.answers.push(Answered {
+                sender: event.n,
+                keys: event.keys.clone(),
+                at_ms: self.world.clock.now_ms(),
+                status,
+                authentic: event.authentic(),
+                received_at_ms: at_ms,
+            })
+        });
+        status
+    }
+
+    /// Tries `event` on its provider's schedule until a 2xx; whether it got one.
+    async fn until_accepted(&self, event: &Event, first_attempt: usize) -> bool {
+        let start = tokio::time::Instant::now();
+        for (i, delay) in senders::schedule(event.provider).iter().enumerate() {
+            tokio::time::sleep_until(start + *delay).await;
+            let copies = if i == 0 && self.world.rng(|r| r.chance(0.1)) {
+                3
+            } else {
+                1
+            };
+            let answers = futures::future::join_all(
+                (0..copies).map(|_| self.deliver(event, first_attempt + i)),
+            )
+            .await;
+            if answers
+                .iter()
+                .any(|s| s.is_some_and(|s| (200..300).contains(&s)))
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// One sender: its event, then (drawn) a duplicate, the same id with other content, a
+    /// re-send after the horizon; in the quiet phase a last delivery that must be answered 2xx.
+    async fn sender(self: Arc<Self>, event: Event, start: Duration, quiet: Duration) {
+        tokio::time::sleep_until(self.world.clock.at(start)).await;
+        let (duplicate, variant, resend) = self.world.rng(|r| {
+            (
+                r.chance(0.2)
+                    .then(|| Duration::from_millis(r.below(2 * DAY.as_millis() as u64))),
+                r.chance(0.1),
+                r.chance(0.3).then(|| {
+                    // Around the horizon: from 6 hours before to 3 days after.
+                    self.plan.horizon - 6 * HOUR
+                        + Duration::from_millis(r.below((3 * DAY + 6 * HOUR).as_millis() as u64))
+                }),
+            )
+        });
+        let accepted = self.until_accepted(&event, 0).await;
+        if !event.authentic() {
+            return;
+        }
+        let mut attempts = senders::schedule(event.provider).len();
+        if accepted {
+            if let Some(after) = duplicate {
+                tokio::time::sleep(after).await;
+                self.deliver(&event, attempts).await;
+                attempts += 1;
+            }
+        }
+        if variant {
+            if let Some(other) = senders::other_content(&event) {
+                self.until_accepted(&other, 0).await;
+            }
+        }
+        if let Some(after) = resend {
+            tokio::time::sleep_until(self.world.clock.at(start + after)).await;
+            self.until_accepted(&event, attempts).await;
+            attempts += senders::schedule(event.provider).len();
+        }
+        // The quiet phase: no faults; the event must get a 2xx within a few tries.
+        let probe = self
+            .world
+            .rng(|r| Duration::from_secs(r.between(3600, 6 * 3600)));
+        tokio::time::sleep_until(self.world.clock.at(quiet + probe)).await;
+        for i in 0..6 {
+            match self.deliver(&event, attempts + i).await {
+                Some(s) if (200..300).contains(&s) => return,
+                Some(503) | None => tokio::time::sleep(Duration::from_secs(600)).await,
+                Some(other) => {
+                    checks::blocked(
+                        &self.world,
+                        &event,
+                        &format!("answered {other} in the quiet phase"),
+                    );
+                    return;
+                }
+            }
+        }
+        checks::blocked(&self.world, &event, "never answered 2xx in the quiet phase");
+    }
+
+    /// One slot of the SQS event source mapping: receives batches and invokes the processor;
+    /// what it did not report as failed is deleted.
+    async fn poller(self: Arc<Self>) {
+        loop {
+            let batch = self.sqs.receive();
+            if batch.is_empty() {
+                let next = self
+                    .sqs
+                    .next_visible()
+                    .unwrap_or_else(|| tokio::time::Instant::now() + 30 * DAY);
+                tokio::select! {
+                    biased;
+                    _ = self.sqs.arrived.notified() => {}
+                    _ = tokio::time::sleep_until(next) => {}
+                }
+                // The batching window.
+                let wait = self.world.rng(|r| r.between(0, 1_000));
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                continue;
+            }
+            self.invoke_processor(batch).await;
+        }
+    }
+
+    async fn invoke_processor(&self, batch: Vec<aws::Queued>) {
+        let mut event = SqsEvent::default();
+        event.records = batch
+            .iter()
+            .map(|q| {
+                let mut m = SqsMessage::default();
+                m.message_id = Some(format!("m-{}", q.id));
+                m.body = Some(q.message.body.clone());
+                m.attributes
+                    .insert("SentTimestamp".into(), q.sent_ms.to_string());
+                m.attributes
+                    .insert("ApproximateReceiveCount".into(), q.receives.to_string());
+                m
+            })
+            .collect();
+        self.world.log(|l| l.invocations += 1);
+        let crash = self.world.crash_after();
+        let limit = crash.unwrap_or(PROCESSOR_TIMEOUT);
+        match tokio::time::timeout(limit, self.processor.process(event)).await {
+            Ok(response) => {
+                let failed: Vec<String> = response
+                    .batch_item_failures
+                    .iter()
+                    .map(|f| f.item_identifier.clone())
+                    .collect();
+                let done: Vec<u64> = batch
+                    .iter()
+                    .filter(|q| !failed.contains(&format!("m-{}", q.id)))
+                    .map(|q| q.id)
+                    .collect();
+                self.world
+                    .note(|| format!("processor batch done: delete {done:?}, failed {failed:?}"));
+                let sqs = self.sqs.clone();
+                // The event source mapping's own call, which gives up on a hung answer (what
+                // it did not delete comes back after the visibility timeout).
+                let delete =
+                    self.world.remote(
+                        "DeleteMessageBatch",
+                        "batch",
+                        async move { sqs.delete(&done) },
+                    );
+                let _ = tokio::time::timeout(Duration::from_secs(30), delete).await;
+            }
+            Err(_) => {
+                if crash.is_some() {
+                    self.world.log(|l| l.crashes += 1);
+                }
+                let at = self.world.clock.now_ms();
+                let keys: Vec<String> = batch
+                    .iter()
+                    .filter_map(|q| serde_json::from_str::<serde_json::Value>(&q.message.body).ok())
+                    .filter_map(|v| v["dedup_key"].as_str().map(str::to_owned))
+                    .collect();
+                self.world.log(|l| {
+                    l.dropped.extend(keys.iter().map(|k| (k.clone(), at)));
+                });
+                self.world.note(|| {
+                    format!(
+                        "processor invocation dropped ({}) with {keys:?}",
+                        if crash.is_some() { "crash" } else { "timeout" }
+                    )
+                });
+            }
+        }
+    }
+
+    /// The operator replays one archived request, as `webhook-ops replay` does: every event of
+    /// it marked with a new replay id, oversized ones through the payload bucket.
+    async fn replay(&self, n: usize) {
+        let objects = self.archive.bucket.objects();
+        if objects.is_empty() {
+            return;
+        }
+        let keys: Vec<&String> = objects.keys().collect();
+        let key = self.world.rng(|r| *r.pick(&keys));
+        let record: ArchiveRecord =
+            serde_json::from_slice(&objects[key.as_str()]).expect("archive record");
+        let id = format!("replay-{n}");
+        let mut messages = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for mut envelope in record.events {
+            if !seen.insert(envelope.dedup_key.clone()) {
+                continue;
+            }
+            envelope.replay = Some(Replay {
+                id: id.clone(),
+                requested_at: shared::clock::rfc3339(self.world.clock.now()),
+                archive_key: key.clone(),
+            });
+            let (message, object) =
+                shared::objects::message_for(&envelope, self.max_message_bytes, true)
+                    .expect("an archived envelope travels again");
+            if let Some(object) = object {
+                self.payloads
+                    .bucket
+                    .insert(&object.key, object.bytes.to_vec());
+            }
+            self.world
+                .log(|l| l.replays.push((id.clone(), envelope.dedup_key.clone())));
+            messages.push(message);
+        }
+        self.world
+            .note(|| format!("operator replay {id} of {key}: {} event(s)", messages.len()));
+        self.sqs.enqueue(&messages);
+    }
+}
+
+/// Runs one seed to its end and checks every invariant.
+pub fn run_seed(seed: u64, trace: bool) -> Report {
+    run_plan(seed, Plan::from_seed(seed), trace)
+}
+
+pub fn run_plan(seed: u64, plan: Plan, trace: bool) -> Report {
+    let trace_on = trace;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let world = World::new(seed, plan.weather, trace);
+        let system = System::new(world.clone(), plan.clone());
+        // Events start within two days; re-sends reach a few days past the horizon.
+        let active = plan.horizon + 3 * DAY + 2 * DAY;
+        let quiet = active + HOUR;
+        for _ in 0..plan.pollers {
+            tokio::spawn(system.clone().poller());
+        }
+        let mut rng = Rng::new(seed);
+        for n in 0..plan.events {
+            let provider = *rng.pick(PROVIDERS);
+            let trust = match rng.below(100) {
+                0..=4 => Trust::Forged,
+                5..=7 if provider != "trifft" && provider != "standard" => Trust::OtherTenant,
+                _ => Trust::Authentic,
+            };
+            let event = senders::new_event(n, provider, &mut rng, trust);
+            let start = Duration::from_millis(rng.below(2 * DAY.as_millis() as u64));
+            tokio::spawn(system.clone().sender(event, start, quiet));
+        }
+        // The operator: replays from the archive now and then, redrives the DLQ after the storm.
+        if plan.archive {
+            for n in 0..3 {
+                let at = Duration::from_millis(rng.below(active.as_millis() as u64));
+                let s = system.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(s.world.clock.at(at)).await;
+                    s.replay(n).await;
+                });
+            }
+        }
+        tokio::time::sleep_until(world.clock.at(active)).await;
+        world.calm();
+        for after in [10 * 60, 12 * 3600, 2 * 24 * 3600] {
+            tokio::time::sleep_until(world.clock.at(active + Duration::from_secs(after))).await;
+            system.sqs.redrive();
+        }
+        tokio::time::sleep_until(world.clock.at(quiet + 3 * DAY)).await;
+        let archived = system.archive.bucket.objects();
+        let mut report = checks::check(seed, &plan, &world, &system.sqs, &archived);
+        if trace_on {
+            report.trace = world.trace_lines();
+        }
+        report
+    })
+}
+
+/// The steps of a trace that name any of `keys` (or every step when none is given), with the
+/// processor's record of each (`processed#…`) and its replays.
+pub fn relevant<'t>(trace: &'t [String], keys: &[&str]) -> Vec<&'t String> {
+    trace
+        .iter()
+        .filter(|line| {
+            keys.is_empty() || keys.iter().any(|k| line.contains(k)) || line.contains("faults stop")
+        })
+        .collect()
+}
