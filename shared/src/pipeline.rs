@@ -412,27 +412,14 @@ impl<P: Provider> Ready<P> {
             Ok(done) => done,
             Err(_) => {
                 // Out of time: give back every claim that may be ours and is not on the
-                // queue, mark ENQUEUED what is (the answer is a 503: the retry then finds
-                // them done), within what is left of the deadline.
-                let sent: Vec<(&Prepared, Finish)> = prepared
-                    .iter()
-                    .filter(|p| p.is(&[progress::SENT]))
-                    .map(|p| {
-                        (
-                            p,
-                            Finish::Enqueued {
-                                message_id: None,
-                                first: None,
-                            },
-                        )
-                    })
-                    .collect();
-                trace.metrics.queued = sent.len();
+                // queue, within what is left of the deadline. What is on the queue keeps its
+                // RECEIVED claim: a retry reads the processor's record. (Marking it ENQUEUED
+                // here, without the first delivery's horizon, let the claim outlive the
+                // processor's record and answer "duplicate" for an event nothing would run:
+                // found by the delivery simulation, seed 4263.)
+                trace.metrics.queued = prepared.iter().filter(|p| p.is(&[progress::SENT])).count();
                 trace.metrics.cause = Some(Cause::Deadline);
-                let cleanup = join(
-                    self.release(maybe_ours(&prepared)),
-                    self.mark(sent, inbound.now),
-                );
+                let cleanup = self.release(maybe_ours(&prepared));
                 if tokio::time::timeout(self.settings.cleanup_budget(), cleanup)
                     .await
                     .is_err()
@@ -451,13 +438,15 @@ impl<P: Provider> Ready<P> {
                 };
             }
         };
-        // The answer is decided. An accepted request's claims stay RECEIVED: the processor's
-        // record says the event reached the queue, and the ack path is one write and one send.
-        // Marks are written only off that path, within what is left of the deadline: claims
-        // taken over from a delivery the processor already has (their first horizon put back),
-        // and, when the answer is a 503, the events this request did queue, so that the retry
-        // finds them done instead of in flight.
-        let mut marks: Vec<(&Prepared, Finish)> = settle
+        // The answer is decided. Claims stay RECEIVED, whatever the answer: the processor's
+        // record is what says an event reached the queue, and a retry reads it. Only claims
+        // taken over from a delivery the processor already has are marked ENQUEUED (off the ack
+        // path, within what is left of the deadline), with the first delivery's horizon capped
+        // at the processor record's. The events a 503 did queue are not marked: their
+        // processor record may be an older one (the processor deduplicates against it), and an
+        // ENQUEUED claim with this request's fresh horizon would then outlive it and answer
+        // "duplicate" for an event nothing runs (found by the delivery simulation, seed 2007).
+        let marks: Vec<(&Prepared, Finish)> = settle
             .into_iter()
             .map(|(p, first)| {
                 (
@@ -470,17 +459,6 @@ impl<P: Provider> Ready<P> {
             })
             .collect();
         let queued_count = queued.len();
-        if !matches!(answer, Answer::Accepted { .. }) {
-            marks.extend(queued.into_iter().map(|(p, id)| {
-                (
-                    p,
-                    Finish::Enqueued {
-                        message_id: Some(id),
-                        first: None,
-                    },
-                )
-            }));
-        }
         if !marks.is_empty() {
             let marking = self.mark(marks, inbound.now);
             if tokio::time::timeout_at(started + self.settings.deadline, marking)
@@ -706,11 +684,12 @@ impl<P: Provider> Ready<P> {
             .iter()
             .map(|(p, ..)| self.reached_processor(p))
             .collect();
-        let found: Vec<bool> = stream::iter(lookups)
+        let found: Vec<Option<Record>> = stream::iter(lookups)
             .buffered(self.settings.max_concurrent_calls)
             .collect()
             .await;
-        for ((p, unsure, conflict), reached) in unsure.into_iter().zip(found) {
+        for ((p, unsure, conflict), processed) in unsure.into_iter().zip(found) {
+            let reached = processed.is_some();
             if reached && conflict {
                 p.set(progress::CONFLICTING);
                 warn!(provider, event_id = %p.envelope.event_id, dedup_key = %p.envelope.dedup_key,
@@ -726,12 +705,19 @@ impl<P: Provider> Ready<P> {
                 (Unsure::InFlight(wait), false) => {
                     retry_after = Some(retry_after.map_or(wait, |w| w.max(wait)));
                 }
-                (Unsure::TakenOver(previous), true) => {
-                    // Ours now, but its event is on the queue: not to be given back.
+                (Unsure::TakenOver(mut previous), true) => {
+                    // Ours now, but its event is on the queue: not to be given back. Marked
+                    // ENQUEUED with the first delivery's content and horizon, never past the
+                    // processor's record: a claim that blocked duplicates longer than that
+                    // record would answer "duplicate" for an event the processor would run
+                    // again, and nothing would run it.
                     if !conflict {
                         p.set(progress::SENT);
                     }
                     duplicates += 1;
+                    if let Some(processed) = processed {
+                        previous.expires_at = previous.expires_at.min(processed.expires_at);
+                    }
                     settle.push((p, previous));
                 }
                 (Unsure::TakenOver(_), false) => fresh.push(p),
@@ -805,19 +791,21 @@ impl<P: Provider> Ready<P> {
         }
     }
 
-    /// Whether the processor has a record of the event (it reached the queue). A failed read
-    /// counts as not found: the caller then answers 503 or sends again, both safe.
-    async fn reached_processor(&self, p: &Prepared) -> bool {
+    /// Whether the processor has a live record of the event (it reached the queue within the
+    /// horizon). An expired record, which DynamoDB's TTL deletes late, says nothing about this
+    /// delivery: it counts as absent. A failed read counts as not found: the caller then
+    /// answers 503 or sends again, both safe.
+    async fn reached_processor(&self, p: &Prepared) -> Option<Record> {
         match self
             .claims
             .record(&crate::store::processed_key(&p.claim.pk))
             .await
         {
-            Ok(found) => found.is_some(),
+            Ok(found) => found.filter(|r| r.expires_at >= p.claim.now.unix_timestamp()),
             Err(e) => {
                 warn!(provider = self.provider.name(), dedup_key = %p.claim.pk, error = %e,
                     "processor's record not read; treated as absent");
-                false
+                None
             }
         }
     }
@@ -1147,12 +1135,15 @@ mod tests {
             f.claims.get("batchy##id#b").is_none(),
             "the failed entry's claim is released"
         );
+        // What was queued keeps its RECEIVED claim: the retry asks the processor's record.
         assert_eq!(
             f.claims.get("batchy##id#a").unwrap().status,
-            Status::Enqueued
+            Status::Received
         );
 
         f.queue.fail_position.store(0, Ordering::SeqCst);
+        f.processed("batchy##id#a").await;
+        f.processed("batchy##id#c").await;
         let retry = post(&f, r#"["a","b","c"]"#).await;
         assert_eq!(
             retry,
@@ -1263,6 +1254,87 @@ mod tests {
         f.clock.advance_millis(31_000);
         assert_eq!(post(&f, r#"["a"]"#).await.outcome(), "duplicate");
         assert_eq!(f.claims.calls()[calls..], ["claim"]);
+    }
+
+    /// The horizon has passed for both records (DynamoDB's TTL deletes them late); a delivery
+    /// took the claim again and crashed before its send. The retry after its lease must send:
+    /// the processor's expired record is from the event's previous horizon (delivery
+    /// simulation, seed 89).
+    #[tokio::test]
+    async fn an_expired_processor_record_is_not_taken_as_reached() {
+        let f = fixture();
+        f.processed("batchy##id#a").await;
+        f.clock.advance_millis(3_601_000);
+        // The crashed delivery's claim: fresh horizon, lease lapsing.
+        f.claims
+            .claim(&f.other_claim("batchy##id#a", "x", "crashed-lambda"))
+            .await
+            .unwrap();
+        f.clock.advance_millis(31_000);
+        assert!(
+            f.claims.get("processed#batchy##id#a").is_some(),
+            "still stored"
+        );
+        assert_eq!(
+            post(&f, r#"["a"]"#).await,
+            Answer::Accepted {
+                event_id: Some("a".into()),
+                queued: 1,
+                duplicates: 0,
+                events: 1,
+                ack: None
+            }
+        );
+        assert_eq!(f.queue.messages().len(), 1);
+    }
+
+    /// A takeover that finds the processor's record marks the claim ENQUEUED for no longer than
+    /// that record lives: when the claim it replaced was younger than the processor's record
+    /// (taken after an earlier claim was given back or expired), its horizon would outlive the
+    /// record and answer "duplicate" for an event the processor would run again.
+    #[tokio::test]
+    async fn a_takeover_marks_the_claim_no_longer_than_the_processors_record() {
+        let f = fixture();
+        f.processed("batchy##id#a").await;
+        let processed = f.claims.get("processed#batchy##id#a").unwrap();
+        f.clock.advance_millis(3_000_000);
+        f.claims
+            .claim(&f.other_claim("batchy##id#a", "x", "younger-delivery"))
+            .await
+            .unwrap();
+        let younger = f.claims.get("batchy##id#a").unwrap();
+        assert!(younger.expires_at > processed.expires_at);
+        f.clock.advance_millis(31_000);
+        assert_eq!(post(&f, r#"["a"]"#).await.outcome(), "duplicate");
+        let marked = f.claims.get("batchy##id#a").unwrap();
+        assert_eq!(marked.status, Status::Enqueued);
+        assert_eq!(marked.expires_at, processed.expires_at);
+        // Past the processor's record: a new event, sent.
+        f.clock.advance_millis(600_000);
+        assert_eq!(post(&f, r#"["a"]"#).await.outcome(), "accepted");
+        assert_eq!(f.queue.messages().len(), 1);
+    }
+
+    /// Out of time after a takeover found its event on the queue: the claim is not marked
+    /// ENQUEUED with the takeover's fresh horizon (delivery simulation, seed 4263); it stays
+    /// RECEIVED, and a retry asks the processor's record again.
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_path_marks_nothing_it_did_not_see_the_horizon_of() {
+        let f = fixture();
+        f.claims
+            .claim(&f.other_claim("batchy##id#a", "x", "first-delivery"))
+            .await
+            .unwrap();
+        f.processed("batchy##id#a").await;
+        f.clock.advance_millis(31_000);
+        f.queue.hang.store(true, Ordering::SeqCst);
+        assert_eq!(
+            post(&f, r#"["a", "b"]"#).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let a = f.claims.get("batchy##id#a").unwrap();
+        assert_eq!(a.status, Status::Received);
+        assert!(f.claims.get("batchy##id#b").is_none(), "b given back");
     }
 
     #[tokio::test]
@@ -1470,13 +1542,19 @@ mod tests {
                 retry_after_secs: 1
             }
         );
-        // The event did reach the queue: its claim is marked so, and the retry is a duplicate.
+        // The event did reach the queue. Its claim stays RECEIVED: a retry asks the processor's
+        // record, in flight (503) until the processor has the event, a duplicate after.
         assert_eq!(f.queue.messages().len(), 1);
         assert_eq!(
             f.claims.get("batchy##id#a").map(|r| r.status),
-            Some(Status::Enqueued)
+            Some(Status::Received)
         );
         archive.fail(false);
+        assert_eq!(
+            post(&f, r#"["a"]"#).await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        f.processed("batchy##id#a").await;
         assert!(matches!(
             post(&f, r#"["a"]"#).await,
             Answer::Accepted {
