@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Protocol mutations against the delivery simulation: each weakens one clause of the protocol,
+builds the simulation, runs the `make test` budget of seeds and reports the first seed that
+caught it (or that none did). The source is restored after each, whatever happens.
+
+    tools/delivery-sim/mutations.py [--seeds N] [name ...]
+"""
+import argparse
+import pathlib
+import re
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+STORE = "shared/src/store/mod.rs"
+MEMORY = "shared/src/store/memory.rs"
+PIPELINE = "shared/src/pipeline.rs"
+CONSUMER = "shared/src/consumer.rs"
+
+# name: (what it breaks, [(file, old, new), ...])
+MUTATIONS = {
+    "lease-clause": ("no takeover of a lapsed lease (LeaseLapsed dropped from the claim condition)",
+        [(STORE, "    Clause::Expired,\n    Clause::LeaseLapsed,\n];", "    Clause::Expired,\n];")]),
+    "lease-ignored": ("a live lease taken over as if lapsed",
+        [(STORE, "r.status == claim.pending && r.lease_until_ms < now_ms", "r.status == claim.pending")]),
+    "expiry-clause": ("no claim after the horizon (Expired dropped from the claim condition)",
+        [(STORE, "    Clause::OwnToken,\n    Clause::Expired,\n", "    Clause::OwnToken,\n")]),
+    "token-guard-release": ("release deletes a claim that is no longer ours",
+        [(MEMORY, "if records.get(pk).is_some_and(|r| r.token == token) {", "if records.get(pk).is_some() {")]),
+    "token-guard-finish": ("finish marks a claim that is no longer ours",
+        [(MEMORY, "if let Some(r) = records.get_mut(pk).filter(|r| r.token == token) {", "if let Some(r) = records.get_mut(pk) {")]),
+    "release-on-send-failure": ("a failed send keeps its claim until the lease ends",
+        [(PIPELINE, "            self.release(unsent).await;\n", "            drop(unsent);\n")]),
+    "release-on-claim-failure": ("a failed claim write keeps what it may have taken",
+        [(PIPELINE, "            self.release(maybe_ours(prepared)).await;\n", "            let _ = maybe_ours(prepared);\n")]),
+    "first-horizon": ("a takeover's ENQUEUED mark keeps the takeover's fresh horizon",
+        [(PIPELINE, "                        first: Some(first),\n", "                        first: {\n                            let _ = first;\n                            None\n                        },\n")]),
+    "horizon-cap": ("a takeover's ENQUEUED mark may outlive the processor's record",
+        [(PIPELINE, "previous.expires_at = previous.expires_at.min(processed.expires_at);", "let _ = processed;")]),
+    "received-counts-as-reached": ("the receiver's own RECEIVED claim read as the processor's record",
+        [(PIPELINE, ".record(&crate::store::processed_key(&p.claim.pk))", ".record(&p.claim.pk)")]),
+    "expired-record-reached": ("an expired processor record taken as present",
+        [(PIPELINE, "Ok(found) => found.filter(|r| r.expires_at >= p.claim.now.unix_timestamp()),", "Ok(found) => found,")]),
+    "mark-after-503": ("the events a 503 queued marked ENQUEUED with the request's fresh horizon",
+        [(PIPELINE, "        let marks: Vec<(&Prepared, Finish)> = settle", "        let mut marks: Vec<(&Prepared, Finish)> = settle"),
+         (PIPELINE, "        let queued_count = queued.len();\n",
+          "        let queued_count = queued.len();\n        if !matches!(answer, Answer::Accepted { .. }) {\n            marks.extend(queued.iter().map(|(p, id)| (*p, Finish::Enqueued { message_id: Some(id.clone()), first: None })));\n        }\n")]),
+    "deadline-mark": ("the deadline path marks what it sent ENQUEUED without the first horizon",
+        [(PIPELINE, "                let cleanup = self.release(maybe_ours(&prepared));\n",
+          "                let sent: Vec<(&Prepared, Finish)> = prepared.iter().filter(|p| p.is(&[progress::SENT])).map(|p| (p, Finish::Enqueued { message_id: None, first: None })).collect();\n                let cleanup = join(self.release(maybe_ours(&prepared)), self.mark(sent, inbound.now));\n")]),
+    "processor-runs-duplicates": ("the processor runs an event its record says is done",
+        [(CONSUMER, "                return Ok(RecordOutcome::AlreadyProcessed);", "                let _ = RecordOutcome::AlreadyProcessed;")]),
+    "processor-no-release": ("the processor keeps its claim after a failed handler",
+        [(CONSUMER, "if let Err(release) = self.claims.release(&claim.pk, &claim.token).await {", "if let Err(release) = Ok::<(), crate::store::StoreError>(()) {")]),
+    "ack-unsent": ("a failed send answered 200",
+        [(PIPELINE, "        if !unsent.is_empty() {\n            self.release(unsent).await;", "        if false && !unsent.is_empty() {\n            self.release(unsent).await;")]),
+    "tenant-check": ("an event accepted under another tenant's credential",
+        [(PIPELINE, ".find(|e| !verified.proof().permits(e.tenant.as_deref()))", ".find(|_| false)")]),
+}
+MUTATIONS["processor-no-finish"] = ("the processor never marks PROCESSED",
+    [(CONSUMER, "            .finish(\n                &claim.pk,\n                &claim.token,\n                &Finish::Processed,", "            .release(\n                \"no-such-claim\",\n                &claim.token,\n                // &Finish::Processed,")])
+
+
+def run(cmd):
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, default=3000)
+    ap.add_argument("names", nargs="*")
+    args = ap.parse_args()
+    names = args.names or list(MUTATIONS)
+    results = []
+    for name in names:
+        what, edits = MUTATIONS[name]
+        originals = {}
+        try:
+            for path, old, new in edits:
+                f = ROOT / path
+                text = originals.setdefault(path, f.read_text())
+                current = f.read_text()
+                if current.count(old) != 1:
+                    raise SystemExit(f"{name}: the text to mutate is not found once in {path}")
+                f.write_text(current.replace(old, new))
+            build = run(["cargo", "build", "--quiet", "--profile", "sim", "-p", "delivery-sim"])
+            if build.returncode != 0:
+                results.append((name, what, "does not build: " + build.stderr[-400:]))
+                continue
+            out = run(["target/sim/delivery-sim", "--seeds", str(args.seeds), "--first-failure"])
+            m = re.search(r"first failing seed: (\d+) \((\d+) seeds run\)", out.stdout)
+            inv = re.search(r"FAILED:\n  ([^:]+):", out.stdout)
+            if m:
+                verdict = f"caught at seed {m.group(1)} ({m.group(2)} seeds): {inv.group(1) if inv else '?'}"
+            else:
+                verdict = f"NOT caught in {args.seeds} seeds"
+            results.append((name, what, verdict))
+        finally:
+            for path, text in originals.items():
+                (ROOT / path).write_text(text)
+        print(f"{name}: {results[-1][2]}", flush=True)
+    print("\n| mutation | what it breaks | result |\n|---|---|---|")
+    for name, what, verdict in results:
+        print(f"| {name} | {what} | {verdict} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
