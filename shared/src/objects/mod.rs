@@ -1,0 +1,46 @@
+//! Objects in S3: the claim check and the archive.
+//!
+//! - **Claim check** (`PAYLOAD_BUCKET`): an envelope too large for the queue is written whole
+//!   to the payload bucket, and the message carries a [`PayloadRef`] with the metadata and no
+//!   content. The processor reads the object back ([`resolve`]) before any handler sees the
+//!   envelope, so handlers never know the difference.
+//! - **Archive** (`ARCHIVE_BUCKET`, off unless set): every accepted request's raw body and what
+//!   was verified of it ([`ArchiveRecord`]), under `<provider>/<date>/…`, for
+//!   `webhook-ops replay`. Never a header, the path or the query: the credentials travel there.
+//!
+//! Every object is written with SSE-S3 encryption requested explicitly (the template's bucket
+//! policy refuses a put without it) and lives under its provider's prefix, the only one that
+//! provider's function may write (template: one `s3:PutObject` statement per receiver).
+
+mod archive;
+mod claim_check;
+mod memory;
+mod s3;
+
+pub use archive::{
+    archive_day_prefix, archive_key, archive_key_time, archive_record, ArchiveRecord,
+};
+pub use claim_check::{
+    check, message_for, payload_key, resolve, Checked, PayloadObject, ResolveError, Unsendable,
+};
+pub use memory::MemoryObjects;
+pub use s3::S3Objects;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ObjectError {
+    #[error("no such object")]
+    Missing,
+    #[error("object store failed: {0}")]
+    Failed(String),
+}
+
+/// A bucket, as the pipeline uses it.
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// Stores `body` under `key`, encrypted at rest. `Ok` means the store has it durably.
+    async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), ObjectError>;
+    async fn get(&self, key: &str) -> Result<Vec<u8>, ObjectError>;
+}

@@ -1,0 +1,97 @@
+//! A bucket in S3 (aws-sdk-s3).
+
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use bytes::Bytes;
+
+use super::{ObjectError, ObjectStore};
+
+/// A bucket in S3.
+pub struct S3Objects {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3Objects {
+    pub fn new(client: aws_sdk_s3::Client, bucket: &str) -> Self {
+        S3Objects {
+            client,
+            bucket: bucket.to_owned(),
+        }
+    }
+
+    /// An S3 client from the shared SDK configuration. Path-style addressing when an endpoint
+    /// is configured (`AWS_ENDPOINT_URL`: moto, a local stack), whose host names carry no
+    /// bucket; virtual-hosted (S3's default) otherwise.
+    pub fn client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(sdk.endpoint_url().is_some())
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Every key under `prefix`, in S3's (lexicographic) order.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, ObjectError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(failed)?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        Ok(keys)
+    }
+}
+
+fn failed<E: std::error::Error + 'static>(e: E) -> ObjectError {
+    ObjectError::Failed(aws_sdk_s3::error::DisplayErrorContext(e).to_string())
+}
+
+#[async_trait]
+impl ObjectStore for S3Objects {
+    async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), ObjectError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+            .body(body.into())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(failed)
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, ObjectError> {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                return Err(ObjectError::Missing)
+            }
+            Err(e) => return Err(failed(e)),
+        };
+        let bytes = out.body.collect().await.map_err(failed)?;
+        Ok(bytes.into_bytes().to_vec())
+    }
+}
