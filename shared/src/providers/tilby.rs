@@ -1,16 +1,17 @@
-//! Tilby (point of sale). Source: `seeds/tilby.txt`, providers.md "Tilby".
+//! Tilby (point of sale). Source: docs/providers.md "Tilby".
 //!
-//! - Auth (providers.md default): a URL token as a path segment (`TILBY_URL_TOKEN`, list,
-//!   constant time against every segment), always. When `TILBY_SIGNING_TOKEN` is set, also
-//!   HMAC-SHA256 of the raw body keyed by the shop's static token, hex; read from the header
-//!   named by `TILBY_SIGNATURE_HEADER`, or, while that is unset, from whichever header carries a
-//!   matching value (its *name* is logged so the operator can pin it; no public page names it).
-//!   Setting `TILBY_SIGNATURE_HEADER` without `TILBY_SIGNING_TOKEN` is a config error (fail
-//!   closed: the operator expects a signature check).
+//! - Auth (docs/providers.md "Tilby: Authentication", default): a URL token as a path segment
+//!   (`TILBY_URL_TOKEN`, list, constant time against every segment), always. When
+//!   `TILBY_SIGNING_TOKEN` is set, also HMAC-SHA256 of the raw body keyed by the shop's static
+//!   token, hex; read from the header named by `TILBY_SIGNATURE_HEADER`, or, while that is
+//!   unset, from whichever header carries a matching value (its *name* is logged so the operator
+//!   can pin it; no public page names it). Setting `TILBY_SIGNATURE_HEADER` without
+//!   `TILBY_SIGNING_TOKEN` is a config error (fail closed: the operator expects a signature
+//!   check).
 //! - Optional `TILBY_ENVIRONMENT_IDS`: another shop (or none named) → 401, handshakes included.
 //! - Handshake `type: SUBSCRIBED` → 200 `{"status":"subscribed"}`, nothing stored or queued.
-//! - Success is exactly 200 (seeds/tilby.txt): the pipeline answers 200 for accepted and
-//!   duplicate events alike.
+//! - Success is exactly 200 (docs/providers.md "Tilby: Delivery and retries"): the pipeline
+//!   answers 200 for accepted and duplicate events alike.
 //! - Event type `<entity_name>.<type lowercase>`; `type` compared case-insensitively. When the
 //!   body lacks `entity_name` or `type`, the two path segments after the token supply them
 //!   (`/<token>/sales/closed`), else `unknown`. Tenant `environment_id`, occurred at `time`.
@@ -18,7 +19,8 @@
 //!   `entities` and `nRetry`, plus `entity`. `from_user` (an email) is kept for the consumer but
 //!   never logged. Dedup key `<notification_uuid>:<entity uuid, else id, else SHA-256 of the
 //!   entity JSON>`; without `notification_uuid`, SHA-256 of `entity_name`, type, `time` and the
-//!   entity JSON. Never a body hash: `nRetry` grows on each retry (providers.md).
+//!   entity JSON. Never a body hash: `nRetry` grows on each retry (docs/providers.md "Tilby:
+//!   Dedup key").
 //! - A notification without entities (absent, null or `[]`) is still queued as one event from
 //!   the envelope, keyed the same way: an authentic event is never dropped for its shape (and
 //!   anything but 200 makes Tilby retry and email the shop).
@@ -325,7 +327,8 @@ impl std::fmt::Debug for Personal {
     }
 }
 
-/// The request sent when a webhook is created (seeds/tilby.txt). Answered, never queued.
+/// The request sent when a webhook is created (docs/providers.md "Tilby: Handshake"). Answered,
+/// never queued.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Handshake {
     #[serde(rename = "type")]
@@ -342,7 +345,8 @@ pub struct Handshake {
     pub extra: Map<String, Value>,
 }
 
-/// A notification as Tilby posts it (providers.md "Tilby"): the envelope and its entities.
+/// A notification as Tilby posts it (docs/providers.md "Tilby: Event envelope"): the envelope
+/// and its entities.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
     /// CREATED, UPDATED, DELETED or CLOSED; case varies between sources.
@@ -410,7 +414,7 @@ mod tests {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
 
-    // vectors.json "tilby".
+    // docs/providers.md "Tilby: Test vectors".
     const TOKEN: &str = "tilby-static-token-EXAMPLE-0000";
     const BODY: &str = r#"{"type":"CLOSED","entity_name":"sales","time":"2022-03-24T10:25:03.499Z","notification_uuid":"625bd8dc-f13c-4d43-9ca7-39c9a26c8f9c","environment_id":"s3_e2e_restaurant","client_id":"SclobyElectron3","from_user":"mario.rossi@example.com","entities":[{"id":29,"uuid":"235f2cd2-4cf1-4550-acab-b6248ad99dfc","external_id":"ext-1","status":"closed","final_amount":18}],"nRetry":0}"#;
     const SIGNATURE: &str = "0900c808a34282bc9ad2324a815d0c56538dbcb2a6f82f74c450646dd3ce59f2";

@@ -1,4 +1,4 @@
-//! Tribe, now Bettermode (community platform). Source: `seeds/tribe.txt`, providers.md "Tribe".
+//! Tribe, now Bettermode (community platform). Source: docs/providers.md "Tribe".
 //!
 //! - Auth: HMAC-SHA256 keyed by the app's signing secret over `<timestamp header, verbatim>:<raw
 //!   body>`, 64 hex characters. Two header families: current `X-Bettermode-Signature` +
@@ -7,8 +7,9 @@
 //!   complete. Several secrets accepted (rotation, several apps).
 //! - Replay: the timestamp is in milliseconds (the public vector verifies only with 13 digits);
 //!   more than `TRIBE_TOLERANCE_SECONDS` (default 900) from now, in either direction, is a 401.
-//!   The official starter app checks only the future direction: providers.md says not to copy
-//!   that. Default (providers.md): a 10-digit value is read as seconds.
+//!   The official starter app checks only the future direction: docs/providers.md "Tribe:
+//!   Timestamp and replay" says not to copy that. Default (same subsection): a 10-digit value is
+//!   read as seconds.
 //! - `TEST` is the URL handshake: verified like any request, answered with the same challenge,
 //!   nothing stored or queued.
 //! - `SUBSCRIPTION`: dedup key `data.id`, type `data.name` (never noun + verb, which are
@@ -43,7 +44,7 @@ use crate::verify::{self, AuthFailure, Verified};
 pub const NAME: &str = "tribe";
 pub const SECRET_VAR: &str = "TRIBE_SIGNING_SECRET";
 pub const TOLERANCE_VAR: &str = "TRIBE_TOLERANCE_SECONDS";
-/// providers.md "Tribe": "reject when more than 15 minutes from now".
+/// docs/providers.md "Tribe: Timestamp and replay": "reject when more than 15 minutes from now".
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(900);
 
 /// The `type` of the URL handshake.
@@ -64,7 +65,7 @@ pub const BETTERMODE: HeaderFamily = HeaderFamily {
     timestamp: "X-Bettermode-Request-Timestamp",
 };
 
-/// Legacy headers (`seeds/tribe.txt`).
+/// Legacy headers (docs/providers.md "Tribe: Headers").
 pub const LEGACY: HeaderFamily = HeaderFamily {
     signature: "X-Tribe-Signature",
     timestamp: "X-Tribe-Request-Timestamp",
@@ -101,7 +102,7 @@ impl Tribe {
 }
 
 /// Milliseconds since the epoch from a timestamp header. Digits only; 10 digits are seconds
-/// (providers.md default), anything else is milliseconds.
+/// (docs/providers.md "Tribe: Timestamp and replay", default), anything else is milliseconds.
 fn timestamp_millis(raw: &str) -> Result<i64, AuthFailure> {
     let digits = raw.trim();
     if digits.is_empty() {
@@ -207,8 +208,8 @@ impl Provider for Tribe {
     }
 }
 
-/// The answer that passes the URL handshake (`seeds/tribe.txt` "Saving webhook URL"), keys in
-/// the documented order.
+/// The answer that passes the URL handshake (docs/providers.md "Tribe: Saving webhook URL"),
+/// keys in the documented order.
 pub fn challenge_reply(challenge: &str) -> Value {
     json!({ "type": TEST, "status": "SUCCEEDED", "data": { "challenge": challenge } })
 }
@@ -231,8 +232,8 @@ pub fn simulate(body: &[u8], env: &Env, now: OffsetDateTime) -> Result<Sent, Con
         .header(BETTERMODE.signature, sign(secret, &timestamp, body)))
 }
 
-/// Tribe's webhook request, typed (`seeds/tribe.txt` "Webhook requests structure"). Unknown
-/// fields (`currentSettings`, `entities`, ...) are kept in `extra`.
+/// Tribe's webhook request, typed (docs/providers.md "Tribe: Webhook requests structure").
+/// Unknown fields (`currentSettings`, `entities`, ...) are kept in `extra`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Webhook {
@@ -347,14 +348,14 @@ mod tests {
     use crate::answer::Answer;
     use lambda_http::http::{HeaderMap, HeaderValue, Method};
 
-    // providers.md "Tribe" public vector (vectors.json "tribe_test").
+    // The public vector (docs/providers.md "Tribe: Test vectors").
     const TEST_SECRET: &str = "9e2bb174144943d98df25f7fbd89753d";
     const TEST_TS: &str = "1649315900181";
     const TEST_BODY: &str = r#"{"networkId":"jpLyIGaMxu","context":"NETWORK","currentSettings":[],"type":"TEST","data":{"challenge":"22b4c546752f27207399d5f835a90808b3c6a34c"}}"#;
     const TEST_SIG: &str = "b6544929f924aad3553f79a75a186162053da99b3215e75c5359a0a3d91fb285";
     const TEST_RESPONSE: &str = r#"{"type":"TEST","status":"SUCCEEDED","data":{"challenge":"22b4c546752f27207399d5f835a90808b3c6a34c"}}"#;
 
-    // Our own subscription vector (vectors.json "tribe_sub").
+    // Our own subscription vector (docs/providers.md "Tribe: Test vectors").
     const SUB_SECRET: &str = "tribe-signing-secret-example";
     const SUB_TS: &str = "1735689600123";
     const SUB_BODY: &str = r#"{"networkId":"LUNjAcpf92","context":"NETWORK","entityId":"LUNjAcpf92","currentSettings":[],"type":"SUBSCRIPTION","data":{"time":"2025-01-01T00:00:00.100Z","verb":"PUBLISHED","verbAction":"PUBLISHED","actor":{"id":"FLq5ZaUUna","roleId":"sThLxaQZd1","roleType":"admin"},"object":{"id":"0BFGF78M5DV05Fe","networkId":"LUNjAcpf92","spaceId":"dWBZxO8g6uJl","title":"Hello","isReply":false},"target":{"networkId":"LUNjAcpf92","spaceId":"dWBZxO8g6uJl","memberId":"FLq5ZaUUna"},"id":"01435cf2c7bb70b61ef8f9968908d977","name":"post.published","noun":"POST","shortDescription":"Publish Post"}}"#;

@@ -1,4 +1,4 @@
-//! TribeMade (online store). Source: `seeds/tribemade.txt`, providers.md "TribeMade".
+//! TribeMade (online store). Source: docs/providers.md "TribeMade".
 //!
 //! - Auth: TribeMade signs nothing. The URL is the secret: a random token as a path segment
 //!   (`/tribemade/<token>`), compared in constant time with every configured token (a store has
@@ -34,7 +34,7 @@ use crate::verify::{AuthFailure, Verified};
 pub const NAME: &str = "tribemade";
 pub const TOKEN_VAR: &str = "TRIBEMADE_URL_TOKEN";
 pub const STORE_IDS_VAR: &str = "TRIBEMADE_STORE_IDS";
-/// The only event TribeMade sends (`seeds/tribemade.txt` "Event Details").
+/// The only event TribeMade sends (docs/providers.md "TribeMade: Event Details").
 pub const ORDER_CREATED: &str = "order.created";
 
 #[derive(Debug)]
@@ -162,7 +162,7 @@ impl Problems {
     }
 }
 
-/// The required fields of `order.created` (`seeds/tribemade.txt` "Payload Structure").
+/// The required fields of `order.created` (docs/providers.md "TribeMade: Payload Structure").
 fn validate(body: &Map<String, Value>) -> Result<Valid, Refusal> {
     let mut p = Problems::default();
     // The event first: anything but order.created is refused on that ground alone.
@@ -303,7 +303,7 @@ mod tests {
     use lambda_http::http::{HeaderMap, Method};
     use serde_json::json;
 
-    // vectors.json "tribemade": the documentation's example payload.
+    // docs/providers.md "TribeMade: Test vectors": the documentation's example payload.
     const BODY: &str = r#"{"event":"order.created","order_id":"770e8400-e29b-41d4-a716-446655440789","store_id":"550e8400-e29b-41d4-a716-446655440000","product_id":"660e8400-e29b-41d4-a716-446655440123","customer":{"name":"Rahul Sharma","email":"rahul@example.com","number":"9876543210","full_address":"123, MG Road, Apartment 4B, Mumbai, Maharashtra, India","pincode":"400001"},"order_details":{"quantity":2,"amount":2048.0,"variation":"Slim Fit","size":"L","color":"Navy Blue","special_instructions":"Please gift wrap","custom_questions":[]},"status":"started","created_at":"2024-11-16T10:30:45.123456"}"#;
     const TOKEN: &str = "tribemade-test-token-0123456789";
     const STORE: &str = "550e8400-e29b-41d4-a716-446655440000";

@@ -1,32 +1,34 @@
-//! TRIFFT (loyalty platform). Source: `seeds/trifft.txt`, providers.md "TRIFFT".
+//! TRIFFT (loyalty platform). Source: docs/providers.md "TRIFFT".
 //!
 //! The account owner designs every request (method, headers, payload type and template), so this
 //! receiver assumes as little as possible about the content:
 //!
 //! - Auth: TRIFFT's "Header Authentication" (`TRIFFT_AUTH_HEADER` names, `TRIFFT_AUTH_VALUE`
 //!   values) and/or "Basic" (`TRIFFT_BASIC_USER`, `TRIFFT_BASIC_PASSWORD`). A request passing
-//!   either configured kind is accepted (providers.md); with neither configured, `from_env` fails
-//!   and the receiver answers 500 to everything (fail closed). Every list is comma-separated.
+//!   either configured kind is accepted (docs/providers.md "TRIFFT: Authentication"); with
+//!   neither configured, `from_env` fails and the receiver answers 500 to everything (fail
+//!   closed). Every list is comma-separated.
 //!   Header names × values: any listed header carrying any listed value passes. Basic pairs:
 //!   equal-length lists are zipped (`u1,u2` + `p1,p2` → u1:p1, u2:p2); a single user takes each
 //!   password (rotation), a single password serves each user; any other shape is a config error.
 //! - Methods POST, PUT, PATCH, DELETE, GET; media types JSON, XML, plain text, URL-encoded form,
-//!   or none (seeds/trifft.txt "Endpoint Type", "Payload Type").
+//!   or none (docs/providers.md "TRIFFT: Endpoint Type", "TRIFFT: Payload Type").
 //! - Content: the query string when the method is GET, or when the body is empty and a query is
-//!   present (providers.md: "GET has no body"); otherwise the body. JSON travels parsed
-//!   (malformed JSON under a JSON content type → 400); a form or query is decoded into a JSON
-//!   object of strings (a repeated name → array of its values, in order); XML and plain text
-//!   travel verbatim in `payload_raw`. Without a content type the body is JSON if it parses,
-//!   else text. A body that is not UTF-8 (XML in Latin-1) travels byte for byte in
+//!   present (docs/providers.md "TRIFFT: Payload Type": "GET has no body"); otherwise the body.
+//!   JSON travels parsed (malformed JSON under a JSON content type → 400); a form or query is
+//!   decoded into a JSON object of strings (a repeated name → array of its values, in order); XML
+//!   and plain text travel verbatim in `payload_raw`. Without a content type the body is JSON if
+//!   it parses, else text. A body that is not UTF-8 (XML in Latin-1) travels byte for byte in
 //!   `payload_base64`: an authenticated event is never refused for its encoding.
-//! - Event id (providers.md default): `TRIFFT_EVENT_ID_POINTER` (JSON pointer into the JSON or
-//!   decoded form payload), then `TRIFFT_EVENT_ID_HEADER`, else the SHA-256 of the content bytes
-//!   (a retry re-sends the same bytes). A configured id that is absent falls back to the hash,
-//!   with a warning: an authentic event is never dropped for its shape.
+//! - Event id (docs/providers.md "TRIFFT: Event id and type", default):
+//!   `TRIFFT_EVENT_ID_POINTER` (JSON pointer into the JSON or decoded form payload), then
+//!   `TRIFFT_EVENT_ID_HEADER`, else the SHA-256 of the content bytes (a retry re-sends the same
+//!   bytes). A configured id that is absent falls back to the hash, with a warning: an authentic
+//!   event is never dropped for its shape.
 //! - Event type: `TRIFFT_EVENT_TYPE_POINTER`, then `TRIFFT_EVENT_TYPE_HEADER`, then a top-level
-//!   `event`, `type` or `event_type` (TRIFFT's own event objects use `event_type`, vectors.json),
-//!   else `trifft.webhook`. Occurred at: top-level `timestamp`, `occurred_at`, `created_at` or
-//!   `time`, verbatim. No tenant.
+//!   `event`, `type` or `event_type` (TRIFFT's own event objects use `event_type`:
+//!   docs/providers.md "TRIFFT: Test vectors"), else `trifft.webhook`. Occurred at: top-level
+//!   `timestamp`, `occurred_at`, `created_at` or `time`, verbatim. No tenant.
 
 use base64::Engine;
 use lambda_http::http::{HeaderName, Method};
@@ -54,13 +56,14 @@ pub const EVENT_ID_POINTER_VAR: &str = "TRIFFT_EVENT_ID_POINTER";
 pub const EVENT_ID_HEADER_VAR: &str = "TRIFFT_EVENT_ID_HEADER";
 pub const EVENT_TYPE_POINTER_VAR: &str = "TRIFFT_EVENT_TYPE_POINTER";
 pub const EVENT_TYPE_HEADER_VAR: &str = "TRIFFT_EVENT_TYPE_HEADER";
-/// Event type when neither configuration nor payload names one (providers.md "TRIFFT").
+/// Event type when neither configuration nor payload names one (docs/providers.md "TRIFFT:
+/// Event id and type").
 pub const DEFAULT_EVENT_TYPE: &str = "trifft.webhook";
 
 const FORM: &str = "application/x-www-form-urlencoded";
 const TEXT: &str = "text/plain";
-/// Top-level fields read as the event type, in this order (providers.md; `event_type` is what
-/// TRIFFT's own event objects carry, vectors.json "trifft").
+/// Top-level fields read as the event type, in this order (docs/providers.md "TRIFFT: Event id
+/// and type"; `event_type` is what TRIFFT's own event objects carry, "TRIFFT: Test vectors").
 const TYPE_FIELDS: [&str; 3] = ["event", "type", "event_type"];
 const TIME_FIELDS: [&str; 4] = ["timestamp", "occurred_at", "created_at", "time"];
 
@@ -331,7 +334,7 @@ impl Provider for Trifft {
     }
 
     fn methods(&self) -> &'static [Method] {
-        // seeds/trifft.txt "Endpoint Type".
+        // docs/providers.md "TRIFFT: Endpoint Type".
         &[
             Method::POST,
             Method::PUT,
@@ -342,13 +345,14 @@ impl Provider for Trifft {
     }
 
     fn accepts_media_type(&self, media_type: Option<&str>) -> bool {
-        // seeds/trifft.txt "Payload Type": JSON, XML, PLAIN, FORM data.
+        // docs/providers.md "TRIFFT: Payload Type": JSON, XML, PLAIN, FORM data.
         media_type.is_none_or(|m| is_json_media_type(m) || is_xml(m) || m == TEXT || m == FORM)
     }
 
     fn authenticate(&self, request: &Inbound<'_>) -> Result<Verified, AuthFailure> {
         // Both kinds are checked, each against all its values: either passing is enough
-        // (providers.md: different TRIFFT webhooks of one account may use different kinds).
+        // (docs/providers.md "TRIFFT: Authentication": different TRIFFT webhooks of one account
+        // may use different kinds).
         let by_header = self.header_matches(request);
         let by_basic = (!self.basic.is_empty())
             .then(|| verify::basic(&self.basic, request.header("authorization")));
@@ -524,8 +528,9 @@ fn with_basic(sent: Sent, env: &Env) -> Result<Sent, ConfigError> {
     ))
 }
 
-/// TRIFFT's own member-event shape (vectors.json "trifft"): the type, the event's properties
-/// and the member's identifiers. A user-designed template may look nothing like it.
+/// TRIFFT's own member-event shape (docs/providers.md "TRIFFT: Test vectors"): the type, the
+/// event's properties and the member's identifiers. A user-designed template may look nothing
+/// like it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberEvent {
     #[serde(default)]
@@ -568,7 +573,7 @@ mod tests {
     use lambda_http::http::{HeaderMap, HeaderValue};
     use serde_json::json;
 
-    // vectors.json "trifft".
+    // docs/providers.md "TRIFFT: Test vectors".
     const HEADER_VALUE: &str = "trf_4f9c2b7e0d1a4c6b9e8f7a6b5c4d3e2f";
     const BODY: &str = r#"{"event_type":"trft_perk_redeemed","properties":{"perk_id":"fa89ef32-1420-4fcd-b23a-e9478706dba9","perk_name":"Welcome!","venue_id":"06d27d15-7867-4412-8a81-aaf9b23af497","venue_name":"The Frog & Rosbif, Toulouse"},"customer_ids":{"email_address":"member@example.com","trfft_loyalty_id":"bf428af0-bf06-4bc4-a91b-91b5bda6e211"},"timestamp":"1747053296"}"#;
     const BASIC: &str = "dHJpZmZ0LWhvb2s6UzNjcjN0LVBhNTU=";

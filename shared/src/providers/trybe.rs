@@ -1,8 +1,9 @@
-//! Trybe (spa and wellness bookings). Source: `seeds/trybe.txt`, providers.md "Trybe".
+//! Trybe (spa and wellness bookings). Source: docs/providers.md "Trybe".
 //!
 //! - Auth: header `signature`, HMAC-SHA256 of the raw body keyed by the webhook's secret, 64 hex
-//!   characters, no prefix (providers.md default; Trybe runs Laravel's webhook sender). A missing
-//!   header is a 401. Several secrets accepted (one configuration per site, rotation).
+//!   characters, no prefix (docs/providers.md "Trybe: Authentication", default; Trybe runs
+//!   Laravel's webhook sender). A missing header is a 401. Several secrets accepted (one
+//!   configuration per site, rotation).
 //! - Event id `id` (stable across retries) is the dedup key; type `event`; tenant `site_id`;
 //!   occurred at `timestamp`. Unknown event names are accepted (Trybe adds events).
 //! - A verified JSON object without `id` is still queued, keyed by the body's SHA-256 (a retry
@@ -131,7 +132,8 @@ pub struct CustomerLabels {
     pub extra: Map<String, Value>,
 }
 
-/// `data`, by the object type named in `event` (`object_type.action`, seeds/trybe.txt).
+/// `data`, by the object type named in `event` (`object_type.action`; docs/providers.md
+/// "Trybe: Events").
 #[derive(Debug, Clone, PartialEq)]
 pub enum Data {
     /// basket.*: an Order.
@@ -182,7 +184,7 @@ mod tests {
     use crate::secret::Secret;
     use lambda_http::http::{HeaderMap, HeaderValue, Method};
 
-    // providers.md "Trybe" vector (vectors.json "trybe").
+    // docs/providers.md "Trybe: Test vectors".
     const SECRET: &str = "trybe-test-secret-0123";
     const BODY: &str = r#"{"id":"66c36d4eef7657ae2b096128","event":"customer_labels.added","timestamp":"2024-08-19T16:05:34+00:00","webhook_config_id":"66ba3d8f13e43589da030ad8","site_id":"00000000-0000-0000-0000-111111111111","data":{"customer_id":"9e4bd4d6-8f6d-42f0-bea3-e61382954057","labels":[{"id":"66a1f0c2b1e2d3f4a5b6c7d8","name":"VIP"}]}}"#;
     const SIGNATURE: &str = "c12d2dc0e15788fe71491ac766abd34500c58705b3dd2001f943365caa8ae035";

@@ -1,4 +1,5 @@
-//! Tilby receiver against moto, through lambda_http's event conversion (providers.md "Tilby").
+//! Tilby receiver against moto, through lambda_http's event conversion (docs/providers.md
+//! "Tilby").
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Tribe (Bettermode) receiver against moto, through lambda_http's event conversion. Every rule
-//! of providers.md "Tribe": signed handshake, subscriptions, other types, both header families,
-//! the two-sided replay window.
+//! of docs/providers.md "Tribe": signed handshake, subscriptions, other types, both header
+//! families, the two-sided replay window.
 
 use std::sync::Arc;
 
@@ -242,7 +242,8 @@ async fn stale_and_future_timestamps_get_401() {
     }
     stack.assert_no_trace().await;
 
-    // Within the window both ways, and 10 digits read as seconds (providers.md default).
+    // Within the window both ways, and 10 digits read as seconds (docs/providers.md "Tribe:
+    // Timestamp and replay", default).
     for ts in [
         (now - 14 * MINUTE_MS).to_string(),
         (now + 14 * MINUTE_MS).to_string(),

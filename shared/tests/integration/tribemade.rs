@@ -1,6 +1,6 @@
 //! TribeMade receiver against moto, through lambda_http's event conversion. Every rule of
-//! providers.md "TribeMade": URL token, store list, strict validation that never echoes personal
-//! data, dedup on order_id.
+//! docs/providers.md "TribeMade": URL token, store list, strict validation that never echoes
+//! personal data, dedup on order_id.
 
 use std::sync::Arc;
 

@@ -1,4 +1,5 @@
-//! TRIFFT receiver against moto, through lambda_http's event conversion (providers.md "TRIFFT").
+//! TRIFFT receiver against moto, through lambda_http's event conversion (docs/providers.md
+//! "TRIFFT").
 
 use std::sync::Arc;
 
