@@ -1,4 +1,4 @@
-//! Every HTTP answer a receiver gives, decided in one place (DESIGN.md "HTTP answers").
+//! Every HTTP answer a receiver gives, decided in one place (README "Answers").
 
 use lambda_http::http::{header, StatusCode};
 use lambda_http::{Body, Response};

@@ -1,4 +1,4 @@
-//! Configuration from the environment, read once per cold start (DESIGN.md "Configuration").
+//! Configuration from the environment, read once per cold start (README "Configuration").
 //! Any variable `X` can instead be given as `X_SECRET_ARN`: its value is then read once, at cold
 //! start, from Secrets Manager.
 

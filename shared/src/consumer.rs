@@ -1,4 +1,4 @@
-//! The processor: SQS batch in, partial batch failures out (DESIGN.md "Consumer").
+//! The processor: SQS batch in, partial batch failures out (docs/design.md "Flow").
 //! Each record is claimed as `processed#<dedup_key>` before its handler runs, so a redelivered
 //! message is processed once; a failing record never fails the batch.
 

@@ -1,4 +1,4 @@
-//! The normalized message every receiver sends to SQS and the processor reads (DESIGN.md).
+//! The normalized message every receiver sends to SQS and the processor reads (README "Data").
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,6 @@
 //! Webhook intake for AWS Lambda: the pipeline every receiver shares, the processor, and the
-//! providers' rules. See DESIGN.md for the flow, the claim record and the answers.
+//! providers' rules. See docs/design.md for the flow and the claims, README "Answers" for the
+//! answers, docs/providers.md for each provider's wire format.
 
 pub mod answer;
 pub mod apigw;

@@ -1,4 +1,4 @@
-//! The receiver pipeline, the same for every provider (DESIGN.md "Flow"):
+//! The receiver pipeline, the same for every provider (docs/design.md "Flow"):
 //! method → size → authenticate → media type → inspect (handshake | events) → claim → queue →
 //! finish → answer. A provider only supplies its rules ([`Provider`]).
 

@@ -1,5 +1,5 @@
 //! Secrets as types: a [`Secret`] never prints its value, and a [`SecretList`] is never empty,
-//! so "no secret configured" cannot reach a verifier (fail closed, DESIGN.md).
+//! so "no secret configured" cannot reach a verifier (fail closed, README "Credentials and tenants").
 //!
 //! A credential variable holds either a comma-separated list (one trust domain: any value
 //! verifies a request for any tenant) or a JSON object mapping a tenant id to its secret or to an
