@@ -8,6 +8,7 @@ caught it (or that none did). The source is restored after each, whatever happen
 import argparse
 import pathlib
 import re
+import signal
 import subprocess
 import sys
 
@@ -66,6 +67,8 @@ def run(cmd):
 
 
 def main():
+    # A killed run still restores the source (the finally blocks run on SystemExit).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=3000)
     ap.add_argument("names", nargs="*")

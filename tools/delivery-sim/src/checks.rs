@@ -1,6 +1,8 @@
 //! The invariants, checked on the log of a finished run (docs/design.md "Invariants"):
-//! 1. every event answered 2xx runs its handler (nothing lost): a run no earlier than the
-//!    horizon before the answer;
+//! 1. every event answered 2xx runs its handler (nothing lost): a message queued by a delivery
+//!    received before the answer runs within the horizon before the answer or later, or is
+//!    skipped by the processor against such a run; and the processor skips a message only when
+//!    its event ran within the horizon before;
 //! 2. within its horizon an event runs once, except after a processor finish that did not land
 //!    (counted as excused);
 //! 3. nothing forged and nothing under another tenant's credential is accepted or runs;
@@ -108,6 +110,11 @@ fn runs_once(
     excused
 }
 
+/// The latest run at or before `at_ms`.
+fn last_run_before(runs: &[&Run], at_ms: i64) -> Option<i64> {
+    runs.iter().map(|r| r.at_ms).filter(|at| *at <= at_ms).max()
+}
+
 pub fn check(
     seed: u64,
     plan: &Plan,
@@ -145,6 +152,27 @@ pub fn check(
         }
     }
 
+    // 1b: the processor skips a message only when its event ran within the horizon before.
+    let mut skips_by_key: BTreeMap<&str, Vec<&crate::world::Skip>> = BTreeMap::new();
+    for skip in &log.skips {
+        skips_by_key.entry(&skip.dedup_key).or_default().push(skip);
+        let runs: &[&Run] = by_key
+            .get(skip.dedup_key.as_str())
+            .map_or(&[], |r| r.as_slice());
+        let vouched = last_run_before(runs, skip.at_ms)
+            .is_some_and(|r| r >= skip.at_ms - horizon_ms - SLACK_MS);
+        if !vouched {
+            violations.push(Violation {
+                invariant: "the processor skips only what ran within the horizon",
+                key: skip.dedup_key.clone(),
+                detail: format!(
+                    "skipped at +{} ms with no run in the horizon before",
+                    skip.at_ms - crate::world::EPOCH_MS
+                ),
+            });
+        }
+    }
+
     // 1 and 3: every 2xx.
     let archived_events: BTreeSet<(String, String)> = archived
         .values()
@@ -169,10 +197,21 @@ pub fn check(
             continue;
         }
         for key in &answer.keys {
-            let ran = by_key.get(key.as_str()).is_some_and(|runs| {
-                runs.iter()
-                    .any(|r| r.at_ms >= answer.at_ms - horizon_ms - SLACK_MS)
-            });
+            // A message some delivery queued before the answer was given, run within the
+            // horizon before the answer or later, or skipped as already run by the processor
+            // whose run then was within that horizon. A run that only a later delivery caused
+            // does not vouch for this answer.
+            let runs: &[&Run] = by_key.get(key.as_str()).map_or(&[], |r| r.as_slice());
+            let since = answer.at_ms - horizon_ms - SLACK_MS;
+            let ran = runs
+                .iter()
+                .any(|r| r.received_ms <= answer.at_ms && r.at_ms >= since)
+                || skips_by_key.get(key.as_str()).is_some_and(|skips| {
+                    skips.iter().any(|s| {
+                        s.received_ms <= answer.at_ms
+                            && last_run_before(runs, s.at_ms).is_some_and(|r| r >= since)
+                    })
+                });
             if !ran {
                 violations.push(Violation {
                     invariant: "every event answered 2xx runs (nothing lost)",

@@ -75,6 +75,13 @@ impl Plan {
     }
 }
 
+/// Epoch milliseconds of an RFC 3339 time (an envelope's `received_at`).
+fn epoch_ms(rfc3339: &str) -> i64 {
+    time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .unwrap_or(i64::MAX)
+}
+
 /// Records every handler run, then lets the real handler decide.
 struct Recording {
     inner: Arc<dyn EventHandler>,
@@ -91,6 +98,7 @@ impl EventHandler for Recording {
                 dedup_key: event.dedup_key.clone(),
                 replay: event.replay.as_ref().map(|r| r.id.clone()),
                 at_ms: self.world.clock.now_ms(),
+                received_ms: epoch_ms(&event.received_at),
                 forged: event.dedup_key.contains("forged-") || content.contains("forged-"),
                 event_id: event.event_id.clone(),
             };
@@ -365,6 +373,7 @@ impl System {
             })
             .collect();
         self.world.log(|l| l.invocations += 1);
+        let runs_before = self.world.log(|l| l.runs.len());
         let crash = self.world.crash_after();
         let limit = crash.unwrap_or(PROCESSOR_TIMEOUT);
         match tokio::time::timeout(limit, self.processor.process(event)).await {
@@ -374,6 +383,7 @@ impl System {
                     .iter()
                     .map(|f| f.item_identifier.clone())
                     .collect();
+                self.note_skips(&batch, &failed, runs_before);
                 let done: Vec<u64> = batch
                     .iter()
                     .filter(|q| !failed.contains(&format!("m-{}", q.id)))
@@ -413,6 +423,38 @@ impl System {
                 });
             }
         }
+    }
+
+    /// The records of a finished batch that neither failed nor ran: the processor skipped them
+    /// as already processed (replays left out: their own invariant covers them).
+    fn note_skips(&self, batch: &[aws::Queued], failed: &[String], runs_before: usize) {
+        let at_ms = self.world.clock.now_ms();
+        self.world.log(|l| {
+            let ran: Vec<(String, i64)> = l.runs[runs_before..]
+                .iter()
+                .filter(|r| r.replay.is_none())
+                .map(|r| (r.dedup_key.clone(), r.received_ms))
+                .collect();
+            for q in batch {
+                if failed.contains(&format!("m-{}", q.id)) {
+                    continue;
+                }
+                let Ok(envelope) = serde_json::from_str::<Envelope>(&q.message.body) else {
+                    continue;
+                };
+                let received_ms = epoch_ms(&envelope.received_at);
+                if envelope.replay.is_some()
+                    || ran.contains(&(envelope.dedup_key.clone(), received_ms))
+                {
+                    continue;
+                }
+                l.skips.push(world::Skip {
+                    dedup_key: envelope.dedup_key,
+                    at_ms,
+                    received_ms,
+                });
+            }
+        });
     }
 
     /// The operator replays one archived request, as `webhook-ops replay` does: every event of

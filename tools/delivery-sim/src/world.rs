@@ -93,9 +93,21 @@ pub struct Run {
     pub dedup_key: String,
     pub replay: Option<String>,
     pub at_ms: i64,
+    /// When the delivery that queued this message was received (the envelope's `received_at`).
+    pub received_ms: i64,
     /// The payload carried a forger's mark.
     pub forged: bool,
     pub event_id: String,
+}
+
+/// A message the processor acknowledged without running its handler (its record said the
+/// event had run).
+#[derive(Debug, Clone)]
+pub struct Skip {
+    pub dedup_key: String,
+    pub at_ms: i64,
+    /// When the delivery that queued the message was received.
+    pub received_ms: i64,
 }
 
 /// One answer a sender got.
@@ -114,6 +126,7 @@ pub struct Answered {
 #[derive(Debug, Default)]
 pub struct Log {
     pub runs: Vec<Run>,
+    pub skips: Vec<Skip>,
     pub answers: Vec<Answered>,
     /// `processed#…` claims moved to PROCESSED: (pk, when).
     pub processed_marks: Vec<(String, i64)>,
