@@ -310,12 +310,15 @@ async fn failed_batch_entries_answer_503_and_the_retry_queues_exactly_the_missin
             "entity {i} released"
         );
     }
+    // The queued entries keep their RECEIVED claims: a retry asks the processor's record.
     assert_eq!(
         s(&stack.item(&failed_key(0)).await.unwrap(), "status"),
-        "ENQUEUED"
+        "RECEIVED"
     );
-    // Tilby retries with nRetry + 1: only the three missing entities are queued.
+    // Tilby retries with nRetry + 1 (15 minutes later); the processor has taken the 22 queued
+    // entities by then, so only the three missing ones are queued.
     proxy.clear();
+    assert_eq!(stack.processor_has_taken_the_queue().await, 22);
     let retry = send(&tilby, &notification(1)).await;
     assert_eq!(retry.status(), 200);
     assert_eq!(body_json(&retry)["queued"], 3);
@@ -341,8 +344,8 @@ async fn failed_batch_entries_answer_503_and_the_retry_queues_exactly_the_missin
     assert!(stack.drain().await.is_empty());
     assert_eq!(
         stack.item_count().await,
-        25,
-        "only the first notification's claims"
+        25 + 22,
+        "only the first notification's claims, and the processor's records of what it took"
     );
 }
 

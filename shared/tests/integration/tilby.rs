@@ -401,11 +401,14 @@ async fn a_partially_failed_batch_answers_503_and_its_retry_queues_only_the_rest
         if failing.contains(&i) {
             assert!(claim.is_none(), "claim {i} released");
         } else {
-            assert_eq!(s(&claim.expect("claim kept"), "status"), "ENQUEUED");
+            // Queued: its claim stays RECEIVED, and a retry asks the processor's record.
+            assert_eq!(s(&claim.expect("claim kept"), "status"), "RECEIVED");
         }
     }
 
-    // Tilby retries (nRetry 1) and the queue works again.
+    // Tilby retries (nRetry 1, 15 minutes later) and the queue works again; by then the
+    // processor has taken the 21 queued entities, so only the other 4 are queued.
+    assert_eq!(stack.processor_has_taken_the_queue().await, 21);
     let r = receiver(&stack, &[]).await;
     let retry = send(&r, &unsigned(&with_n_retry(&body, 1))).await;
     assert_eq!(retry.status(), 200);
