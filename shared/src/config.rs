@@ -235,6 +235,8 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// invocation's payload (6 MB, the body base64-encoded when binary) is lower: API Gateway answers
 /// a larger request itself before this function runs.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+/// Default for `MAX_EVENTS_PER_REQUEST`: Tilby's imports carry at most 80 entities.
+pub const DEFAULT_MAX_EVENTS: usize = 200;
 /// `MAX_CONCURRENT_CALLS` default: claims (or batch sends) of one request in flight at once.
 pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 16;
 /// `REQUEST_DEADLINE_MS` default.
@@ -317,10 +319,7 @@ impl Settings {
             processing_lease: Duration::from_secs(positive("PROCESSING_LEASE_SECONDS", 300)?),
             max_body_bytes: env.parse_or("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?,
             max_message_bytes: env.parse_or("MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES)?,
-            max_events: positive(
-                "MAX_EVENTS_PER_REQUEST",
-                crate::provider::DEFAULT_MAX_EVENTS as u64,
-            )? as usize,
+            max_events: positive("MAX_EVENTS_PER_REQUEST", DEFAULT_MAX_EVENTS as u64)? as usize,
             max_concurrent_calls: positive(
                 "MAX_CONCURRENT_CALLS",
                 DEFAULT_MAX_CONCURRENT_CALLS as u64,

@@ -13,9 +13,9 @@ use tracing::{error, info, warn};
 use crate::clock::{epoch_millis, Clock};
 use crate::config::Settings;
 use crate::envelope::{describe_json_error, Envelope, Payload};
+use crate::keys::new_token;
 use crate::metrics::{self, RecordMetric, RecordTally, UNKNOWN_PROVIDER};
 use crate::objects::ObjectStore;
-use crate::pipeline::new_token;
 use crate::provider::canonical_json;
 use crate::store::{Claim, ClaimOutcome, ClaimStore, Finish, Status};
 use crate::verify::sha256_hex;
@@ -194,12 +194,25 @@ fn message_age_ms(record: &SqsMessage, now_ms: i64) -> Option<f64> {
     Some(now_ms.saturating_sub(sent).max(0) as f64)
 }
 
-/// A record's result, its `Provider`, and how long its handler ran (if it ran).
-type RecordRun = (
-    Result<RecordOutcome, RecordError>,
-    &'static str,
-    Option<f64>,
-);
+/// What one record came to.
+struct RecordRun {
+    result: Result<RecordOutcome, RecordError>,
+    /// Its `Provider` metric dimension.
+    provider: &'static str,
+    /// How long its handler ran, if it ran.
+    handler_ms: Option<f64>,
+}
+
+impl RecordRun {
+    /// A record that failed before its handler.
+    fn unrun(result: Result<RecordOutcome, RecordError>, provider: &'static str) -> Self {
+        RecordRun {
+            result,
+            provider,
+            handler_ms: None,
+        }
+    }
+}
 
 fn read_envelope(record: &SqsMessage) -> Result<Envelope, RecordError> {
     let body = record
@@ -258,7 +271,12 @@ impl Processor {
         let results = join_all(event.records.iter().map(|r| self.process_one(r))).await;
         let mut response = SqsBatchResponse::default();
         let mut tallies = Vec::with_capacity(results.len());
-        for (record, (result, provider, handler_ms)) in event.records.iter().zip(results) {
+        for (record, run) in event.records.iter().zip(results) {
+            let RecordRun {
+                result,
+                provider,
+                handler_ms,
+            } = run;
             tallies.push(RecordTally {
                 provider,
                 outcome: record_metric(&result),
@@ -278,24 +296,28 @@ impl Processor {
     }
 
     pub async fn process_record(&self, record: &SqsMessage) -> Result<RecordOutcome, RecordError> {
-        self.process_one(record).await.0
+        self.process_one(record).await.result
     }
 
     /// One record: its result, its `Provider` and how long its handler ran (if it ran).
     async fn process_one(&self, record: &SqsMessage) -> RecordRun {
         let envelope = match read_envelope(record) {
             Ok(envelope) => envelope,
-            Err(e) => return (Err(e), UNKNOWN_PROVIDER, None),
+            Err(e) => return RecordRun::unrun(Err(e), UNKNOWN_PROVIDER),
         };
         let provider = provider_label(&envelope.provider);
         // A claim-checked envelope is made whole before anything else sees it.
         let envelope = match crate::objects::resolve(self.payloads.as_deref(), envelope).await {
             Ok(envelope) => envelope,
-            Err(e) => return (Err(RecordError::Payload(e)), provider, None),
+            Err(e) => return RecordRun::unrun(Err(RecordError::Payload(e)), provider),
         };
         let mut handler_ms = None;
         let result = self.process_envelope(&envelope, &mut handler_ms).await;
-        (result, provider, handler_ms)
+        RecordRun {
+            result,
+            provider,
+            handler_ms,
+        }
     }
 
     async fn process_envelope(

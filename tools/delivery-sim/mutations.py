@@ -15,7 +15,11 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 STORE = "shared/src/store/mod.rs"
 MEMORY = "shared/src/store/memory.rs"
-PIPELINE = "shared/src/pipeline.rs"
+PIPELINE = "shared/src/pipeline"
+CLAIM = PIPELINE + "/claim.rs"
+SEND = PIPELINE + "/send.rs"
+DELIVER = PIPELINE + "/deliver.rs"
+ADMIT = PIPELINE + "/admit.rs"
 CONSUMER = "shared/src/consumer.rs"
 
 # name: (what it breaks, [(file, old, new), ...])
@@ -31,32 +35,31 @@ MUTATIONS = {
     "token-guard-finish": ("finish marks a claim that is no longer ours",
         [(MEMORY, "if let Some(r) = records.get_mut(pk).filter(|r| r.token == token) {", "if let Some(r) = records.get_mut(pk) {")]),
     "release-on-send-failure": ("a failed send keeps its claim until the lease ends",
-        [(PIPELINE, "            self.release(unsent).await;\n", "            drop(unsent);\n")]),
+        [(CLAIM, "            self.release(unsent).await;\n", "            drop(unsent);\n")]),
     "release-on-claim-failure": ("a failed claim write keeps what it may have taken",
-        [(PIPELINE, "            self.release(maybe_ours(prepared)).await;\n", "            let _ = maybe_ours(prepared);\n")]),
+        [(CLAIM, "            self.release(super::cleanup::maybe_ours(prepared)).await;\n", "            let _ = super::cleanup::maybe_ours(prepared);\n")]),
     "first-horizon": ("a takeover's ENQUEUED mark keeps the takeover's fresh horizon",
-        [(PIPELINE, "                        first: Some(first),\n", "                        first: {\n                            let _ = first;\n                            None\n                        },\n")]),
+        [(DELIVER, "                    first: Some(s.first),\n", "                    first: {\n                        let _ = s.first;\n                        None\n                    },\n")]),
     "horizon-cap": ("a takeover's ENQUEUED mark may outlive the processor's record",
-        [(PIPELINE, "previous.expires_at = previous.expires_at.min(processed.expires_at);", "let _ = processed;")]),
+        [(CLAIM, "first.expires_at = first.expires_at.min(processed.expires_at);", "let _ = processed.expires_at;")]),
     "received-counts-as-reached": ("the receiver's own RECEIVED claim read as the processor's record",
-        [(PIPELINE, ".record(&crate::store::processed_key(&p.claim.pk))", ".record(&p.claim.pk)")]),
+        [(CLAIM, ".record(&crate::keys::processed_key(&p.claim.pk))", ".record(&p.claim.pk)")]),
     "expired-record-reached": ("an expired processor record taken as present",
-        [(PIPELINE, "Ok(found) => found.filter(|r| r.expires_at >= p.claim.now.unix_timestamp()),", "Ok(found) => found,")]),
+        [(CLAIM, "Ok(found) => found.filter(|r| r.expires_at >= p.claim.now.unix_timestamp()),", "Ok(found) => found,")]),
     "mark-after-503": ("the events a 503 queued marked ENQUEUED with the request's fresh horizon",
-        [(PIPELINE, "        let marks: Vec<(&Prepared, Finish)> = settle", "        let mut marks: Vec<(&Prepared, Finish)> = settle"),
-         (PIPELINE, "        let queued_count = queued.len();\n",
-          "        let queued_count = queued.len();\n        if !matches!(answer, Answer::Accepted { .. }) {\n            marks.extend(queued.iter().map(|(p, id)| (*p, Finish::Enqueued { message_id: Some(id.clone()), first: None })));\n        }\n")]),
+        [(DELIVER, "        let Attempt { result, progress } = attempt.archived(archived);\n",
+          "        let Attempt { result, progress } = attempt.archived(archived);\n        if result.is_err() {\n            let sent: Vec<_> = prepared.iter().filter(|p| p.is(ClaimState::Sent)).map(|p| (p, Finish::Enqueued { message_id: None, first: None })).collect();\n            self.mark(sent, inbound.now).await;\n        }\n")]),
     "deadline-mark": ("the deadline path marks what it sent ENQUEUED without the first horizon",
-        [(PIPELINE, "                let cleanup = self.release(maybe_ours(&prepared));\n",
-          "                let sent: Vec<(&Prepared, Finish)> = prepared.iter().filter(|p| p.is(&[progress::SENT])).map(|p| (p, Finish::Enqueued { message_id: None, first: None })).collect();\n                let cleanup = join(self.release(maybe_ours(&prepared)), self.mark(sent, inbound.now));\n")]),
+        [(DELIVER, "        let cleanup = self.release(super::cleanup::maybe_ours(prepared));\n",
+          "        let sent: Vec<_> = prepared.iter().filter(|p| p.is(ClaimState::Sent)).map(|p| (p, Finish::Enqueued { message_id: None, first: None })).collect();\n        let cleanup = futures::future::join(self.release(super::cleanup::maybe_ours(prepared)), self.mark(sent, prepared[0].claim.now));\n")]),
     "processor-runs-duplicates": ("the processor runs an event its record says is done",
         [(CONSUMER, "                return Ok(RecordOutcome::AlreadyProcessed);", "                let _ = RecordOutcome::AlreadyProcessed;")]),
     "processor-no-release": ("the processor keeps its claim after a failed handler",
         [(CONSUMER, "if let Err(release) = self.claims.release(&claim.pk, &claim.token).await {", "if let Err(release) = Ok::<(), crate::store::StoreError>(()) {")]),
     "ack-unsent": ("a failed send answered 200",
-        [(PIPELINE, "        if !unsent.is_empty() {\n            self.release(unsent).await;", "        if false && !unsent.is_empty() {\n            self.release(unsent).await;")]),
+        [(CLAIM, "        if !unsent.is_empty() {\n            self.release(unsent).await;", "        if false && !unsent.is_empty() {\n            self.release(unsent).await;")]),
     "tenant-check": ("an event accepted under another tenant's credential",
-        [(PIPELINE, ".find(|e| !verified.proof().permits(e.tenant.as_deref()))", ".find(|_| false)")]),
+        [(ADMIT, ".find(|e| !verified.proof().permits(e.tenant.as_deref()))", ".find(|_| false)")]),
 }
 MUTATIONS["processor-no-finish"] = ("the processor never marks PROCESSED",
     [(CONSUMER, "            .finish(\n                &claim.pk,\n                &claim.token,\n                &Finish::Processed,", "            .release(\n                \"no-such-claim\",\n                &claim.token,\n                // &Finish::Processed,")])

@@ -73,24 +73,44 @@ pub enum Unsendable {
     },
 }
 
-/// The message an envelope travels as: itself when it fits the queue's `limit`; else, when
-/// `claim_check` (a payload bucket is configured), a reference, with the object to write
-/// before it is sent ([`check`]; the object is the message body already serialized).
+/// What to do with an envelope over the queue's limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Oversize {
+    /// No payload bucket: refuse it (413).
+    Refuse,
+    /// Write it to the payload bucket and send a reference.
+    ClaimCheck,
+}
+
+/// How one envelope travels: its message, and, for a claim-checked one, the object to write
+/// before the message is sent.
+pub struct Outbound {
+    pub message: Message,
+    pub object: Option<PayloadObject>,
+}
+
+/// The message an envelope travels as, decided here and nowhere else: itself when it fits the
+/// queue's `limit` (counted as SQS counts, body and attributes); else, with
+/// [`Oversize::ClaimCheck`], a reference, with the object to write before it is sent
+/// ([`check`]; the object is the message body already serialized).
 pub fn message_for(
     envelope: &Envelope,
     limit: usize,
-    claim_check: bool,
-) -> Result<(Message, Option<PayloadObject>), Unsendable> {
+    oversize: Oversize,
+) -> Result<Outbound, Unsendable> {
     let message = Message::from_envelope(envelope)?;
     if message.sqs_size() <= limit {
-        return Ok((message, None));
+        return Ok(Outbound {
+            message,
+            object: None,
+        });
     }
     let too_large = |what, m: &Message| Unsendable::TooLarge {
         what,
         bytes: m.sqs_size(),
         limit,
     };
-    if !claim_check {
+    if oversize == Oversize::Refuse {
         return Err(too_large("message", &message));
     }
     let checked = check_json(envelope, message.body.into_bytes());
@@ -98,7 +118,10 @@ pub fn message_for(
     if reference.sqs_size() > limit {
         return Err(too_large("claim-check reference", &reference));
     }
-    Ok((reference, Some(checked.object)))
+    Ok(Outbound {
+        message: reference,
+        object: Some(checked.object),
+    })
 }
 
 /// Why a claim-checked envelope could not be read back.

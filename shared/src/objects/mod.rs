@@ -21,7 +21,8 @@ pub use archive::{
     archive_day_prefix, archive_key, archive_key_time, archive_record, ArchiveRecord,
 };
 pub use claim_check::{
-    check, message_for, payload_key, resolve, Checked, PayloadObject, ResolveError, Unsendable,
+    check, message_for, payload_key, resolve, Checked, Outbound, Oversize, PayloadObject,
+    ResolveError, Unsendable,
 };
 pub use memory::MemoryObjects;
 pub use s3::S3Objects;

@@ -121,6 +121,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_route_names_url_tokens_may_not_equal_are_every_provider_and_function() {
+        let names: Vec<&str> = ALL.iter().flat_map(|(p, f)| [*p, *f]).collect();
+        assert_eq!(names, crate::provider::ROUTE_NAMES);
+    }
+
+    #[test]
     fn routes_match_as_api_gateway_does() {
         assert!(route_matches("/trybe", "/trybe"));
         assert!(!route_matches("/trybe", "/trybe/x"));

@@ -10,15 +10,7 @@ mod memory;
 
 pub use dynamodb::DynamoClaims;
 
-/// Prefix of the processor's records (`processed#<dedup_key>`); receivers' keys start with
-/// `<provider>#`. The deployment's IAM policies scope each function to its prefix.
-pub const PROCESSED_PREFIX: &str = "processed#";
-
-/// The processor's record of the event whose receiver claim is `dedup_key`. The receivers read it
-/// to learn whether an event reached the queue.
-pub fn processed_key(dedup_key: &str) -> String {
-    format!("{PROCESSED_PREFIX}{dedup_key}")
-}
+pub use crate::keys::{processed_key, PROCESSED_PREFIX};
 pub use memory::MemoryClaims;
 
 use std::time::Duration;

@@ -480,9 +480,12 @@ impl System {
                 requested_at: shared::clock::rfc3339(self.world.clock.now()),
                 archive_key: key.clone(),
             });
-            let (message, object) =
-                shared::objects::message_for(&envelope, self.max_message_bytes, true)
-                    .expect("an archived envelope travels again");
+            let shared::objects::Outbound { message, object } = shared::objects::message_for(
+                &envelope,
+                self.max_message_bytes,
+                shared::objects::Oversize::ClaimCheck,
+            )
+            .expect("an archived envelope travels again");
             if let Some(object) = object {
                 self.payloads
                     .bucket

@@ -111,7 +111,7 @@ fn print_failure(seed: u64) {
     for line in delivery_sim::relevant(&report.trace, &keys) {
         println!("  {line}");
     }
-    println!("replay: cargo run --release -p delivery-sim -- --seed {seed} --trace\n");
+    println!("replay: cargo run --profile sim -p delivery-sim -- --seed {seed} --trace\n");
 }
 
 #[derive(Default)]

@@ -191,8 +191,12 @@ pub async fn run(ctx: &Ctx, args: ReplayArgs) -> Outcome {
             requested_at: requested_at.clone(),
             archive_key: p.archive_key.clone(),
         });
-        let (message, object) = objects::message_for(&envelope, limit, payloads.is_some())
-            .map_err(|e| {
+        let oversize = match payloads {
+            Some(_) => objects::Oversize::ClaimCheck,
+            None => objects::Oversize::Refuse,
+        };
+        let objects::Outbound { message, object } =
+            objects::message_for(&envelope, limit, oversize).map_err(|e| {
                 Fail::Error(format!(
                     "event {} cannot be queued: {e}; nothing queued",
                     envelope.event_id
