@@ -390,7 +390,17 @@ impl EventQueue for SimQueue {
             .collect();
         let sqs = self.sqs.clone();
         let world = self.world.clone();
-        let subject = format!("{} message(s)", messages.len());
+        // A scripted fault names an event: its dedup key, read from the bodies.
+        let subject = if self.world.has_forced() {
+            messages
+                .iter()
+                .filter_map(|m| serde_json::from_str::<serde_json::Value>(&m.body).ok())
+                .filter_map(|v| v["dedup_key"].as_str().map(str::to_owned))
+                .collect::<Vec<_>>()
+                .join(" ")
+        } else {
+            format!("{} message(s)", messages.len())
+        };
         let sent = self
             .world
             .remote("SendMessageBatch", &subject, async move {

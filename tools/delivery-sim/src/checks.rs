@@ -9,6 +9,8 @@
 //! 4. no claim blocks its event forever: in the quiet phase every authentic event gets a 2xx;
 //! 5. a replay runs once per replay id;
 //! 6. with the archive on, every accepted request has its record;
+//! 8. Retry-After tells the truth: after a 503 for a failure of ours, the retry it asks for,
+//!    with nothing failing, is accepted (the request gave its claims back);
 //!    and the queues drain once the faults stop.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -132,6 +134,11 @@ pub fn check(
             key: key.clone(),
             detail: detail.clone(),
         })
+        .chain(log.held.iter().map(|(key, detail)| Violation {
+            invariant: "Retry-After tells the truth after a failure of ours",
+            key: key.clone(),
+            detail: detail.clone(),
+        }))
         .collect();
     let mut by_key: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
     let mut by_replay: BTreeMap<(&str, &str), Vec<&Run>> = BTreeMap::new();

@@ -22,6 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use lambda_http::http::{HeaderMap, HeaderName, HeaderValue};
+use shared::answer::Answer;
 use shared::clock::Clock;
 use shared::config::Settings;
 use shared::consumer::{EventHandler, HandlerError, Processor};
@@ -184,9 +185,16 @@ impl System {
         })
     }
 
+    /// One receiver invocation: its status, or `None` when no answer reached the sender.
+    async fn deliver(&self, event: &Event, attempt: usize) -> Option<u16> {
+        self.deliver_answer(event, attempt)
+            .await
+            .map(|a| a.status().as_u16())
+    }
+
     /// One receiver invocation: the request as API Gateway hands it over, cut short where the
     /// invocation crashes or times out. `None`: no answer reached the sender.
-    async fn deliver(&self, event: &Event, attempt: usize) -> Option<u16> {
+    async fn deliver_answer(&self, event: &Event, attempt: usize) -> Option<Answer> {
         let now = self.world.clock.now();
         let sent = senders::request(event, attempt, now);
         let mut headers = HeaderMap::new();
@@ -246,7 +254,36 @@ impl System {
                 received_at_ms: at_ms,
             })
         });
-        status
+        answer.ok()
+    }
+
+    /// Retry-After tells the truth: a delivery that fails for a failure of ours (`call` meets
+    /// `fault`) is answered 503 with its claims given back, so that the retry after Retry-After,
+    /// with nothing failing, is accepted instead of meeting its own claim's lease.
+    async fn prompt_retry(
+        self: Arc<Self>,
+        event: Event,
+        at: Duration,
+        (call, fault): (&'static str, world::Fault),
+    ) {
+        tokio::time::sleep_until(self.world.clock.at(at)).await;
+        self.world.force(call, &event.keys[0], fault);
+        let held = |why: String| {
+            self.world.note(|| format!("HELD {:?}: {why}", event.keys));
+            self.world
+                .log(|l| l.held.push((event.keys[0].clone(), why)));
+        };
+        let wait = match self.deliver_answer(&event, 0).await {
+            Some(Answer::Unavailable { retry_after_secs }) => retry_after_secs,
+            other => return held(format!("{call} {fault:?} answered {other:?}, not 503")),
+        };
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+        match self.deliver(&event, 1).await {
+            Some(s) if (200..300).contains(&s) => {}
+            other => held(format!(
+                "after {call} {fault:?} and Retry-After {wait} s, the retry was answered {other:?}"
+            )),
+        }
     }
 
     /// Tries `event` on its provider's schedule until a 2xx; whether it got one.
@@ -533,6 +570,21 @@ pub fn run_plan(seed: u64, plan: Plan, trace: bool) -> Report {
             let event = senders::new_event(n, provider, &mut rng, trust);
             let start = Duration::from_millis(rng.below(2 * DAY.as_millis() as u64));
             tokio::spawn(system.clone().sender(event, start, quiet));
+        }
+        // Scripted checks in the quiet phase, from a stream of their own (the seed's history
+        // before them is unchanged): fresh events whose first delivery meets a failure of ours.
+        let mut script = Rng::new(seed ^ 0x5C21_97ED_0000_0001);
+        for n in 0..3 {
+            let provider = *script.pick(PROVIDERS);
+            let event =
+                senders::new_event(plan.events + n, provider, &mut script, Trust::Authentic);
+            let at = quiet + Duration::from_secs(script.between(600, 6 * 3600));
+            let failure = *script.pick(&[
+                ("SendMessageBatch", world::Fault::FailBefore),
+                ("PutItem", world::Fault::AnswerLost),
+                ("PutItem", world::Fault::FailBefore),
+            ]);
+            tokio::spawn(system.clone().prompt_retry(event, at, failure));
         }
         // The operator: replays from the archive now and then, redrives the DLQ after the storm.
         if plan.archive {

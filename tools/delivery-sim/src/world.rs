@@ -138,6 +138,9 @@ pub struct Log {
     pub replays: Vec<(String, String)>,
     /// Authentic events not answered 2xx in the quiet phase: (key, why).
     pub blocked: Vec<(String, String)>,
+    /// Retries after a 503 for a failure of ours, with nothing failing, not accepted:
+    /// (key, why).
+    pub held: Vec<(String, String)>,
     pub deliveries: u64,
     pub invocations: u64,
     pub faults: u64,
@@ -147,8 +150,17 @@ pub struct Log {
     pub redriven: u64,
 }
 
+/// A fault a scripted check puts on the next `call` whose subject names `key`.
+#[derive(Debug, Clone)]
+pub struct Forced {
+    pub call: &'static str,
+    pub key: String,
+    pub fault: Fault,
+}
+
 pub struct World {
     pub clock: Arc<SimClock>,
+    forced: Mutex<Vec<Forced>>,
     rng: Mutex<Rng>,
     weather: Mutex<Option<Weather>>,
     pub log: Mutex<Log>,
@@ -159,6 +171,7 @@ impl World {
     pub fn new(seed: u64, weather: Weather, trace: bool) -> Arc<Self> {
         Arc::new(World {
             clock: Arc::new(SimClock::new()),
+            forced: Mutex::new(Vec::new()),
             rng: Mutex::new(Rng::new(seed)),
             weather: Mutex::new(Some(weather)),
             log: Mutex::new(Log::default()),
@@ -205,6 +218,28 @@ impl World {
             .unwrap_or_default()
     }
 
+    /// Puts `fault` on the next `call` whose subject names `key` (drawing nothing from the
+    /// random stream).
+    pub fn force(&self, call: &'static str, key: &str, fault: Fault) {
+        self.forced.lock().expect("forced").push(Forced {
+            call,
+            key: key.to_owned(),
+            fault,
+        });
+    }
+
+    pub fn has_forced(&self) -> bool {
+        !self.forced.lock().expect("forced").is_empty()
+    }
+
+    fn forced_fault(&self, call: &str, subject: &str) -> Option<Fault> {
+        let mut forced = self.forced.lock().expect("forced");
+        let i = forced
+            .iter()
+            .position(|f| f.call == call && subject.contains(&f.key))?;
+        Some(forced.remove(i).fault)
+    }
+
     pub fn fault(&self) -> Fault {
         let Some(w) = self.weather() else {
             return Fault::None;
@@ -240,7 +275,9 @@ impl World {
         subject: &str,
         apply: impl Future<Output = T> + Send + 'static,
     ) -> Result<T, String> {
-        let fault = self.fault();
+        let fault = self
+            .forced_fault(call, subject)
+            .unwrap_or_else(|| self.fault());
         let (there, back) = self.rng(|r| {
             let leg = |r: &mut Rng| Duration::from_millis(r.between(1, 15));
             let there = match fault {
