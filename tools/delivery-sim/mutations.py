@@ -62,7 +62,8 @@ MUTATIONS = {
         [(ADMIT, ".find(|e| !verified.proof().permits(e.tenant.as_deref()))", ".find(|_| false)")]),
 }
 MUTATIONS["processor-no-finish"] = ("the processor never marks PROCESSED",
-    [(CONSUMER, "            .finish(\n                &claim.pk,\n                &claim.token,\n                &Finish::Processed,", "            .release(\n                \"no-such-claim\",\n                &claim.token,\n                // &Finish::Processed,")])
+    [(CONSUMER, "            .finish(\n                &claim.pk,\n                &claim.token,\n                &Finish::Processed,\n                self.clock.now(),\n            )",
+      "            .release(\n                \"no-such-claim\",\n                &claim.token,\n            )")])
 
 
 def run(cmd):
