@@ -56,6 +56,10 @@ pub struct Plan {
     pub pollers: usize,
     /// The dedup horizon.
     pub horizon: Duration,
+    /// Bursts of TRIFFT GETs, several different ones at one instant (off by default: with the
+    /// archive on, two GETs in one millisecond share an archive key today, issue 22, and
+    /// `--trifft-get-bursts` reproduces it).
+    pub trifft_get_bursts: bool,
 }
 
 impl Plan {
@@ -72,6 +76,7 @@ impl Plan {
             archive: r.chance(0.5),
             pollers: r.between(1, 3) as usize,
             horizon: Duration::from_secs(7 * 24 * 3600),
+            trifft_get_bursts: false,
         }
     }
 }
@@ -570,6 +575,16 @@ pub fn run_plan(seed: u64, plan: Plan, trace: bool) -> Report {
             let event = senders::new_event(n, provider, &mut rng, trust);
             let start = Duration::from_millis(rng.below(2 * DAY.as_millis() as u64));
             tokio::spawn(system.clone().sender(event, start, quiet));
+        }
+        if plan.trifft_get_bursts {
+            let mut bursts = Rng::new(seed ^ 0x7B1F_F76E_0000_0002);
+            for b in 0..3 {
+                let start = Duration::from_millis(bursts.below(2 * DAY.as_millis() as u64));
+                for i in 0..bursts.between(2, 3) as usize {
+                    let event = senders::trifft_get(10_000 + b * 10 + i, &mut bursts);
+                    tokio::spawn(system.clone().sender(event, start, quiet));
+                }
+            }
         }
         // Scripted checks in the quiet phase, from a stream of their own (the seed's history
         // before them is unchanged): fresh events whose first delivery meets a failure of ours.

@@ -29,6 +29,9 @@ struct Args {
     /// Print every step of the run (with --seed).
     #[arg(long)]
     trace: bool,
+    /// Add bursts of different TRIFFT GETs at one instant (issue 22's archive-key collision).
+    #[arg(long)]
+    trifft_get_bursts: bool,
     /// Stop at the first seed that violates an invariant (mutation runs: how many seeds it took).
     #[arg(long)]
     first_failure: bool,
@@ -51,13 +54,17 @@ fn main() -> ExitCode {
         if last.is_some_and(|l| seed > l) || deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        let report = delivery_sim::run_seed(seed, args.trace && args.seed.is_some());
+        let report = run(
+            seed,
+            args.trace && args.seed.is_some(),
+            args.trifft_get_bursts,
+        );
         if args.seed.is_some() {
             println!("{report:#?}");
         }
         totals.add(&report);
         if !report.violations.is_empty() {
-            print_failure(seed);
+            print_failure(seed, args.trifft_get_bursts);
             if args.first_failure {
                 println!("first failing seed: {seed} ({} seeds run)", totals.seeds);
                 break;
@@ -95,8 +102,8 @@ fn main() -> ExitCode {
 
 /// A failing seed: its violations, the steps that touched the events concerned, and the
 /// command that replays it.
-fn print_failure(seed: u64) {
-    let report = delivery_sim::run_seed(seed, true);
+fn print_failure(seed: u64, trifft_get_bursts: bool) {
+    let report = run(seed, true, trifft_get_bursts);
     println!("\nSEED {seed} FAILED:");
     for v in &report.violations {
         println!("  {}: {} ({})", v.invariant, v.detail, v.key);
@@ -111,7 +118,18 @@ fn print_failure(seed: u64) {
     for line in delivery_sim::relevant(&report.trace, &keys) {
         println!("  {line}");
     }
-    println!("replay: cargo run --profile sim -p delivery-sim -- --seed {seed} --trace\n");
+    let bursts = if trifft_get_bursts {
+        " --trifft-get-bursts"
+    } else {
+        ""
+    };
+    println!("replay: cargo run --profile sim -p delivery-sim -- --seed {seed} --trace{bursts}\n");
+}
+
+fn run(seed: u64, trace: bool, trifft_get_bursts: bool) -> delivery_sim::Report {
+    let mut plan = delivery_sim::Plan::from_seed(seed);
+    plan.trifft_get_bursts = trifft_get_bursts;
+    delivery_sim::run_plan(seed, plan, trace)
 }
 
 #[derive(Default)]

@@ -111,6 +111,8 @@ pub struct Event {
     pub trust: Trust,
     /// A Standard Webhooks sender's `webhook-id`, the same on every retry.
     pub webhook_id: String,
+    /// A TRIFFT GET: the content travels in this query, the body is empty.
+    pub query: Option<String>,
 }
 
 impl Event {
@@ -197,6 +199,7 @@ pub fn new_event(n: usize, provider: &'static str, rng: &mut Rng, trust: Trust) 
                 body,
                 trust,
                 webhook_id,
+                query: None,
             };
         }
     };
@@ -207,6 +210,28 @@ pub fn new_event(n: usize, provider: &'static str, rng: &mut Rng, trust: Trust) 
         keys,
         trust,
         webhook_id: String::new(),
+        query: None,
+    }
+}
+
+/// A TRIFFT GET event: its content is the query (keyed by its SHA-256), its body empty.
+pub fn trifft_get(n: usize, rng: &mut Rng) -> Event {
+    let query = format!(
+        "event_type=trft_points_earned&points=10&nonce={}",
+        rng.hex_id()
+    );
+    Event {
+        n,
+        provider: trifft::NAME,
+        body: Value::Null,
+        keys: vec![dedup_key(
+            trifft::NAME,
+            None,
+            &EventKey::hash_of(query.as_bytes()),
+        )],
+        trust: Trust::Authentic,
+        webhook_id: String::new(),
+        query: Some(query),
     }
 }
 
@@ -233,6 +258,11 @@ pub fn other_content(event: &Event) -> Option<Event> {
 /// Standard Webhooks sender keeps its `webhook-id`.
 pub fn request(event: &Event, attempt: usize, now: OffsetDateTime) -> Sent {
     let env = env(event.trust);
+    if let Some(query) = &event.query {
+        let mut sent = trifft::simulate_get(query, &env, now).expect("simulated GET");
+        sent.path = providers::request_path(event.provider, &sent);
+        return sent;
+    }
     let mut body = event.body.clone();
     if event.provider == tilby::NAME {
         body["nRetry"] = json!(attempt);
