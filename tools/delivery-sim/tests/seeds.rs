@@ -17,13 +17,14 @@ fn a_run_is_a_function_of_its_seed() {
     assert_ne!(run_seed(6, true).trace, a.trace);
 }
 
-/// Each seed found a defect on the code of its day (docs/design.md "Defects the simulation
-/// found"): an expired processor record taken as "reached" (89), an ENQUEUED mark after a 503
-/// outliving the processor's record (2007), the deadline path's mark without the first
-/// horizon (4263).
+/// Each seed reproduces a defect the simulation found (docs/design.md "Defects the simulation
+/// found") when its fix is undone: an expired processor record taken as "reached" (89), an
+/// ENQUEUED mark after a 503 outliving the processor's record (found at 2007; since the quiet
+/// phase gained its scripted checks, 55 reproduces it), the deadline path's mark without the
+/// first horizon (4263).
 #[test]
 fn the_seeds_that_found_defects_stay_green() {
-    for seed in [89, 2007, 4263] {
+    for seed in [89, 55, 4263] {
         let report = run_seed(seed, false);
         assert!(
             report.violations.is_empty(),
