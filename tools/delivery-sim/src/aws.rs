@@ -66,10 +66,6 @@ fn schedule_ttl(world: &Arc<World>, table: &Arc<MemoryClaims>, pk: &str) {
     });
 }
 
-fn short(pk: &str) -> String {
-    pk.to_owned()
-}
-
 #[async_trait]
 impl ClaimStore for SimClaims {
     async fn record(&self, pk: &str) -> Result<Option<Record>, StoreError> {
@@ -79,13 +75,8 @@ impl ClaimStore for SimClaims {
             .remote("GetItem", pk, async move { table.get(&key) })
             .await
             .map_err(StoreError)?;
-        self.world.note(|| {
-            format!(
-                "GetItem {} -> {:?}",
-                short(pk),
-                found.as_ref().map(|r| r.status)
-            )
-        });
+        self.world
+            .note(|| format!("GetItem {pk} -> {:?}", found.as_ref().map(|r| r.status)));
         Ok(found)
     }
 
@@ -147,7 +138,7 @@ impl ClaimStore for SimClaims {
                 let applied = table.get(&key).is_some_and(|r| r.token == token);
                 if applied {
                     schedule_ttl(&world, &table, &key);
-                    if matches!(f, Finish::Processed) && key.starts_with(PROCESSED_PREFIX) {
+                    if processed {
                         let at = world.clock.now_ms();
                         world.log(|l| l.processed_marks.push((key.clone(), at)));
                     }

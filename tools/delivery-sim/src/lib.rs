@@ -84,7 +84,7 @@ impl Plan {
 /// Epoch milliseconds of an RFC 3339 time (an envelope's `received_at`).
 fn epoch_ms(rfc3339: &str) -> i64 {
     time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .map(shared::clock::epoch_millis)
         .unwrap_or(i64::MAX)
 }
 
@@ -132,7 +132,7 @@ struct System {
 }
 
 fn settings(plan: &Plan) -> Settings {
-    let mut env = senders::env(Trust::Authentic);
+    let mut env = senders::env(Trust::Authentic).clone();
     let horizon = plan.horizon.as_secs().to_string();
     env.set("DEDUP_TTL_SECONDS", &horizon);
     if let Some(limit) = plan.max_message_bytes {
@@ -153,7 +153,7 @@ impl System {
         let receivers = PROVIDERS
             .iter()
             .map(|name| {
-                let provider = shared::providers::from_env(name, &env).expect("provider");
+                let provider = shared::providers::from_env(name, env).expect("provider");
                 let receiver = Receiver::new(
                     provider,
                     claims.clone(),

@@ -44,7 +44,15 @@ pub enum Trust {
     OtherTenant,
 }
 
-pub fn env(trust: Trust) -> Env {
+/// The configuration under `trust`, built once per process (every delivery signs with it).
+pub fn env(trust: Trust) -> &'static Env {
+    static ENVS: std::sync::OnceLock<[Env; 3]> = std::sync::OnceLock::new();
+    let envs =
+        ENVS.get_or_init(|| [Trust::Authentic, Trust::Forged, Trust::OtherTenant].map(build_env));
+    &envs[trust as usize]
+}
+
+fn build_env(trust: Trust) -> Env {
     let pair = |a: &str, b: &str| match trust {
         Trust::Authentic => map(a, b),
         Trust::OtherTenant => map(b, a),
@@ -259,7 +267,7 @@ pub fn other_content(event: &Event) -> Option<Event> {
 pub fn request(event: &Event, attempt: usize, now: OffsetDateTime) -> Sent {
     let env = env(event.trust);
     if let Some(query) = &event.query {
-        let mut sent = trifft::simulate_get(query, &env, now).expect("simulated GET");
+        let mut sent = trifft::simulate_get(query, env, now).expect("simulated GET");
         sent.path = providers::request_path(event.provider, &sent);
         return sent;
     }
@@ -278,7 +286,7 @@ pub fn request(event: &Event, attempt: usize, now: OffsetDateTime) -> Sent {
             .header("webhook-timestamp", ts.to_string())
             .header("webhook-signature", signature)
     } else {
-        providers::simulate(event.provider, &bytes, &env, now).expect("simulated request")
+        providers::simulate(event.provider, &bytes, env, now).expect("simulated request")
     };
     sent.path = providers::request_path(event.provider, &sent);
     sent
