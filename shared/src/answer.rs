@@ -47,7 +47,8 @@ impl Answer {
             Answer::Refused(Refusal::BadRequest(_)) => StatusCode::BAD_REQUEST,
             Answer::Refused(Refusal::UnsupportedMediaType) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Answer::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Answer::PayloadTooLarge | Answer::Refused(Refusal::TooManyEvents(_)) => {
+            Answer::PayloadTooLarge
+            | Answer::Refused(Refusal::TooManyEvents(_) | Refusal::TooLarge(_)) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             Answer::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -65,7 +66,8 @@ impl Answer {
             Answer::Refused(Refusal::BadRequest(_)) => "bad_request",
             Answer::Refused(Refusal::UnsupportedMediaType) => "unsupported_media_type",
             Answer::MethodNotAllowed { .. } => "method_not_allowed",
-            Answer::PayloadTooLarge | Answer::Refused(Refusal::TooManyEvents(_)) => "too_large",
+            Answer::PayloadTooLarge
+            | Answer::Refused(Refusal::TooManyEvents(_) | Refusal::TooLarge(_)) => "too_large",
             Answer::Unavailable { .. } => "unavailable",
             Answer::Misconfigured => "misconfigured",
         }

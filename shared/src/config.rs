@@ -132,6 +132,41 @@ impl Env {
             .ok_or_else(|| ConfigError::Missing(name.to_owned()))
     }
 
+    /// Keys of a MAC over the whole body ([`Self::secrets`]), at most
+    /// [`crate::secret::MAX_MAC_KEYS`] tried for any one request: what a forged request costs
+    /// is bounded whatever is configured. `narrowable`: the provider's requests name their
+    /// tenant, so that a map is narrowed to one tenant's values before any MAC.
+    pub fn mac_keys(&self, name: &str, narrowable: bool) -> Result<SecretList, ConfigError> {
+        self.optional_mac_keys(name, narrowable)?
+            .ok_or_else(|| ConfigError::Missing(name.to_owned()))
+    }
+
+    /// [`Self::mac_keys`] for an optional credential.
+    pub fn optional_mac_keys(
+        &self,
+        name: &str,
+        narrowable: bool,
+    ) -> Result<Option<SecretList>, ConfigError> {
+        let Some(keys) = self.optional_secrets(name)? else {
+            return Ok(None);
+        };
+        let most = crate::secret::MAX_MAC_KEYS;
+        if keys.most_tried(narrowable) > most {
+            let why = if narrowable && keys.is_per_tenant() {
+                format!("a tenant has more than {most} values")
+            } else if narrowable {
+                format!("more than {most} values: bind them to tenants with a JSON map")
+            } else {
+                format!("more than {most} values: each forged request would be checked against all")
+            };
+            return Err(ConfigError::Invalid {
+                name: name.to_owned(),
+                why,
+            });
+        }
+        Ok(Some(keys))
+    }
+
     /// An optional credential: `Ok(None)` when unset or blank; a malformed map is an error.
     pub fn optional_secrets(&self, name: &str) -> Result<Option<SecretList>, ConfigError> {
         self.note(name, true);
@@ -235,6 +270,14 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// invocation's payload (6 MB, the body base64-encoded when binary) is lower: API Gateway answers
 /// a larger request itself before this function runs.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+/// Default for `MAX_REQUEST_PAYLOAD_BYTES`: the payloads of one request's events, in all. A body
+/// becomes at most itself as one event's payload (10 MiB); only a fan-out that repeats the
+/// notification's fields in each event (Tilby) can make more of it, and this bounds what one
+/// request may hold in memory and put on the queue.
+pub const DEFAULT_MAX_REQUEST_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
+/// Default for `PROCESSOR_BYTES_IN_FLIGHT`: the records of a batch the processor works on at
+/// once, in bytes of their envelopes (a claim-checked one counted at its object's size).
+pub const DEFAULT_PROCESSOR_BYTES_IN_FLIGHT: usize = 2 * 1024 * 1024;
 /// Default for `MAX_EVENTS_PER_REQUEST`: Tilby's imports carry at most 80 entities.
 pub const DEFAULT_MAX_EVENTS: usize = 200;
 /// `MAX_CONCURRENT_CALLS` default: claims (or batch sends) of one request in flight at once.
@@ -270,6 +313,14 @@ pub struct Settings {
     pub max_message_bytes: usize,
     /// Events one request may carry (`MAX_EVENTS_PER_REQUEST`, default 200); more → 413.
     pub max_events: usize,
+    /// The payload bytes of one request's events in all (`MAX_REQUEST_PAYLOAD_BYTES`, default
+    /// [`DEFAULT_MAX_REQUEST_PAYLOAD_BYTES`]); more → 413 before any claim.
+    pub max_request_payload_bytes: usize,
+    /// The processor's byte budget (`PROCESSOR_BYTES_IN_FLIGHT`, default
+    /// [`DEFAULT_PROCESSOR_BYTES_IN_FLIGHT`]): a batch's records run at once while their sizes
+    /// add up to no more; a record larger than the budget runs alone. Memory then follows the
+    /// largest event, not the batch.
+    pub processor_bytes_in_flight: usize,
     /// Claims, sends and finishes of one request in flight at once (`MAX_CONCURRENT_CALLS`,
     /// default 16).
     pub max_concurrent_calls: usize,
@@ -320,6 +371,14 @@ impl Settings {
             max_body_bytes: env.parse_or("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)?,
             max_message_bytes: env.parse_or("MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES)?,
             max_events: positive("MAX_EVENTS_PER_REQUEST", DEFAULT_MAX_EVENTS as u64)? as usize,
+            max_request_payload_bytes: positive(
+                "MAX_REQUEST_PAYLOAD_BYTES",
+                DEFAULT_MAX_REQUEST_PAYLOAD_BYTES as u64,
+            )? as usize,
+            processor_bytes_in_flight: positive(
+                "PROCESSOR_BYTES_IN_FLIGHT",
+                DEFAULT_PROCESSOR_BYTES_IN_FLIGHT as u64,
+            )? as usize,
             max_concurrent_calls: positive(
                 "MAX_CONCURRENT_CALLS",
                 DEFAULT_MAX_CONCURRENT_CALLS as u64,
@@ -327,6 +386,13 @@ impl Settings {
             payload_bucket: bucket(env, "PAYLOAD_BUCKET"),
             archive_bucket: bucket(env, "ARCHIVE_BUCKET"),
         })
+    }
+
+    /// The largest claim-checked envelope a receiver writes: its body (at most
+    /// `MAX_BODY_BYTES`) as text or base64 (4/3 of it), and metadata. A reference to a larger
+    /// object is refused by the processor before it is read.
+    pub fn max_record_bytes(&self) -> u64 {
+        (self.max_body_bytes as u64).div_ceil(3) * 4 + 64 * 1024
     }
 
     /// The part of the deadline kept for giving back claims after the work ran out of time: a

@@ -12,11 +12,10 @@ use tracing::{error, info, warn};
 
 use crate::clock::{epoch_millis, Clock};
 use crate::config::Settings;
-use crate::envelope::{describe_json_error, Envelope, Payload};
+use crate::envelope::{describe_json_error, Envelope};
 use crate::keys::new_token;
 use crate::metrics::{self, RecordMetric, RecordTally, UNKNOWN_PROVIDER};
 use crate::objects::ObjectStore;
-use crate::provider::canonical_json;
 use crate::store::{Claim, ClaimOutcome, ClaimStore, Finish, Status};
 use crate::verify::sha256_hex;
 
@@ -52,9 +51,11 @@ pub fn typed_payload<T: serde::de::DeserializeOwned>(
 ) -> Result<T, HandlerError> {
     let payload = event
         .payload
-        .clone()
+        .as_ref()
         .ok_or_else(|| HandlerError::Reject(format!("{what}: no JSON payload")))?;
-    serde_json::from_value(payload).map_err(|e| HandlerError::unreadable(what, &e))
+    payload
+        .parse()
+        .map_err(|e| HandlerError::unreadable(what, &e))
 }
 
 /// The default handler: logs the event (ids and type only). The processor itself records it as
@@ -194,6 +195,50 @@ fn message_age_ms(record: &SqsMessage, now_ms: i64) -> Option<f64> {
     Some(now_ms.saturating_sub(sent).max(0) as f64)
 }
 
+/// The batch's byte budget: a record runs when its bytes fit beside those already running.
+/// Permits are KiB; tokio's semaphore is fair (first come, first served), so a large record
+/// waiting for the whole budget is not overtaken forever by small ones.
+struct Budget {
+    kib: tokio::sync::Semaphore,
+    total: u32,
+}
+
+impl Budget {
+    fn new(bytes: usize) -> Budget {
+        let total = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS as u32);
+        Budget {
+            kib: tokio::sync::Semaphore::new(total as usize),
+            total,
+        }
+    }
+
+    /// A share of `bytes` (all of the budget at most: a record larger than it runs alone).
+    async fn take(&self, bytes: u64) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.total);
+        // The semaphore is never closed.
+        self.kib.acquire_many(kib).await.ok()
+    }
+}
+
+/// A record's size for the budget: its body, or, for a claim-checked one, the object its
+/// reference names (read from the small reference without parsing the content).
+fn record_bytes(record: &SqsMessage) -> u64 {
+    #[derive(serde::Deserialize)]
+    struct Reference {
+        payload_ref: Option<crate::envelope::PayloadRef>,
+    }
+    let body = record.body.as_deref().unwrap_or("");
+    let referenced = serde_json::from_str::<Reference>(body)
+        .ok()
+        .and_then(|r| r.payload_ref)
+        .map_or(0, |r| r.bytes);
+    (body.len() as u64).max(referenced)
+}
+
 /// What one record came to.
 struct RecordRun {
     result: Result<RecordOutcome, RecordError>,
@@ -224,12 +269,20 @@ fn read_envelope(record: &SqsMessage) -> Result<Envelope, RecordError> {
 
 /// SHA-256 of the event's own content (not of the request it came in: one Tilby entity arrives
 /// in bodies that differ by `nRetry`), for the conflict check of the processing claim.
+/// Read in place: the content is never copied, and JSON is canonicalized without a tree.
 fn content_fingerprint(envelope: &Envelope) -> String {
-    match envelope.content() {
-        Some(Payload::Json(payload)) => sha256_hex(canonical_json(&payload).as_bytes()),
-        Some(Payload::Raw(raw)) => sha256_hex(raw.as_bytes()),
-        Some(Payload::Bytes(bytes)) => sha256_hex(&bytes),
-        None => envelope.body_sha256.clone(),
+    match (
+        &envelope.payload,
+        &envelope.payload_raw,
+        &envelope.payload_base64,
+    ) {
+        (Some(json), _, _) => sha256_hex(crate::json::canonical(json.raw()).as_bytes()),
+        (None, Some(raw), _) => sha256_hex(raw.as_bytes()),
+        (None, None, Some(b64)) => match crate::envelope::decoded_sha256(b64) {
+            Some(hash) => hash,
+            None => envelope.body_sha256.clone(),
+        },
+        (None, None, None) => envelope.body_sha256.clone(),
     }
 }
 
@@ -268,7 +321,8 @@ impl Processor {
     /// metrics (flushed by the runtime, once per invocation).
     pub async fn process(&self, event: SqsEvent) -> SqsBatchResponse {
         let now_ms = epoch_millis(self.clock.now());
-        let results = join_all(event.records.iter().map(|r| self.process_one(r))).await;
+        let budget = Budget::new(self.settings.processor_bytes_in_flight);
+        let results = join_all(event.records.iter().map(|r| self.process_one(r, &budget))).await;
         let mut response = SqsBatchResponse::default();
         let mut tallies = Vec::with_capacity(results.len());
         for (record, run) in event.records.iter().zip(results) {
@@ -296,16 +350,27 @@ impl Processor {
     }
 
     pub async fn process_record(&self, record: &SqsMessage) -> Result<RecordOutcome, RecordError> {
-        self.process_one(record).await.result
+        let budget = Budget::new(self.settings.processor_bytes_in_flight);
+        self.process_one(record, &budget).await.result
     }
 
-    /// One record: its result, its `Provider` and how long its handler ran (if it ran).
-    async fn process_one(&self, record: &SqsMessage) -> RecordRun {
+    /// One record: its result, its `Provider` and how long its handler ran (if it ran). It
+    /// waits for its share of the batch's byte budget before its content is read or copied.
+    async fn process_one(&self, record: &SqsMessage, budget: &Budget) -> RecordRun {
+        let _share = budget.take(record_bytes(record)).await;
         let envelope = match read_envelope(record) {
             Ok(envelope) => envelope,
             Err(e) => return RecordRun::unrun(Err(e), UNKNOWN_PROVIDER),
         };
         let provider = provider_label(&envelope.provider);
+        // The most a receiver writes for one event: a reference to more came from elsewhere,
+        // and is refused before anything is read.
+        if let Some(reference) = &envelope.payload_ref {
+            if reference.bytes > self.settings.max_record_bytes() {
+                let e = crate::objects::ResolveError::Unusable("larger than any receiver writes");
+                return RecordRun::unrun(Err(RecordError::Payload(e)), provider);
+            }
+        }
         // A claim-checked envelope is made whole before anything else sees it.
         let envelope = match crate::objects::resolve(self.payloads.as_deref(), envelope).await {
             Ok(envelope) => envelope,
@@ -432,6 +497,90 @@ mod tests {
                 .insert("SentTimestamp".into(), (NOW_MS - ago).to_string());
         }
         r
+    }
+
+    /// Counts how many of its runs overlap; each run yields a few times, so that records
+    /// allowed to run together do.
+    #[derive(Default)]
+    struct Overlap {
+        running: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait]
+    impl EventHandler for Overlap {
+        async fn handle(&self, _: &Envelope) -> Result<(), HandlerError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.running.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            for _ in 0..5 {
+                tokio::task::yield_now().await;
+            }
+            self.running.fetch_sub(1, SeqCst);
+            Ok(())
+        }
+    }
+
+    /// A record whose body is about `kib` KiB.
+    fn sized(id: &str, kib: usize) -> SqsMessage {
+        let mut r = record("trybe", id, None);
+        let mut body: serde_json::Value = serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
+        body["payload"] = serde_json::json!({ "pad": "x".repeat(kib * 1024) });
+        r.body = Some(body.to_string());
+        r
+    }
+
+    #[tokio::test]
+    async fn a_batch_runs_under_its_byte_budget_and_a_record_larger_than_it_runs_alone() {
+        let most = |budget: &str, records: Vec<SqsMessage>| {
+            let env = crate::config::Env::from_pairs([
+                ("EVENTS_TABLE", "t"),
+                ("EVENTS_QUEUE_URL", "q"),
+                ("PROCESSOR_BYTES_IN_FLIGHT", budget),
+            ]);
+            let overlap = Arc::new(Overlap::default());
+            let p = Processor::new(
+                Arc::new(MemoryClaims::default()),
+                Router::new(overlap.clone()),
+                Settings::from_env(&env).unwrap(),
+                Arc::new(FixedClock::at_millis(NOW_MS)),
+            );
+            async move {
+                let response = p.process(batch(records)).await;
+                assert!(response.batch_item_failures.is_empty());
+                overlap.most.load(std::sync::atomic::Ordering::SeqCst)
+            }
+        };
+        let ten = |kib| {
+            (0..10)
+                .map(|i| sized(&format!("e{i}"), kib))
+                .collect::<Vec<_>>()
+        };
+        // Ten small records fit the default budget together.
+        assert_eq!(most("2097152", ten(1)).await, 10);
+        // Records of 64 KiB under a budget of 200 KiB: three at a time.
+        assert_eq!(most("204800", ten(64)).await, 3);
+        // Each larger than the budget: one at a time, and every one still runs.
+        assert_eq!(most("16384", ten(64)).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_reference_larger_than_any_receiver_writes_is_refused_unread() {
+        let p = processor();
+        let mut r = record("trybe", "big", None);
+        let mut body: serde_json::Value = serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
+        body.as_object_mut().unwrap().remove("payload");
+        body["payload_ref"] = serde_json::json!({
+            "key": "trybe/x/y.json", "bytes": p.settings.max_record_bytes() + 1, "sha256": "00"
+        });
+        r.body = Some(body.to_string());
+        // No bucket is configured: had it tried to read the object, the error would be NoBucket.
+        let e = p.process_record(&r).await.unwrap_err();
+        assert!(e.is_poison(), "{e}");
+        assert!(
+            e.to_string().contains("larger than any receiver writes"),
+            "{e}"
+        );
     }
 
     fn batch(records: Vec<SqsMessage>) -> SqsEvent {

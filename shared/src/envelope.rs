@@ -2,7 +2,8 @@
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+
+use crate::json::RawJson;
 
 /// SQS message body. Field names are a contract with the processor and other tools.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,14 +26,15 @@ pub struct Envelope {
     pub content_type: Option<String>,
     /// SHA-256 of the request body exactly as received.
     pub body_sha256: String,
-    /// The parsed JSON payload, for JSON bodies. A body of `null` is `Some(Value::Null)`: present
-    /// and null, not absent.
+    /// The JSON payload, for JSON bodies: the sender's text of the value, byte for byte
+    /// ([`RawJson`]); read it into a typed model with [`RawJson::parse`]. A body of `null` is
+    /// present and `null`, not absent.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
-    pub payload: Option<Value>,
+    pub payload: Option<RawJson>,
     /// The body as text, for bodies that are not JSON (XML, plain text, form data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_raw: Option<String>,
@@ -90,19 +92,37 @@ impl Replay {
 /// What travels as the event's content.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Payload {
-    Json(Value),
+    /// JSON as the sender wrote it.
+    Json(RawJson),
     Raw(String),
     /// Bytes that are not UTF-8 text: carried as base64.
     Bytes(Vec<u8>),
 }
 
 impl Payload {
-    /// Text when the bytes are UTF-8, else the bytes themselves: nothing is refused for its
-    /// encoding.
+    /// How many bytes the content is (base64 not counted: the bytes themselves).
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Json(json) => json.len(),
+            Payload::Raw(text) => text.len(),
+            Payload::Bytes(bytes) => bytes.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Text when the bytes are UTF-8 and JSON carries them at no more than 4/3 of their size
+    /// (plus 1 KiB, so that short text stays text); else the bytes themselves, as base64 (4/3):
+    /// nothing is refused for its encoding, and no text grows sixfold on its way (a control
+    /// character is six bytes in a JSON string).
     pub fn text_or_bytes(body: &[u8]) -> Payload {
         match std::str::from_utf8(body) {
-            Ok(text) => Payload::Raw(text.to_owned()),
-            Err(_) => Payload::Bytes(body.to_vec()),
+            Ok(text) if json_string_len(text) <= text.len() / 3 * 4 + 1024 => {
+                Payload::Raw(text.to_owned())
+            }
+            _ => Payload::Bytes(body.to_vec()),
         }
     }
 }
@@ -163,11 +183,37 @@ impl Envelope {
     }
 }
 
+/// The bytes `text` takes inside a JSON string as serde_json writes it (quotes excluded).
+fn json_string_len(text: &str) -> usize {
+    text.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum()
+}
+
 /// A field that is present is `Some`, even when it is `null` (serde reads a present `null` as
 /// `None` for an `Option`, which would lose a JSON body of `null`; found by the envelope fuzz
 /// target). An absent field is `None` through `#[serde(default)]`.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<RawJson>, D::Error> {
+    RawJson::deserialize(d).map(Some)
+}
+
+/// SHA-256 (lowercase hex) of the bytes a base64 text decodes to, decoded a block at a time
+/// (never the whole content at once); `None` when it is not valid base64.
+pub fn decoded_sha256(b64: &str) -> Option<String> {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    let mut block = Vec::with_capacity(3 * 1024);
+    // Blocks of 4096 characters: whole base64 quanta, so that only the last may hold padding.
+    for chunk in b64.as_bytes().chunks(4096) {
+        block.clear();
+        BASE64.decode_vec(chunk, &mut block).ok()?;
+        hash.update(&block);
+    }
+    Some(hex::encode(hash.finalize()))
 }
 
 const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -228,6 +274,11 @@ pub fn describe_json_error(e: &serde_json::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
+
+    fn raw(text: &str) -> RawJson {
+        RawJson::from_slice(text.as_bytes()).unwrap()
+    }
 
     #[test]
     fn json_errors_are_described_without_values() {
@@ -263,9 +314,13 @@ mod tests {
         let json: Value = serde_json::to_value(&e).unwrap();
         assert_eq!(json["payload_raw"], "<a>1</a>");
         assert!(json.get("payload").is_none() && json.get("occurred_at").is_none());
-        e.set_payload(Payload::Json(serde_json::json!({"x": 1})));
+        e.set_payload(Payload::Json(raw(r#"{"x": 1.10, "a": [ 1 ]}"#)));
         let back: Envelope = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
         assert_eq!(back, e);
+        assert_eq!(
+            back.payload.as_ref().unwrap().get(),
+            r#"{"x": 1.10, "a": [ 1 ]}"#
+        );
         assert_eq!(
             back.attributes(),
             [("provider", "trifft".into()), ("event_type", "t".into())]
@@ -277,6 +332,31 @@ mod tests {
         assert!(json.get("payload").is_none() && json.get("payload_raw").is_none());
         let back: Envelope = serde_json::from_value(json).unwrap();
         assert_eq!(back.content(), Some(Payload::Bytes(latin1)));
+    }
+
+    #[test]
+    fn text_that_json_would_inflate_travels_as_bytes() {
+        let controls = "\u{1}".repeat(4096);
+        assert_eq!(
+            Payload::text_or_bytes(controls.as_bytes()),
+            Payload::Bytes(controls.as_bytes().to_vec())
+        );
+        let short = "\u{1}\u{2} short";
+        assert_eq!(
+            Payload::text_or_bytes(short.as_bytes()),
+            Payload::Raw(short.into())
+        );
+        let xml = "<a href=\"x\">\n</a>".repeat(500);
+        assert_eq!(
+            Payload::text_or_bytes(xml.as_bytes()),
+            Payload::Raw(xml.clone())
+        );
+        assert_eq!(json_string_len("a\"\\\n\u{1}é"), 1 + 2 + 2 + 2 + 6 + 2);
+        assert_eq!(
+            json_string_len(&xml) + 2,
+            serde_json::to_string(&xml).unwrap().len(),
+            "as serde_json writes it"
+        );
     }
 
     #[test]
@@ -292,7 +372,9 @@ mod tests {
             tenant: None,
             content_type: None,
             body_sha256: "00".into(),
-            payload: Some(serde_json::json!({ "note\u{FFFE}": note })),
+            payload: Some(
+                RawJson::from_value(&serde_json::json!({ "note\u{FFFE}": note })).unwrap(),
+            ),
             payload_raw: None,
             payload_base64: None,
             payload_ref: None,
@@ -305,7 +387,15 @@ mod tests {
             "{body}"
         );
         let back: Envelope = serde_json::from_str(&body).unwrap();
-        assert_eq!(back, envelope);
+        // The same value, not the same bytes: the payload's text now holds escapes where the
+        // sender wrote the characters, which is why such a payload travels by claim check
+        // when there is a bucket (objects::message_for).
+        assert_eq!(back.event_type, envelope.event_type);
+        assert_ne!(back.payload, envelope.payload);
+        assert_eq!(
+            back.payload.unwrap().parse::<Value>().unwrap(),
+            envelope.payload.as_ref().unwrap().parse::<Value>().unwrap()
+        );
         assert_eq!(envelope.attributes()[1].1, "type\u{FFFD}");
         assert_eq!(sqs_legal_attribute("\u{1}"), "\u{FFFD}");
         assert_eq!(sqs_legal_attribute(""), "unknown");

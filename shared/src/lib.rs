@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod consumer;
 pub mod envelope;
+pub mod json;
 pub mod keys;
 pub mod metrics;
 pub mod objects;

@@ -142,7 +142,10 @@ pub fn record_request(provider: &'static str, answer: &Answer, tally: &RequestTa
         Answer::Reply { .. } => count(HANDSHAKE, 1),
         Answer::Unauthorized | Answer::Refused(Refusal::Unauthorized(_)) => count(UNAUTHORIZED, 1),
         Answer::Refused(
-            Refusal::BadRequest(_) | Refusal::UnsupportedMediaType | Refusal::TooManyEvents(_),
+            Refusal::BadRequest(_)
+            | Refusal::UnsupportedMediaType
+            | Refusal::TooManyEvents(_)
+            | Refusal::TooLarge(_),
         )
         | Answer::MethodNotAllowed { .. }
         | Answer::PayloadTooLarge => count(BAD_REQUEST, 1),

@@ -7,6 +7,8 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::envelope::Payload;
+use crate::json::{Fields, RawJson};
+use crate::secret::SecretList;
 use crate::verify::{AuthFailure, Verified};
 
 /// What a provider sees of a request.
@@ -54,6 +56,7 @@ pub struct VerifiedRequest<'r, 'a> {
     inbound: &'r Inbound<'a>,
     proof: Verified,
     max_events: usize,
+    max_payload_bytes: usize,
 }
 
 impl<'r, 'a> VerifiedRequest<'r, 'a> {
@@ -62,7 +65,20 @@ impl<'r, 'a> VerifiedRequest<'r, 'a> {
             inbound,
             proof,
             max_events: DEFAULT_MAX_EVENTS,
+            max_payload_bytes: crate::config::DEFAULT_MAX_REQUEST_PAYLOAD_BYTES,
         }
+    }
+
+    pub(crate) fn with_max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = bytes;
+        self
+    }
+
+    /// The most payload bytes one request's events may carry in all: a provider that repeats
+    /// part of a body in each event refuses more with [`Refusal::TooLarge`] before building
+    /// them.
+    pub fn max_payload_bytes(&self) -> usize {
+        self.max_payload_bytes
     }
 
     pub(crate) fn with_max_events(mut self, max_events: usize) -> Self {
@@ -175,6 +191,10 @@ pub enum Refusal {
     UnsupportedMediaType,
     #[error("more than {0} events in one request")]
     TooManyEvents(usize),
+    /// The events' payloads would add up to more than this many bytes (a Tilby notification
+    /// whose shared fields are repeated in each of its events).
+    #[error("events of more than {0} bytes in all in one request")]
+    TooLarge(usize),
     #[error("not accepted: {0}")]
     Unauthorized(AuthFailure),
 }
@@ -227,54 +247,41 @@ pub fn is_json_media_type(media_type: &str) -> bool {
     media_type == "application/json" || media_type.ends_with("+json")
 }
 
-/// Parses a JSON object body, or says why it is not one (no values echoed).
-pub fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Refusal> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(Refusal::BadRequest("body is not a JSON object".into())),
-        Err(e) => Err(Refusal::BadRequest(format!(
+/// Reads `names` from a JSON object body without building a tree of it ([`crate::json`]), or
+/// says why it is not one (no values echoed).
+pub fn json_fields<'a>(body: &'a [u8], names: &[&'a str]) -> Result<Fields<'a>, Refusal> {
+    crate::json::fields(body, names).map_err(|e| Refusal::BadRequest(e.to_string()))
+}
+
+/// The body as the event's JSON payload: the sender's bytes, checked as JSON, not re-written.
+pub fn json_payload(body: &[u8]) -> Result<Payload, Refusal> {
+    RawJson::from_slice(body).map(Payload::Json).map_err(|e| {
+        Refusal::BadRequest(format!(
             "body is not valid JSON (line {}, column {})",
             e.line(),
             e.column()
-        ))),
-    }
+        ))
+    })
 }
 
-/// Compact JSON with every object's keys sorted, whatever order they arrived in (and whether or
-/// not serde_json preserves order): stable bytes to hash when a provider has no event id.
-pub fn canonical_json(value: &Value) -> String {
-    fn write(value: &Value, out: &mut String) {
-        match value {
-            Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, key) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&Value::String(key.clone()).to_string());
-                    out.push(':');
-                    write(&map[key], out);
-                }
-                out.push('}');
-            }
-            Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(item, out);
-                }
-                out.push(']');
-            }
-            scalar => out.push_str(&scalar.to_string()),
-        }
+/// The values that may verify `request`: with a map of more than one tenant, only the values of
+/// the tenant its body names in `field` (one pass over the body, nothing allocated: less than
+/// one MAC of it), and none when it names no tenant of the map, since such a request could not
+/// be accepted whatever its MAC. A plain list, or a map of one tenant, whole.
+pub fn secrets_for<'s>(
+    secrets: &'s SecretList,
+    body: &[u8],
+    field: &str,
+) -> Result<std::borrow::Cow<'s, SecretList>, AuthFailure> {
+    if !secrets.is_per_tenant() || secrets.tenants().len() < 2 {
+        return Ok(std::borrow::Cow::Borrowed(secrets));
     }
-    let mut out = String::new();
-    write(value, &mut out);
-    out
+    let fields = crate::json::fields(body, &[field]).ok();
+    let tenant = fields.as_ref().and_then(|f| f.str(field));
+    secrets
+        .narrowed(tenant.as_deref())
+        .map(std::borrow::Cow::Owned)
+        .ok_or(AuthFailure::TenantRefused)
 }
 
 /// Shortest URL token accepted: a token in a path is a bearer credential.
@@ -376,33 +383,15 @@ pub fn path_token(
 /// A top-level string field of a JSON body, for a simulator choosing which tenant's secret to
 /// sign with.
 pub fn body_field(body: &[u8], name: &str) -> Option<String> {
-    let map = serde_json::from_slice::<serde_json::Map<String, Value>>(body).ok()?;
-    str_field(&map, name).map(str::to_owned)
-}
-
-/// A string field of a JSON object, if present and a non-empty string.
-pub fn str_field<'v>(map: &'v serde_json::Map<String, Value>, name: &str) -> Option<&'v str> {
-    map.get(name)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
+    crate::json::fields(body, &[name])
+        .ok()?
+        .str(name)
+        .map(|s| s.into_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn canonical_json_sorts_keys_at_every_level() {
-        let a: Value =
-            serde_json::from_str(r#"{"b":1,"a":{"y":[{"q":1,"p":"x"}],"x":null}}"#).unwrap();
-        let b: Value =
-            serde_json::from_str(r#"{"a":{"x":null,"y":[{"p":"x","q":1}]},"b":1}"#).unwrap();
-        assert_eq!(
-            canonical_json(&a),
-            r#"{"a":{"x":null,"y":[{"p":"x","q":1}]},"b":1}"#
-        );
-        assert_eq!(canonical_json(&a), canonical_json(&b));
-    }
 
     #[test]
     fn url_tokens_too_short_multi_segment_or_equal_to_a_route_segment_are_refused() {

@@ -161,6 +161,32 @@ pub fn hmac_sha256_any(
     .ok_or(AuthFailure::Mismatch)
 }
 
+/// Which of `candidates` (raw HMAC-SHA256 values) is the MAC of `parts` under one of
+/// `secrets`: one MAC per secret, each compared with every candidate in constant time, none
+/// skipped. The proof and the position of the first candidate that matched.
+pub fn hmac_sha256_which(
+    secrets: &SecretList,
+    parts: &[&[u8]],
+    candidates: &[[u8; 32]],
+) -> Option<(Verified, usize)> {
+    let first = std::cell::Cell::new(None);
+    let proof = check_all(secrets, |secret| {
+        let computed = hmac_sha256(secret, parts);
+        candidates
+            .iter()
+            .enumerate()
+            .fold(Choice::from(0), |any, (i, given)| {
+                let hit = computed.ct_eq(given);
+                // Branching after the comparison only tells the caller which header held it.
+                if bool::from(hit) && first.get().is_none() {
+                    first.set(Some(i));
+                }
+                any | hit
+            })
+    })?;
+    Some((proof, first.get()?))
+}
+
 /// Constant-time match of a presented token (URL token, header value) against a list.
 /// `subtle`'s slice comparison checks the length first.
 pub fn token(secrets: &SecretList, presented: &[u8]) -> Result<Verified, AuthFailure> {

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use super::{ObjectError, ObjectStore};
-use crate::envelope::{Envelope, PayloadRef};
+use crate::envelope::{sqs_allows, Envelope, PayloadRef};
 use crate::queue::Message;
 use crate::verify::sha256_hex;
 
@@ -90,7 +90,8 @@ pub struct Outbound {
 }
 
 /// The message an envelope travels as, decided here and nowhere else: itself when it fits the
-/// queue's `limit` (counted as SQS counts, body and attributes); else, with
+/// queue's `limit` (counted as SQS counts, body and attributes) and its JSON payload holds no
+/// character SQS refuses (escaped, it would no longer be the sender's bytes); else, with
 /// [`Oversize::ClaimCheck`], a reference, with the object to write before it is sent
 /// ([`check`]; the object is the message body already serialized).
 pub fn message_for(
@@ -99,7 +100,14 @@ pub fn message_for(
     oversize: Oversize,
 ) -> Result<Outbound, Unsendable> {
     let message = Message::from_envelope(envelope)?;
-    if message.sqs_size() <= limit {
+    // A JSON payload holding characters SQS refuses would arrive with escapes where the sender
+    // wrote the characters: the same value, other bytes. The bucket keeps bytes as they are.
+    let escaped = envelope
+        .payload
+        .as_ref()
+        .is_some_and(|p| !p.get().chars().all(sqs_allows));
+    let fits = message.sqs_size() <= limit;
+    if fits && (!escaped || oversize == Oversize::Refuse) {
         return Ok(Outbound {
             message,
             object: None,
@@ -113,7 +121,12 @@ pub fn message_for(
     if oversize == Oversize::Refuse {
         return Err(too_large("message", &message));
     }
-    let checked = check_json(envelope, message.body.into_bytes());
+    let json = if escaped {
+        serde_json::to_vec(envelope)?
+    } else {
+        message.body.into_bytes()
+    };
+    let checked = check_json(envelope, json);
     let reference = Message::from_envelope(&checked.reference)?;
     if reference.sqs_size() > limit {
         return Err(too_large("claim-check reference", &reference));
@@ -177,6 +190,7 @@ pub async fn resolve(
 pub(super) mod tests {
     use super::*;
     use crate::envelope::{Payload, Replay};
+    use crate::json::RawJson;
     use crate::objects::MemoryObjects;
     use serde_json::json;
 
@@ -203,7 +217,9 @@ pub(super) mod tests {
 
     #[tokio::test]
     async fn a_checked_envelope_travels_without_content_and_comes_back_whole() {
-        let e = envelope(Payload::Json(json!({"big": "x".repeat(100)})));
+        let e = envelope(Payload::Json(
+            RawJson::from_value(&json!({"big": "x".repeat(100)})).unwrap(),
+        ));
         let checked = check(&e).unwrap();
         let r = &checked.reference;
         assert!(r.payload.is_none() && r.payload_raw.is_none() && r.payload_base64.is_none());
@@ -273,6 +289,31 @@ pub(super) mod tests {
             resolve(Some(&store), message).await,
             Err(ResolveError::Unusable("belongs to another event"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_payload_with_characters_sqs_refuses_travels_by_claim_check_byte_for_byte() {
+        let text = "{\"note\": \"a\u{FFFE}b\u{FFFF}\", \"n\": 1.10}";
+        let e = envelope(Payload::Json(RawJson::from_slice(text.as_bytes()).unwrap()));
+        let out = message_for(&e, 1024 * 1024, Oversize::ClaimCheck).unwrap();
+        let object = out.object.expect("claim-checked although small");
+        let store = MemoryObjects::default();
+        store.insert(&object.key, object.bytes.to_vec());
+        let message: Envelope = serde_json::from_str(&out.message.body).unwrap();
+        let back = resolve(Some(&store), message).await.unwrap();
+        assert_eq!(back.payload.unwrap().get(), text, "byte for byte");
+        // Without a bucket it still travels, escaped: the same value, not the same bytes.
+        let inline = message_for(&e, 1024 * 1024, Oversize::Refuse).unwrap();
+        assert!(inline.object.is_none());
+        assert!(inline.message.body.contains("\\ufffe"));
+        // Plain text needs no object.
+        let plain = envelope(Payload::Json(
+            RawJson::from_slice(b"{\"n\": 1.10}").unwrap(),
+        ));
+        assert!(message_for(&plain, 1024 * 1024, Oversize::ClaimCheck)
+            .unwrap()
+            .object
+            .is_none());
     }
 
     #[test]

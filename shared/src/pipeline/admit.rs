@@ -50,8 +50,9 @@ impl<P: Provider> Ready<P> {
     /// The provider's rules on the verified request: a handshake's reply, or its events, which
     /// must each name the credential's tenant (with a tenant map) and be no more than the cap.
     pub(super) fn inspect(&self, inbound: &Inbound<'_>, proof: Verified) -> Inspected {
-        let verified =
-            VerifiedRequest::new(inbound, proof).with_max_events(self.settings.max_events);
+        let verified = VerifiedRequest::new(inbound, proof)
+            .with_max_events(self.settings.max_events)
+            .with_max_payload_bytes(self.settings.max_request_payload_bytes);
         let tenant_refused = || Answer::Refused(Refusal::Unauthorized(AuthFailure::TenantRefused));
         match self.provider.inspect(&verified) {
             Ok(Inspection::Reply {
@@ -81,8 +82,14 @@ impl<P: Provider> Ready<P> {
                         },
                     });
                 }
-                if events.len() > self.settings.max_events {
-                    let refusal = Refusal::TooManyEvents(self.settings.max_events);
+                let refusal = if events.len() > self.settings.max_events {
+                    Some(Refusal::TooManyEvents(self.settings.max_events))
+                } else if payload_bytes(&events) > self.settings.max_request_payload_bytes {
+                    Some(Refusal::TooLarge(self.settings.max_request_payload_bytes))
+                } else {
+                    None
+                };
+                if let Some(refusal) = refusal {
                     let reason = refusal.to_string();
                     return Inspected::Answered(Outcome::refused(Answer::Refused(refusal), reason));
                 }
@@ -94,4 +101,9 @@ impl<P: Provider> Ready<P> {
             }
         }
     }
+}
+
+/// The bytes the events' payloads hold in all.
+fn payload_bytes(events: &[crate::provider::InboundEvent]) -> usize {
+    events.iter().map(|e| e.payload.len()).sum()
 }

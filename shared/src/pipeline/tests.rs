@@ -52,7 +52,7 @@ impl Provider for Batchy {
                             event_type: "thing.happened".into(),
                             occurred_at: None,
                             tenant,
-                            payload: Payload::Json(k.clone()),
+                            payload: Payload::Json(k.clone().into()),
                             fingerprint: Some(verify::sha256_hex(k.to_string().as_bytes())),
                         }
                     })
@@ -82,6 +82,8 @@ fn settings() -> Settings {
         max_body_bytes: 4096,
         max_message_bytes: 1024,
         max_events: 20,
+        max_request_payload_bytes: 8192,
+        processor_bytes_in_flight: 4096,
         max_concurrent_calls: 4,
         payload_bucket: None,
         archive_bucket: None,
@@ -461,7 +463,7 @@ async fn an_envelope_over_the_queue_limit_waits_in_the_payload_bucket_and_travel
         .unwrap();
     assert_eq!(
         whole.payload,
-        Some(serde_json::json!({"key": "b", "data": "x".repeat(1500)}))
+        Some(serde_json::json!({"key": "b", "data": "x".repeat(1500)}).into())
     );
     assert_eq!(whole.dedup_key, sent[1].dedup_key);
 
@@ -548,7 +550,10 @@ async fn every_accepted_request_is_archived_with_its_body_and_never_its_credenti
     assert_eq!(record.body().unwrap(), br#"["a","t1/b"]"#);
     assert_eq!(record.events.len(), 2);
     assert_eq!(record.events[1].tenant.as_deref(), Some("t1"));
-    assert_eq!(record.events[1].payload, Some(Value::String("t1/b".into())));
+    assert_eq!(
+        record.events[1].payload,
+        Some(Value::String("t1/b".into()).into())
+    );
 }
 
 #[tokio::test]
@@ -674,6 +679,25 @@ async fn more_events_than_the_cap_are_refused_with_413_before_any_claim() {
     assert!(f.claims.is_empty() && f.queue.messages().is_empty());
     let twenty = serde_json::to_string(&keys[..20]).unwrap();
     assert_eq!(post(&f, &twenty).await.outcome(), "accepted");
+}
+
+#[tokio::test]
+async fn events_whose_payloads_add_up_past_the_cap_are_refused_with_413_before_any_claim() {
+    let f = fixture_with(
+        SecretList::parse("tok").unwrap(),
+        Settings {
+            max_request_payload_bytes: 1000,
+            ..settings()
+        },
+    );
+    let event = |i: usize| format!(r#"{{"key":"k{i}","pad":"{}"}}"#, "x".repeat(300));
+    let four = format!("[{}]", (0..4).map(event).collect::<Vec<_>>().join(","));
+    let answer = post(&f, &four).await;
+    assert_eq!(answer, Answer::Refused(Refusal::TooLarge(1000)));
+    assert_eq!(answer.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(f.claims.is_empty() && f.queue.messages().is_empty());
+    let two = format!("[{}]", (0..2).map(event).collect::<Vec<_>>().join(","));
+    assert_eq!(post(&f, &two).await.outcome(), "accepted");
 }
 
 #[tokio::test(start_paused = true)]

@@ -25,18 +25,22 @@
 //!   the envelope, keyed the same way: an authentic event is never dropped for its shape (and
 //!   anything but 200 makes Tilby retry and email the shop).
 
+use std::borrow::Cow;
+
 use lambda_http::http::{HeaderName, StatusCode};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use crate::apigw::Sent;
 use crate::config::{ConfigError, Env};
-use crate::envelope::Payload;
+use crate::envelope::{describe_json_error, Payload};
+use crate::json::{self, Fields, Kind, NotAList, RawJson};
 use crate::provider::{
-    body_field, canonical_json, json_object, path_token, str_field, url_tokens, EventKey, Inbound,
-    InboundEvent, Inspection, Provider, Refusal, VerifiedRequest,
+    body_field, json_fields, path_token, secrets_for, url_tokens, EventKey, Inbound, InboundEvent,
+    Inspection, Provider, Refusal, VerifiedRequest,
 };
 use crate::secret::{Secret, SecretList};
 use crate::verify::{self, sha256_hex, AuthFailure, Verified};
@@ -79,7 +83,7 @@ impl Tilby {
                 })
             })
             .transpose()?;
-        let signing = match (env.optional_secrets(SIGNING_TOKEN_VAR)?, header) {
+        let signing = match (env.optional_mac_keys(SIGNING_TOKEN_VAR, true)?, header) {
             (Some(tokens), header) => Some(Signing { tokens, header }),
             (None, Some(_)) => return Err(ConfigError::Missing(SIGNING_TOKEN_VAR.into())),
             (None, None) => None,
@@ -117,35 +121,44 @@ impl Signing {
         let Some(name) = &self.header else {
             return self.discover(request);
         };
-        let mut outcome = Err(AuthFailure::Missing);
+        let mut values = Vec::new();
         for value in request.headers.get_all(name) {
             let value = value.to_str().map_err(|_| AuthFailure::Malformed)?;
-            match verify::hmac_sha256_hex(&self.tokens, &[request.body], value) {
-                Ok(proof) => return Ok(proof),
-                Err(why) => outcome = Err(why),
-            }
+            values.push(decode_signature(value).ok_or(AuthFailure::Malformed)?);
         }
-        outcome
+        if values.is_empty() {
+            return Err(AuthFailure::Missing);
+        }
+        let tokens = secrets_for(&self.tokens, request.body, "environment_id")?;
+        // One MAC per token, compared with every value the header carries.
+        verify::hmac_sha256_any(
+            &tokens,
+            |t| Some(t.expose().to_vec()),
+            &[request.body],
+            &values,
+        )
     }
 
-    /// Tries every header whose value looks like a hex HMAC-SHA256 (64 hex characters). Logs
-    /// the name of the one that verifies, never a value.
+    /// Tries every header whose value looks like a hex HMAC-SHA256 (64 hex characters): one
+    /// MAC of the body per token, compared with every candidate, however many headers there
+    /// are. Logs the name of the one that verifies, never a value.
     fn discover(&self, request: &Inbound<'_>) -> Result<Verified, AuthFailure> {
-        let mut candidates = 0;
-        for (name, value) in request.headers {
-            let Some(value) = value.to_str().ok().map(str::trim) else {
-                continue;
-            };
-            if value.len() != 64 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
-                continue;
-            }
-            candidates += 1;
-            if let Ok(proof) = verify::hmac_sha256_hex(&self.tokens, &[request.body], value) {
-                info!(provider = NAME, header = name.as_str(),
+        let candidates: Vec<(&HeaderName, [u8; 32])> = request
+            .headers
+            .iter()
+            .filter_map(|(name, value)| Some((name, decode_signature(value.to_str().ok()?)?)))
+            .collect();
+        if !candidates.is_empty() {
+            let tokens = secrets_for(&self.tokens, request.body, "environment_id")?;
+            let values: Vec<[u8; 32]> = candidates.iter().map(|(_, v)| *v).collect();
+            let found = verify::hmac_sha256_which(&tokens, &[request.body], &values);
+            if let Some((proof, at)) = found {
+                info!(provider = NAME, header = candidates[at].0.as_str(),
                     "Tilby signature verified in this header; set {SIGNATURE_HEADER_VAR} to its name to pin it");
                 return Ok(proof);
             }
         }
+        let candidates = candidates.len();
         let names: Vec<&str> = request.headers.keys().map(HeaderName::as_str).collect();
         warn!(provider = NAME, candidates, headers = %names.join(","),
             "no request header carries a valid Tilby signature");
@@ -172,19 +185,20 @@ impl Provider for Tilby {
     }
 
     fn inspect(&self, request: &VerifiedRequest<'_, '_>) -> Result<Inspection, Refusal> {
-        let mut envelope = json_object(request.body)?;
-        let tenant = str_field(&envelope, "environment_id").map(str::to_owned);
+        let body = json_fields(request.body, NOTIFICATION_FIELDS)?;
+        let text = |name: &str| body.str(name).map(Cow::into_owned);
+        let tenant = text("environment_id");
         if !self.environment_allowed(tenant.as_deref()) {
             return Err(Refusal::Unauthorized(AuthFailure::TenantRefused));
         }
-        let kind = str_field(&envelope, "type").map(str::to_ascii_lowercase);
+        let kind = text("type").map(|k| k.to_ascii_lowercase());
         if kind
             .as_deref()
             .is_some_and(|k| k.eq_ignore_ascii_case(HANDSHAKE))
         {
             info!(
                 provider = NAME,
-                entity_name = str_field(&envelope, "entity_name"),
+                entity_name = text("entity_name").as_deref(),
                 environment_id = tenant.as_deref(),
                 "Tilby subscription handshake answered"
             );
@@ -195,45 +209,85 @@ impl Provider for Tilby {
             });
         }
         let (path_entity, path_type) = self.path_names(request);
-        let entity_name = str_field(&envelope, "entity_name")
-            .or(path_entity)
-            .unwrap_or(UNKNOWN)
-            .to_owned();
+        let entity_name = text("entity_name")
+            .or(path_entity.map(str::to_owned))
+            .unwrap_or_else(|| UNKNOWN.to_owned());
         let kind = kind
             .or_else(|| path_type.map(str::to_ascii_lowercase))
             .unwrap_or_else(|| UNKNOWN.to_owned());
-        // nRetry grows on every retry: it must not reach a key, a fingerprint or the payload.
-        envelope.remove("nRetry");
-        let entities = match envelope.remove("entities") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(list)) => list,
-            Some(one @ Value::Object(_)) => vec![one],
-            Some(_) => return Err(Refusal::BadRequest("entities is not a list".into())),
+        // Counted before any entity is read into a list, claimed or sent.
+        let entities = match body.raw("entities") {
+            None => Vec::new(),
+            Some(list) => match json::elements(list, request.max_events()) {
+                Ok(list) => list,
+                Err(NotAList::TooMany) => return Err(Refusal::TooManyEvents(request.max_events())),
+                Err(NotAList::Kind(Kind::Null)) => Vec::new(),
+                Err(NotAList::Kind(Kind::Object)) => vec![list],
+                Err(NotAList::Kind(_)) => {
+                    return Err(Refusal::BadRequest("entities is not a list".into()))
+                }
+            },
         };
-        // Refused before any entity is copied, claimed or sent.
-        if entities.len() > request.max_events() {
-            return Err(Refusal::TooManyEvents(request.max_events()));
+        let shared = shared_members(request.body, &body, !entities.is_empty())?;
+        // Each event repeats the shared members: the total is bounded before any is built.
+        let total = entities
+            .iter()
+            .map(|e| shared.len() + e.get().len() + r#",{"entity":}"#.len())
+            .sum::<usize>();
+        if total > request.max_payload_bytes() {
+            return Err(Refusal::TooLarge(request.max_payload_bytes()));
         }
+        let time = text("time");
         let common = Common {
             event_type: format!("{entity_name}.{kind}"),
-            hash_prefix: format!(
-                "{entity_name}\n{kind}\n{}\n",
-                str_field(&envelope, "time").unwrap_or("")
-            ),
-            notification_uuid: str_field(&envelope, "notification_uuid").map(str::to_owned),
-            occurred_at: str_field(&envelope, "time").map(str::to_owned),
+            hash_prefix: format!("{entity_name}\n{kind}\n{}\n", time.as_deref().unwrap_or("")),
+            notification_uuid: text("notification_uuid"),
+            occurred_at: time,
             tenant,
         };
         let events = if entities.is_empty() {
-            vec![common.event(None, envelope)]
+            vec![common.event(None, &shared)?]
         } else {
             entities
                 .into_iter()
-                .map(|entity| common.event(Some(entity), envelope.clone()))
-                .collect()
+                .map(|entity| common.event(Some(entity), &shared))
+                .collect::<Result<_, _>>()?
         };
         Ok(Inspection::Events { events, ack: None })
     }
+}
+
+/// The members of a notification [`Tilby::inspect`] reads; the others travel unread.
+const NOTIFICATION_FIELDS: &[&str] = &[
+    "type",
+    "entity_name",
+    "time",
+    "notification_uuid",
+    "environment_id",
+    "client_id",
+    "from_user",
+    "entity",
+    "entities",
+    "nRetry",
+];
+
+/// The notification's members that every event of it carries, as the sender wrote them: all
+/// but `entities` and `nRetry` (it grows on every retry: it must not reach a key, a
+/// fingerprint or the payload), and but `entity` when the events carry their own. A member the
+/// typed model reads is written once, at its last occurrence (the value a tree would keep);
+/// others as sent.
+fn shared_members(body: &[u8], fields: &Fields<'_>, own_entity: bool) -> Result<String, Refusal> {
+    let mut out = String::new();
+    json::write_members(body, &mut out, &mut |name, value| match name {
+        "entities" | "nRetry" => false,
+        "entity" if own_entity => false,
+        _ => match fields.raw(name) {
+            Some(last) if NOTIFICATION_FIELDS.contains(&name) => std::ptr::eq(last, value),
+            _ => true,
+        },
+    })
+    .map_err(|e| Refusal::BadRequest(e.to_string()))?;
+    Ok(out)
 }
 
 /// What the events of one notification share.
@@ -248,18 +302,29 @@ struct Common {
 }
 
 impl Common {
-    /// One event: `entity` inside the envelope, or the envelope alone when the notification
-    /// carried no entity. The content hashed is canonical JSON (keys sorted at every level), the
-    /// same bytes on every retry whatever order Tilby writes the keys in.
-    fn event(&self, entity: Option<Value>, mut payload: Map<String, Value>) -> InboundEvent {
-        let content = match &entity {
-            Some(entity) => canonical_json(entity),
-            None => canonical_json(&Value::Object(payload.clone())),
-        };
+    /// One event: the shared members and `entity`, or the shared members alone when the
+    /// notification carried no entity. The content hashed is canonical JSON (members sorted at
+    /// every level), the same bytes on every retry whatever order Tilby writes them in.
+    fn event(&self, entity: Option<&RawValue>, shared: &str) -> Result<InboundEvent, Refusal> {
+        let mut text =
+            String::with_capacity(shared.len() + entity.map_or(0, |e| e.get().len()) + 12);
+        text.push('{');
+        text.push_str(shared);
+        if let Some(entity) = entity {
+            if !shared.is_empty() {
+                text.push(',');
+            }
+            text.push_str(r#""entity":"#);
+            text.push_str(entity.get());
+        }
+        text.push('}');
+        let payload =
+            RawJson::from_string(text).map_err(|e| Refusal::BadRequest(describe_json_error(&e)))?;
+        let content = json::canonical(entity.unwrap_or(payload.raw()));
         let fingerprint = sha256_hex(content.as_bytes());
         // Three shapes, three arities: a hash, the notification alone, the notification and
         // the entity's id, or the notification and the entity's content hash.
-        let key = match (&self.notification_uuid, &entity) {
+        let key = match (&self.notification_uuid, entity) {
             (None, _) => EventKey::hash_of(format!("{}{content}", self.hash_prefix).as_bytes()),
             (Some(n), None) => EventKey::id(n.clone()),
             (Some(n), Some(entity)) => match entity_ref(entity) {
@@ -267,26 +332,31 @@ impl Common {
                 None => EventKey::parts([n.clone(), "sha256".to_owned(), fingerprint.clone()]),
             },
         };
-        if let Some(entity) = entity {
-            payload.insert("entity".into(), entity);
-        }
-        InboundEvent {
+        Ok(InboundEvent {
             event_id: key.to_event_id(),
             key,
             event_type: self.event_type.clone(),
             occurred_at: self.occurred_at.clone(),
             tenant: self.tenant.clone(),
-            payload: Payload::Json(Value::Object(payload)),
+            payload: Payload::Json(payload),
             fingerprint: Some(fingerprint),
-        }
+        })
     }
 }
 
-/// An entity's `uuid`, else its `id` (string or number).
-fn entity_ref(entity: &Value) -> Option<String> {
-    let field = |name: &str| match entity.get(name)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+/// A hex HMAC-SHA256 (64 hex digits, either case), decoded.
+fn decode_signature(value: &str) -> Option<[u8; 32]> {
+    let value = value.trim();
+    let mut out = [0u8; 32];
+    (value.len() == 64 && hex::decode_to_slice(value, &mut out).is_ok()).then_some(out)
+}
+
+/// An entity's `uuid`, else its `id` (a string, or a number as written).
+fn entity_ref(entity: &RawValue) -> Option<String> {
+    let found = json::fields(entity.get().as_bytes(), &["uuid", "id"]).ok()?;
+    let field = |name: &str| match found.kind(name)? {
+        Kind::String => found.str(name).map(Cow::into_owned),
+        Kind::Number => found.scalar(name),
         _ => None,
     };
     field("uuid").or_else(|| field("id"))
@@ -402,7 +472,8 @@ pub struct EntityEvent {
 impl EntityEvent {
     /// The entity's `uuid`, else its `id`.
     pub fn entity_ref(&self) -> Option<String> {
-        self.entity.as_ref().and_then(entity_ref)
+        let entity = serde_json::value::to_raw_value(self.entity.as_ref()?).ok()?;
+        entity_ref(&entity)
     }
 }
 
@@ -630,7 +701,12 @@ mod tests {
         let entity = json!({"id":29,"uuid":"235f2cd2-4cf1-4550-acab-b6248ad99dfc","external_id":"ext-1","status":"closed","final_amount":18});
         assert_eq!(
             e.fingerprint.as_deref(),
-            Some(sha256_hex(canonical_json(&entity).as_bytes()).as_str())
+            Some(
+                sha256_hex(
+                    json::canonical(&serde_json::value::to_raw_value(&entity).unwrap()).as_bytes()
+                )
+                .as_str()
+            )
         );
         let Payload::Json(payload) = &e.payload else {
             panic!("JSON payload")
@@ -641,7 +717,7 @@ mod tests {
                 "notification_uuid":"625bd8dc-f13c-4d43-9ca7-39c9a26c8f9c","environment_id":"s3_e2e_restaurant",
                 "client_id":"SclobyElectron3","from_user":"mario.rossi@example.com","entity": entity})
         );
-        let typed: EntityEvent = serde_json::from_value(payload.clone()).unwrap();
+        let typed: EntityEvent = payload.parse().unwrap();
         assert_eq!(
             typed.entity_ref().as_deref(),
             Some("235f2cd2-4cf1-4550-acab-b6248ad99dfc")
@@ -737,8 +813,7 @@ mod tests {
             assert_eq!(
                 e[0].payload,
                 Payload::Json(
-                    json!({"type":"DELETED","entity_name":"items","notification_uuid":"n-3","time":"t"})
-                )
+                    json!({"type":"DELETED","entity_name":"items","notification_uuid":"n-3","time":"t"}).into())
             );
         }
         let h = HeaderMap::new();
@@ -771,6 +846,80 @@ mod tests {
         let over = body(crate::provider::DEFAULT_MAX_EVENTS + 1);
         let req = inbound("/url-token-0000001", &h, over.as_bytes());
         assert_eq!(inspect(&t, &req).unwrap_err(), Refusal::TooManyEvents(200));
+    }
+
+    #[test]
+    fn each_event_carries_the_shared_members_as_sent_and_their_total_is_capped() {
+        let t = tilby(&[]);
+        let h = HeaderMap::new();
+        let body = |pad: usize, n: usize| {
+            let entities: Vec<String> = (0..n)
+                .map(|i| format!(r#"{{"id": {i}, "p": 1.10}}"#))
+                .collect();
+            format!(
+                r#"{{"type":"CREATED","entity_name":"customers","notification_uuid":"n-pad","nRetry":3,
+                "note":"{}","n": 1.10, "type":"CREATED", "entities":[{}]}}"#,
+                "x".repeat(pad),
+                entities.join(" , ")
+            )
+        };
+        // 200 entities sharing 100 KiB of notification: 20 MB of events, over the 16 MiB cap.
+        let big = body(100 * 1024, 200);
+        let req = inbound("/url-token-0000001", &h, big.as_bytes());
+        let verified = VerifiedRequest::new(&req, t.authenticate(&req).unwrap())
+            .with_max_payload_bytes(crate::config::DEFAULT_MAX_REQUEST_PAYLOAD_BYTES);
+        assert_eq!(
+            t.inspect(&verified).unwrap_err(),
+            Refusal::TooLarge(crate::config::DEFAULT_MAX_REQUEST_PAYLOAD_BYTES)
+        );
+        // Under the cap: each event is the shared members as written (numbers, order, one
+        // `type` although it came twice) and its own entity as written.
+        let small = body(10, 3);
+        let events = events(&t, "/url-token-0000001", &small);
+        assert_eq!(events.len(), 3);
+        let Payload::Json(first) = &events[0].payload else {
+            panic!("JSON")
+        };
+        assert_eq!(
+            first.get(),
+            r#"{"entity_name":"customers","notification_uuid":"n-pad","note":"xxxxxxxxxx","n":1.10,"type":"CREATED","entity":{"id": 0, "p": 1.10}}"#
+        );
+        let typed: EntityEvent = first.parse().unwrap();
+        assert_eq!(typed.entity_ref().as_deref(), Some("0"));
+    }
+
+    #[test]
+    fn one_mac_per_token_is_compared_with_every_candidate_header() {
+        let t = tilby(&[(SIGNING_TOKEN_VAR, TOKEN)]);
+        let path = format!("/tilby/{URL_TOKEN}");
+        let decoy = "ab".repeat(32);
+        let mut pairs: Vec<(String, String)> = (0..50)
+            .map(|i| (format!("x-decoy-{i}"), decoy.clone()))
+            .collect();
+        pairs.push(("x-late-signature".into(), SIGNATURE.into()));
+        let refs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let h = headers(&refs);
+        assert!(t.authenticate(&inbound(&path, &h, BODY.as_bytes())).is_ok());
+        let forged: Vec<(&str, &str)> = refs[..50].to_vec();
+        let h = headers(&forged);
+        assert_eq!(
+            t.authenticate(&inbound(&path, &h, BODY.as_bytes()))
+                .unwrap_err(),
+            AuthFailure::Mismatch
+        );
+        let found = verify::hmac_sha256_which(
+            &SecretList::parse(TOKEN).unwrap(),
+            &[BODY.as_bytes()],
+            &[
+                [0u8; 32],
+                decode_signature(SIGNATURE).unwrap(),
+                decode_signature(SIGNATURE).unwrap(),
+            ],
+        );
+        assert_eq!(found.map(|(_, at)| at), Some(1), "the first that matched");
     }
 
     #[test]

@@ -13,9 +13,11 @@
 //! - Personal data (customer name, email, phone, address, pincode) is never logged: the typed
 //!   [`Customer`] does not even print it in `Debug`.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 use time::format_description::well_known::{Iso8601, Rfc3339};
 use time::macros::format_description;
@@ -23,10 +25,10 @@ use time::{OffsetDateTime, PrimitiveDateTime};
 
 use crate::apigw::Sent;
 use crate::config::{ConfigError, Env};
-use crate::envelope::Payload;
+use crate::json::{self, Fields, Kind};
 use crate::provider::{
-    body_field, json_object, path_token, url_tokens, EventKey, Inbound, InboundEvent, Inspection,
-    Provider, Refusal, VerifiedRequest,
+    body_field, json_fields, json_payload, path_token, url_tokens, EventKey, Inbound, InboundEvent,
+    Inspection, Provider, Refusal, VerifiedRequest,
 };
 use crate::secret::SecretList;
 use crate::verify::{AuthFailure, Verified};
@@ -67,8 +69,7 @@ impl Provider for TribeMade {
     }
 
     fn inspect(&self, request: &VerifiedRequest<'_, '_>) -> Result<Inspection, Refusal> {
-        let body = json_object(request.body)?;
-        let order = validate(&body)?;
+        let order = validate(&json_fields(request.body, ORDER_FIELDS)?)?;
         if !self.store_ids.is_empty() && !self.store_ids.iter().any(|s| s == &order.store_id) {
             return Err(Refusal::Unauthorized(AuthFailure::TenantRefused));
         }
@@ -78,7 +79,7 @@ impl Provider for TribeMade {
             event_type: ORDER_CREATED.to_owned(),
             occurred_at: Some(order.created_at),
             tenant: Some(order.store_id),
-            payload: Payload::Json(Value::Object(body)),
+            payload: json_payload(request.body)?,
             fingerprint: None,
         }))
     }
@@ -97,25 +98,25 @@ struct Valid {
 struct Problems(Vec<String>);
 
 impl Problems {
-    fn field<'v>(&mut self, obj: &'v Map<String, Value>, path: &str) -> Option<&'v Value> {
+    fn field<'a>(&mut self, obj: &Fields<'a>, path: &str) -> Option<&'a RawValue> {
         let name = path.rsplit('.').next().unwrap_or(path);
-        match obj.get(name) {
-            None | Some(Value::Null) => {
+        match obj.raw(name) {
+            Some(v) if json::kind(v) != Kind::Null => Some(v),
+            _ => {
                 self.0.push(format!("{path} is missing"));
                 None
             }
-            Some(v) => Some(v),
         }
     }
 
-    fn string<'v>(&mut self, obj: &'v Map<String, Value>, path: &str) -> Option<&'v str> {
-        match self.field(obj, path)? {
-            Value::String(s) if s.trim().is_empty() => {
+    fn string<'a>(&mut self, obj: &Fields<'a>, path: &str) -> Option<Cow<'a, str>> {
+        match json::string(self.field(obj, path)?) {
+            Some(s) if s.trim().is_empty() => {
                 self.0.push(format!("{path} is empty"));
                 None
             }
-            Value::String(s) => Some(s),
-            _ => {
+            Some(s) => Some(s),
+            None => {
                 self.0.push(format!("{path} must be a string"));
                 None
             }
@@ -124,30 +125,27 @@ impl Problems {
 
     /// Phone numbers and pincodes: text in the documentation's example, but a number is the
     /// same information and an order must not be lost over it (our default).
-    fn digits(&mut self, obj: &Map<String, Value>, path: &str) {
-        match self.field(obj, path) {
-            Some(Value::Number(_)) | None => {}
+    fn digits(&mut self, obj: &Fields<'_>, path: &str) {
+        match self.field(obj, path).map(json::kind) {
+            Some(Kind::Number) | None => {}
             Some(_) => {
                 self.string(obj, path);
             }
         }
     }
 
-    fn number(&mut self, obj: &Map<String, Value>, path: &str) {
+    fn number(&mut self, obj: &Fields<'_>, path: &str) {
         if let Some(v) = self.field(obj, path) {
-            if !v.is_number() {
+            if json::kind(v) != Kind::Number {
                 self.0.push(format!("{path} must be a number"));
             }
         }
     }
 
-    fn object<'v>(
-        &mut self,
-        obj: &'v Map<String, Value>,
-        path: &str,
-    ) -> Option<&'v Map<String, Value>> {
-        match self.field(obj, path)? {
-            Value::Object(map) => Some(map),
+    fn object<'a>(&mut self, obj: &Fields<'a>, path: &str, names: &[&str]) -> Option<Fields<'a>> {
+        let v = self.field(obj, path)?;
+        match json::kind(v) {
+            Kind::Object => json::fields(v.get().as_bytes(), names).ok(),
             _ => {
                 self.0.push(format!("{path} must be an object"));
                 None
@@ -162,45 +160,58 @@ impl Problems {
     }
 }
 
+/// The members [`validate`] reads; every other member is skipped unread.
+const ORDER_FIELDS: &[&str] = &[
+    "event",
+    "order_id",
+    "store_id",
+    "product_id",
+    "status",
+    "created_at",
+    "customer",
+    "order_details",
+];
+
 /// The required fields of `order.created` (docs/providers.md "TribeMade: Payload Structure").
-fn validate(body: &Map<String, Value>) -> Result<Valid, Refusal> {
+fn validate(body: &Fields<'_>) -> Result<Valid, Refusal> {
     let mut p = Problems::default();
     // The event first: anything but order.created is refused on that ground alone.
-    match p.string(body, "event") {
+    match p.string(body, "event").as_deref() {
         Some(ORDER_CREATED) => {}
         Some(_) => return Err(Refusal::BadRequest(format!("event is not {ORDER_CREATED}"))),
         None => return Err(Refusal::BadRequest(p.0.join("; "))),
     }
     let order_id = p.string(body, "order_id");
-    if let Some(id) = order_id {
+    if let Some(id) = &order_id {
         p.check(is_uuid(id), "order_id is not a UUID");
     }
     let store_id = p.string(body, "store_id");
     p.string(body, "product_id");
     p.string(body, "status");
     let created_at = p.string(body, "created_at");
-    if let Some(at) = created_at {
+    if let Some(at) = &created_at {
         p.check(
             is_iso8601(at),
             "created_at is not an ISO 8601 date and time",
         );
     }
-    if let Some(customer) = p.object(body, "customer") {
-        p.string(customer, "customer.name");
-        p.string(customer, "customer.email");
-        p.digits(customer, "customer.number");
-        p.digits(customer, "customer.pincode");
-        p.string(customer, "customer.full_address");
+    let customer_fields = ["name", "email", "number", "pincode", "full_address"];
+    if let Some(customer) = p.object(body, "customer", &customer_fields) {
+        p.string(&customer, "customer.name");
+        p.string(&customer, "customer.email");
+        p.digits(&customer, "customer.number");
+        p.digits(&customer, "customer.pincode");
+        p.string(&customer, "customer.full_address");
     }
-    if let Some(details) = p.object(body, "order_details") {
-        p.number(details, "order_details.quantity");
-        p.number(details, "order_details.amount");
+    if let Some(details) = p.object(body, "order_details", &["quantity", "amount"]) {
+        p.number(&details, "order_details.quantity");
+        p.number(&details, "order_details.amount");
     }
     match (order_id, store_id, created_at) {
         (Some(order_id), Some(store_id), Some(created_at)) if p.0.is_empty() => Ok(Valid {
-            order_id: order_id.to_owned(),
-            store_id: store_id.to_owned(),
-            created_at: created_at.to_owned(),
+            order_id: order_id.into_owned(),
+            store_id: store_id.into_owned(),
+            created_at: created_at.into_owned(),
         }),
         _ => Err(Refusal::BadRequest(p.0.join("; "))),
     }
@@ -300,6 +311,7 @@ fn text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envelope::Payload;
     use lambda_http::http::{HeaderMap, Method};
     use serde_json::json;
 
@@ -380,7 +392,7 @@ mod tests {
         assert_eq!(e.event_type, "order.created");
         assert_eq!(e.tenant.as_deref(), Some(STORE));
         assert_eq!(e.occurred_at.as_deref(), Some("2024-11-16T10:30:45.123456"));
-        assert_eq!(e.payload, Payload::Json(body()));
+        assert_eq!(e.payload, Payload::Json(body().into()));
     }
 
     #[test]

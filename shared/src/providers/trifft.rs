@@ -33,16 +33,18 @@
 use base64::Engine;
 use lambda_http::http::{HeaderName, Method};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use tracing::warn;
 
 use crate::apigw::Sent;
 use crate::config::{ConfigError, Env};
-use crate::envelope::Payload;
+use crate::envelope::{describe_json_error, Payload};
+use crate::json::{self, RawJson};
 use crate::provider::{
-    is_json_media_type, EventKey, Inbound, InboundEvent, Inspection, Provider, Refusal,
-    VerifiedRequest,
+    is_json_media_type, json_payload, EventKey, Inbound, InboundEvent, Inspection, Provider,
+    Refusal, VerifiedRequest,
 };
 use crate::secret::{Secret, SecretList};
 use crate::verify::{self, AuthFailure, BasicPair, Verified};
@@ -103,11 +105,8 @@ impl Locator {
         self.pointer.is_some() || self.header.is_some()
     }
 
-    fn find(&self, request: &Inbound<'_>, json: Option<&Value>) -> Option<String> {
-        let from_pointer = || {
-            let pointer = self.pointer.as_deref()?;
-            json?.pointer(pointer).and_then(scalar)
-        };
+    fn find(&self, request: &Inbound<'_>, doc: &Doc<'_>) -> Option<String> {
+        let from_pointer = || doc.pointer(self.pointer.as_deref()?);
         let from_header = || {
             let value = request.header(self.header.as_ref()?.as_str())?.trim();
             (!value.is_empty()).then(|| value.to_owned())
@@ -315,13 +314,71 @@ fn worse(a: Option<AuthFailure>, b: AuthFailure) -> AuthFailure {
     }
 }
 
-/// A JSON scalar as an id or type: non-empty strings and numbers.
-fn scalar(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) if !s.trim().is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+/// What the configured pointers and the default fields are read from: the JSON payload, or the
+/// form's fields (a body or a query), never built into a tree.
+enum Doc<'a> {
+    Json(&'a RawValue),
+    Form(&'a [u8]),
+    Nothing,
+}
+
+impl Doc<'_> {
+    /// The id or type at `pointer`: a string that is not blank, or a number as written.
+    fn pointer(&self, pointer: &str) -> Option<String> {
+        match self {
+            Doc::Json(raw) => json::pointer(raw, pointer).and_then(json::scalar),
+            Doc::Form(form) => form_pointer(form, pointer),
+            Doc::Nothing => None,
+        }
     }
+
+    /// The first of `fields` (top level) that holds an id or type.
+    fn first(&self, fields: &[&str]) -> Option<String> {
+        match self {
+            Doc::Json(raw) => {
+                let found = json::fields(raw.get().as_bytes(), fields).ok()?;
+                fields.iter().find_map(|f| found.scalar(f))
+            }
+            Doc::Form(_) => fields.iter().find_map(|f| self.pointer(&format!("/{f}"))),
+            Doc::Nothing => None,
+        }
+    }
+}
+
+/// A form field by JSON pointer, as the pointer would find it in the form read as a JSON object
+/// (`/name` a field sent once, `/name/i` the i-th of a field sent more than once), without
+/// building that object: one pass, two values kept at most.
+fn form_pointer(form: &[u8], pointer: &str) -> Option<String> {
+    let mut tokens = pointer.strip_prefix('/')?.split('/');
+    let name = tokens.next()?.replace("~1", "/").replace("~0", "~");
+    let index: Option<usize> = match tokens.next() {
+        None => None,
+        Some(i) => Some(i.parse().ok()?),
+    };
+    if tokens.next().is_some() {
+        return None;
+    }
+    let (mut count, mut first, mut nth) = (0usize, None, None);
+    for (n, value) in form_urlencoded::parse(form) {
+        if n != name.as_str() {
+            continue;
+        }
+        if count == 0 {
+            first = Some(value.clone());
+        }
+        if Some(count) == index {
+            nth = Some(value);
+        }
+        count += 1;
+        if count >= 2 && index.is_none_or(|i| i < count) {
+            break;
+        }
+    }
+    let value = match index {
+        None => first.filter(|_| count == 1),
+        Some(_) => nth.filter(|_| count >= 2),
+    }?;
+    (!value.trim().is_empty()).then(|| value.into_owned())
 }
 
 fn is_xml(media_type: &str) -> bool {
@@ -366,11 +423,12 @@ impl Provider for Trifft {
 
     fn inspect(&self, request: &VerifiedRequest<'_, '_>) -> Result<Inspection, Refusal> {
         let (content, payload) = content(request)?;
-        let json = match &payload {
-            Payload::Json(v) => Some(v),
-            Payload::Raw(_) | Payload::Bytes(_) => None,
+        let doc = match &payload {
+            Payload::Json(v) => Doc::Json(v.raw()),
+            _ if is_form(request) => Doc::Form(request.body),
+            Payload::Raw(_) | Payload::Bytes(_) => Doc::Nothing,
         };
-        let key = match self.event_id.find(request, json) {
+        let key = match self.event_id.find(request, &doc) {
             Some(id) => EventKey::id(id),
             None => {
                 if self.event_id.is_set() {
@@ -380,17 +438,16 @@ impl Provider for Trifft {
                 EventKey::hash_of(content)
             }
         };
-        let object = json.and_then(Value::as_object);
         let event_type = self
             .event_type
-            .find(request, json)
-            .or_else(|| first_scalar(object, &TYPE_FIELDS))
+            .find(request, &doc)
+            .or_else(|| doc.first(&TYPE_FIELDS))
             .unwrap_or_else(|| DEFAULT_EVENT_TYPE.to_owned());
         Ok(Inspection::event(InboundEvent {
             event_id: key.to_event_id(),
             key,
             event_type,
-            occurred_at: first_scalar(object, &TIME_FIELDS),
+            occurred_at: doc.first(&TIME_FIELDS),
             // The payload names no tenant: with a tenant map, the credential's label is it.
             tenant: request.proof().tenant().map(str::to_owned),
             payload,
@@ -399,9 +456,9 @@ impl Provider for Trifft {
     }
 }
 
-fn first_scalar(object: Option<&Map<String, Value>>, fields: &[&str]) -> Option<String> {
-    let object = object?;
-    fields.iter().find_map(|f| object.get(*f).and_then(scalar))
+/// A form body (never a query: a GET's query arrives as JSON).
+fn is_form(request: &Inbound<'_>) -> bool {
+    !request.body.is_empty() && request.media_type().as_deref() == Some(FORM)
 }
 
 /// The bytes that identify the request's content (hashed for the default event id) and the
@@ -410,10 +467,10 @@ fn content<'a>(request: &Inbound<'a>) -> Result<(&'a [u8], Payload), Refusal> {
     let query = request.query.filter(|q| !q.is_empty());
     if let Some(query) = query.filter(|_| *request.method == Method::GET || request.body.is_empty())
     {
-        return Ok((
-            query.as_bytes(),
-            Payload::Json(form_to_json(query.as_bytes())),
-        ));
+        // A query is bounded by the URL's limit: read into a JSON object of its fields.
+        let json = RawJson::from_value(&form_to_json(query.as_bytes()))
+            .map_err(|e| Refusal::BadRequest(describe_json_error(&e)))?;
+        return Ok((query.as_bytes(), Payload::Json(json)));
     }
     let body = request.body;
     if body.is_empty() {
@@ -422,19 +479,17 @@ fn content<'a>(request: &Inbound<'a>) -> Result<(&'a [u8], Payload), Refusal> {
     }
     let payload = match request.media_type().as_deref() {
         Some(m) if is_json_media_type(m) => {
-            Payload::Json(serde_json::from_slice(body).map_err(|e| {
-                Refusal::BadRequest(format!(
-                    "body is not valid JSON (line {}, column {})",
-                    e.line(),
-                    e.column()
-                ))
-            })?)
+            if !json::depth_within_limit(body) {
+                return Err(Refusal::BadRequest(json::NotAnObject::TooDeep.to_string()));
+            }
+            json_payload(body)?
         }
-        Some(FORM) => Payload::Json(form_to_json(body)),
+        // A form body travels as the sender's text (its fields are read in place): a
+        // 10 MiB form of empty fields as a JSON object held 2.5 million strings.
         Some(_) => Payload::text_or_bytes(body),
-        None => match serde_json::from_slice(body) {
-            Ok(v) => Payload::Json(v),
-            Err(_) => Payload::text_or_bytes(body),
+        None => match RawJson::from_slice(body) {
+            Ok(json) if json::depth_within_limit(body) => Payload::Json(json),
+            _ => Payload::text_or_bytes(body),
         },
     };
     Ok((body, payload))
@@ -900,17 +955,20 @@ mod tests {
         assert_eq!(e.event_type, "points_earned");
         assert_eq!(
             e.payload,
-            Payload::Json(json!({
-                "event": "points_earned",
-                "email": "member@example.com",
-                "tag": ["a", "b c"],
-                "empty": ""
-            }))
+            Payload::Json(
+                json!({
+                    "event": "points_earned",
+                    "email": "member@example.com",
+                    "tag": ["a", "b c"],
+                    "empty": ""
+                })
+                .into()
+            )
         );
         // A DELETE without body also carries its content in the query.
         let delete = Method::DELETE;
         let e = inspect_one(&t, &inbound(&delete, &h, Some("id=7"), b"")).unwrap();
-        assert_eq!(e.payload, Payload::Json(json!({"id": "7"})));
+        assert_eq!(e.payload, Payload::Json(json!({"id": "7"}).into()));
         // A POST with a body ignores its query.
         let post = Method::POST;
         let e = inspect_one(&t, &inbound(&post, &h, Some("id=7"), b"hello")).unwrap();
@@ -933,12 +991,24 @@ mod tests {
             assert_eq!(e.event_type, DEFAULT_EVENT_TYPE);
         }
         let h = with_type(FORM);
-        let e = inspect_one(&t, &inbound(&post, &h, None, b"type=signup&name=Zo%C3%AB")).unwrap();
+        // A form body travels as the sender's text; its fields are read in place.
+        let form = b"type=signup&name=Zo%C3%AB&time=t1";
+        let e = inspect_one(&t, &inbound(&post, &h, None, form)).unwrap();
         assert_eq!(
             e.payload,
-            Payload::Json(json!({"type": "signup", "name": "Zoë"}))
+            Payload::Raw("type=signup&name=Zo%C3%AB&time=t1".into())
         );
         assert_eq!(e.event_type, "signup");
+        assert_eq!(e.occurred_at.as_deref(), Some("t1"));
+        // As the form read as a JSON object would answer: a field sent twice is a list.
+        let twice = b"type=a&type=b&id=%20";
+        assert_eq!(form_pointer(twice, "/type"), None);
+        assert_eq!(form_pointer(twice, "/type/1").as_deref(), Some("b"));
+        assert_eq!(form_pointer(twice, "/type/2"), None);
+        assert_eq!(form_pointer(form, "/name").as_deref(), Some("Zoë"));
+        assert_eq!(form_pointer(form, "/name/0"), None, "sent once: not a list");
+        assert_eq!(form_pointer(twice, "/id"), None, "blank");
+        assert_eq!(form_pointer(form, "name"), None);
         let h = with_type("application/json");
         assert!(matches!(
             inspect_one(&t, &inbound(&post, &h, None, b"{\"a\":")),
@@ -953,7 +1023,7 @@ mod tests {
         // No content type: JSON when it parses, text otherwise.
         let h = headers(&[("X-Trifft-Key", HEADER_VALUE)]);
         let e = inspect_one(&t, &inbound(&post, &h, None, br#"{"type":"t"}"#)).unwrap();
-        assert_eq!(e.payload, Payload::Json(json!({"type": "t"})));
+        assert_eq!(e.payload, Payload::Json(json!({"type": "t"}).into()));
         let e = inspect_one(&t, &inbound(&post, &h, None, b"{not json")).unwrap();
         assert_eq!(e.payload, Payload::Raw("{not json".into()));
     }

@@ -9,16 +9,17 @@
 //! - A verified JSON object without `id` is still queued, keyed by the body's SHA-256 (a retry
 //!   re-sends the same bytes): an authentic event is never dropped for its shape.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 use crate::apigw::Sent;
 use crate::config::{ConfigError, Env};
-use crate::envelope::Payload;
 use crate::provider::{
-    body_field, json_object, str_field, EventKey, Inbound, InboundEvent, Inspection, Provider,
-    Refusal, VerifiedRequest,
+    body_field, json_fields, json_payload, secrets_for, EventKey, Inbound, InboundEvent,
+    Inspection, Provider, Refusal, VerifiedRequest,
 };
 use crate::secret::SecretList;
 use crate::verify::{self, AuthFailure, Verified};
@@ -38,7 +39,7 @@ impl Trybe {
     }
 
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Trybe::new(env.secrets(SECRET_VAR)?))
+        Ok(Trybe::new(env.mac_keys(SECRET_VAR, true)?))
     }
 }
 
@@ -51,22 +52,24 @@ impl Provider for Trybe {
         let signature = request
             .header(SIGNATURE_HEADER)
             .ok_or(AuthFailure::Missing)?;
-        verify::hmac_sha256_hex(&self.secrets, &[request.body], signature)
+        // With a map of sites, only the site the body names is tried.
+        let secrets = secrets_for(&self.secrets, request.body, "site_id")?;
+        verify::hmac_sha256_hex(&secrets, &[request.body], signature)
     }
 
     fn inspect(&self, request: &VerifiedRequest<'_, '_>) -> Result<Inspection, Refusal> {
-        let body = json_object(request.body)?;
-        let key = match str_field(&body, "id") {
+        let body = json_fields(request.body, &["id", "event", "timestamp", "site_id"])?;
+        let key = match body.str("id") {
             Some(id) => EventKey::id(id),
             None => EventKey::hash_of(request.body),
         };
         Ok(Inspection::event(InboundEvent {
             event_id: key.to_event_id(),
             key,
-            event_type: str_field(&body, "event").unwrap_or("unknown").to_owned(),
-            occurred_at: str_field(&body, "timestamp").map(str::to_owned),
-            tenant: str_field(&body, "site_id").map(str::to_owned),
-            payload: Payload::Json(Value::Object(body)),
+            event_type: body.str("event").as_deref().unwrap_or("unknown").to_owned(),
+            occurred_at: body.str("timestamp").map(Cow::into_owned),
+            tenant: body.str("site_id").map(Cow::into_owned),
+            payload: json_payload(request.body)?,
             fingerprint: None,
         }))
     }
@@ -229,6 +232,64 @@ mod tests {
                 .unwrap_err(),
             AuthFailure::Missing
         );
+    }
+
+    #[test]
+    fn with_a_map_of_sites_only_the_named_sites_secret_is_tried() {
+        let site = "00000000-0000-0000-0000-111111111111";
+        let map =
+            format!(r#"{{"site-a":"secret-a-0000","{site}":"{SECRET}","site-c":"secret-c-0000"}}"#);
+        let trybe = Trybe::from_env(&Env::from_pairs([(SECRET_VAR, map.as_str())])).unwrap();
+        let h = headers(SIGNATURE);
+        let proof = trybe.authenticate(&inbound(&h, BODY.as_bytes())).unwrap();
+        assert_eq!(proof.tenant(), Some(site));
+        // The body names site-a: only site-a's secret is tried, and the signature is not its.
+        let elsewhere = BODY.replace(site, "site-a");
+        let signed = sign(&Secret::new(SECRET).unwrap(), elsewhere.as_bytes());
+        let h = headers(&signed);
+        assert_eq!(
+            trybe
+                .authenticate(&inbound(&h, elsewhere.as_bytes()))
+                .unwrap_err(),
+            AuthFailure::Mismatch
+        );
+        // A site the map lacks, or none, or no JSON: refused before any MAC.
+        for body in [
+            BODY.replace(site, "site-z"),
+            BODY.replace("site_id", "not_site"),
+            "not json".to_owned(),
+        ] {
+            let h = headers(&sign(&Secret::new(SECRET).unwrap(), body.as_bytes()));
+            assert_eq!(
+                trybe
+                    .authenticate(&inbound(&h, body.as_bytes()))
+                    .unwrap_err(),
+                AuthFailure::TenantRefused,
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn at_most_sixteen_secrets_are_tried_for_any_request() {
+        let list = |n: usize| {
+            (0..n)
+                .map(|i| format!("secret-{i:04}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let from = |v: &str| Trybe::from_env(&Env::from_pairs([(SECRET_VAR, v)]));
+        assert!(from(&list(16)).is_ok());
+        assert!(
+            matches!(from(&list(17)), Err(ConfigError::Invalid { ref name, .. }) if name == SECRET_VAR)
+        );
+        // Two hundred sites of one secret each: one MAC per request.
+        let sites: Vec<String> = (0..200)
+            .map(|i| format!(r#""site-{i}":"secret-{i:04}""#))
+            .collect();
+        assert!(from(&format!("{{{}}}", sites.join(","))).is_ok());
+        let rotation: Vec<String> = (0..17).map(|i| format!(r#""s-{i:04}""#)).collect();
+        assert!(from(&format!(r#"{{"site-a":[{}]}}"#, rotation.join(","))).is_err());
     }
 
     #[test]

@@ -354,6 +354,16 @@ impl Stack {
         out
     }
 
+    /// The envelope a message stands for: itself, or, for a claim-checked one, the object its
+    /// reference names, read from the bucket (what moto stored, byte for byte).
+    pub async fn whole(&self, record: &SqsMessage) -> Vec<u8> {
+        let e = envelope(record);
+        match e["payload_ref"]["key"].as_str() {
+            Some(key) => self.object(&self.payload_bucket, key).await,
+            None => record.body.clone().unwrap_or_default().into_bytes(),
+        }
+    }
+
     pub async fn object(&self, bucket: &str, key: &str) -> Vec<u8> {
         self.s3
             .get_object()

@@ -19,6 +19,8 @@ use crate::faults::{header, read_message};
 #[derive(Default)]
 struct State {
     queued: VecDeque<(String, Value)>,
+    /// Processes waiting in `GET next` now.
+    polling: usize,
     answers: HashMap<String, Value>,
     errors: HashMap<String, Value>,
 }
@@ -86,13 +88,31 @@ impl RuntimeApi {
     }
 
     async fn next(&self) -> (String, Value) {
+        self.state.lock().unwrap().polling += 1;
         loop {
             let notified = self.arrived.notified();
-            if let Some(next) = self.state.lock().unwrap().queued.pop_front() {
-                return next;
+            {
+                let mut state = self.state.lock().unwrap();
+                if let Some(next) = state.queued.pop_front() {
+                    state.polling -= 1;
+                    return next;
+                }
             }
             notified.await;
         }
+    }
+
+    /// Waits until `n` processes wait for an invocation (each has finished its init), at most
+    /// `within`; whether they do.
+    pub async fn until_polling(&self, n: usize, within: Duration) -> bool {
+        let start = tokio::time::Instant::now();
+        while start.elapsed() < within {
+            if self.state.lock().unwrap().polling >= n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
     }
 
     async fn serve(&self, mut stream: TcpStream) -> std::io::Result<()> {

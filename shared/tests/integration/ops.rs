@@ -201,7 +201,7 @@ async fn envelope_to_dlq(stack: &Stack, id: &str, marker: &str) -> String {
         payload_ref: None,
         replay: None,
     };
-    envelope.set_payload(Payload::Json(json!({"card": marker})));
+    envelope.set_payload(Payload::Json(json!({"card": marker}).into()));
     let mut send = stack
         .sqs
         .send_message()

@@ -1246,7 +1246,9 @@ impl EnvelopeCase {
         let rest = bytes.rest();
         let payload = match kind % 4 {
             0 => Payload::Json(
-                serde_json::from_slice(rest).unwrap_or_else(|_| Value::String(awkward_text(rest))),
+                serde_json::from_slice::<Value>(rest)
+                    .unwrap_or_else(|_| Value::String(awkward_text(rest)))
+                    .into(),
             ),
             1 => Payload::Raw(awkward_text(rest)),
             2 => Payload::Bytes(rest.to_vec()),
@@ -1254,7 +1256,7 @@ impl EnvelopeCase {
                 let text = awkward_text(rest);
                 let mut map = Map::new();
                 map.insert(text.clone(), Value::String(text));
-                Payload::Json(Value::Object(map))
+                Payload::Json(Value::Object(map).into())
             }
         };
         EnvelopeCase {
@@ -1300,8 +1302,18 @@ pub fn check_envelope(case: &EnvelopeCase) {
     if let Some(c) = body.chars().find(|&c| !(sqs_legal(c) && sqs_allows(c))) {
         panic!("SQS body holds {c:?}: {body:?}");
     }
-    let back: Envelope = serde_json::from_str(&body)
+    let mut back: Envelope = serde_json::from_str(&body)
         .unwrap_or_else(|e| panic!("SQS body does not read back ({e}): {body:?}"));
+    // A JSON payload holding characters SQS refuses comes back with escapes for them: the same
+    // value, not the same bytes (the receivers send such a payload through the payload bucket,
+    // objects::message_for). Any other payload comes back byte for byte.
+    if let (Some(sent), Some(got)) = (&envelope.payload, &back.payload) {
+        if !sent.get().chars().all(sqs_allows) {
+            let value = |j: &shared::json::RawJson| j.parse::<Value>().expect("JSON");
+            assert_eq!(value(got), value(sent), "the payload's value from {body:?}");
+            back.payload = envelope.payload.clone();
+        }
+    }
     assert_eq!(back, envelope, "the envelope read back from {body:?}");
     assert_eq!(
         back.content().as_ref(),

@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod byte_exact;
 mod codecs;
 mod dedup;
 mod receivers;

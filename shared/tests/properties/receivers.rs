@@ -302,7 +302,7 @@ fn a_trifft_json_null_body_reaches_the_queue_with_its_payload() {
     let envelope: shared::Envelope = serde_json::from_str(&messages[0].body).unwrap();
     assert_eq!(
         envelope.content(),
-        Some(shared::Payload::Json(Value::Null)),
+        Some(shared::Payload::Json(Value::Null.into())),
         "{}",
         messages[0].body
     );

@@ -51,7 +51,7 @@ fn envelope(body: &[u8], i: usize) -> Envelope {
         payload_ref: None,
         replay: None,
     };
-    envelope.set_payload(shared::envelope::Payload::Json(payload));
+    envelope.set_payload(shared::envelope::Payload::Json(payload.into()));
     envelope
 }
 

@@ -17,16 +17,19 @@ pub struct TrifftHandler;
 impl EventHandler for TrifftHandler {
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
         let (kind, bytes) = match event.content() {
-            Some(Payload::Json(json)) => ("json", json.to_string().len()),
+            // The JSON as TRIFFT sent it, byte for byte; `parse` reads it into a model.
+            Some(Payload::Json(json)) => ("json", json.len()),
+            // Text: XML, plain text, or a form body (`form_urlencoded::parse` reads its fields).
             Some(Payload::Raw(raw)) => ("raw", raw.len()),
-            // Not UTF-8 (XML in Latin-1): the bytes as sent, to decode with their charset.
+            // Not UTF-8 (XML in Latin-1), or text JSON would inflate (control characters): the
+            // bytes as sent, to decode with their charset.
             Some(Payload::Bytes(bytes)) => ("bytes", bytes.len()),
             None => return Err(HandlerError::Reject("TRIFFT event without payload".into())),
         };
         let member_event = event
             .payload
             .as_ref()
-            .is_some_and(|p| serde_json::from_value::<MemberEvent>(p.clone()).is_ok());
+            .is_some_and(|p| p.parse::<MemberEvent>().is_ok());
         info!(provider = NAME, event_id = %event.event_id, event_type = %event.event_type,
             payload = kind, bytes, member_event, "trifft event processed");
         Ok(())
