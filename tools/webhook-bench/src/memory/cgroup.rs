@@ -33,7 +33,9 @@ pub struct MemStats {
     /// Peak usage (v1 `memory.max_usage_in_bytes`, v2 `memory.peak`); `None` when the kernel
     /// does not keep it (v2 before Linux 5.19).
     pub peak_bytes: Option<u64>,
-    /// Times usage hit the limit (v1 `memory.failcnt`, v2 `max` of `memory.events`).
+    /// Times usage hit the limit (v1 `memory.failcnt` + `memory.memsw.failcnt`, v2 `max` of
+    /// `memory.events`). Linux 6.18's v1 counters stay 0 even through an OOM kill: `oom_kills`
+    /// is the sure sign.
     pub failcnt: u64,
     /// Processes the OOM killer killed in the cgroup (`oom_kill`).
     pub oom_kills: u64,
@@ -241,7 +243,11 @@ impl MemoryLimit {
         match self.version {
             Version::V1 => MemStats {
                 peak_bytes: read_u64(&self.dir.join("memory.max_usage_in_bytes")),
-                failcnt: read_u64(&self.dir.join("memory.failcnt")).unwrap_or(0),
+                // With memsw limited too, a charge over the limit fails on memsw first.
+                failcnt: ["memory.failcnt", "memory.memsw.failcnt"]
+                    .iter()
+                    .filter_map(|f| read_u64(&self.dir.join(f)))
+                    .sum(),
                 oom_kills: keyed(&file("memory.oom_control"), "oom_kill").unwrap_or(0),
             },
             Version::V2 => {
