@@ -157,3 +157,23 @@ bench-e2e: $(STAMP) $(BENCH_STAMP) ## Our Trybe receiver beside a Python peer (P
 	$(WEBHOOK_BENCH) e2e --runs $(E2E_RUNS) --warm 50 --tls --memory 128 --cpu-percent 7.2
 	cargo build --quiet --profile bench -p webhook-bench
 	target/release/webhook-bench outbox --events 1000 --rounds 3
+
+# Peak memory per scenario (tools/webhook-bench memory): the release functions on 10 MiB bodies and
+# SQS batches, each scenario in a fresh process under the emulated Runtime API against moto, then
+# again in a memory cgroup of each function's MemorySize in infra/template.yaml (root, cgroup v1 or
+# v2), failing on an OOM kill, a crash, no answer or a 5xx, or a missed target.
+# MEMORY_RUNS: runs of each scenario, the worst reported (a single run of a 10 MiB body varies by up
+# to ~9 MiB of peak RSS, run to run, near the receivers' target).
+.PHONY: bench-memory memory-check
+MEMORY_RUNS ?= 1
+
+bench-memory: $(STAMP) ## Peak memory per scenario without a limit, then under each function's template MemorySize (--check)
+	cargo build --release $(addprefix -p ,$(FUNCTIONS))
+	cargo build --quiet -p webhook-bench
+	$(WEBHOOK_BENCH) memory --runs $(MEMORY_RUNS)
+	$(WEBHOOK_BENCH) memory --runs $(MEMORY_RUNS) --limit-from-template --check
+
+memory-check: $(STAMP) ## Every memory scenario under each function's template MemorySize: fails on a kill, a crash, a 5xx or a missed target
+	cargo build --release $(addprefix -p ,$(FUNCTIONS))
+	cargo build --quiet -p webhook-bench
+	$(WEBHOOK_BENCH) memory --runs $(MEMORY_RUNS) --limit-from-template --check

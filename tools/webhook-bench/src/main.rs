@@ -7,10 +7,13 @@
 //! - `e2e`: the same, alternating our Trybe receiver and a Python peer (awslambdaric +
 //!   Powertools idempotency + boto3, bench/python-peer), on the same events and the same moto.
 //! - `sizes`: the release binaries' sizes.
+//! - `memory`: peak memory per scenario (10 MiB bodies, SQS batches), optionally under a memory
+//!   cgroup limit (src/memory.rs).
 //!
 //! Only the function process's CPU is counted (for Python, the whole interpreter), never the
 //! harness's, moto's or the TLS terminator's.
 
+mod memory;
 mod outbox;
 mod procstat;
 mod runtime_api;
@@ -50,6 +53,8 @@ enum Cmd {
     /// The ack path's AWS work: claim + send (ours) against an outbox (one PutItem with the
     /// envelope), in this process; build with --profile bench
     Outbox(OutboxArgs),
+    /// Peak memory per scenario (10 MiB bodies, SQS batches), optionally under a memory limit
+    Memory(memory::MemoryArgs),
 }
 
 #[derive(Args)]
@@ -1061,6 +1066,7 @@ fn main() -> std::process::ExitCode {
             Cmd::E2e(args) => e2e(args).await,
             Cmd::Sizes => sizes(),
             Cmd::Outbox(args) => outbox_study(args).await,
+            Cmd::Memory(args) => memory::run(args).await,
         }
     });
     match result {

@@ -278,30 +278,7 @@ impl Cgroup {
     /// Makes the spawned process join this cgroup between fork and exec, so that its whole
     /// init runs under the limit.
     pub fn enter_on_spawn(&self, cmd: &mut Command) {
-        use std::os::unix::process::CommandExt;
-        let fd = self.procs.as_raw_fd();
-        // SAFETY: only async-signal-safe calls (getpid, write) on a stack buffer between fork
-        // and exec; the fd stays open in the parent for the Cgroup's lifetime.
-        unsafe {
-            cmd.pre_exec(move || {
-                let mut pid = libc::getpid() as u64;
-                let mut buf = [0u8; 24];
-                let mut at = buf.len();
-                loop {
-                    at -= 1;
-                    buf[at] = b'0' + (pid % 10) as u8;
-                    pid /= 10;
-                    if pid == 0 {
-                        break;
-                    }
-                }
-                let n = libc::write(fd, buf[at..].as_ptr().cast(), buf.len() - at);
-                if n < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        join_on_spawn(cmd, &self.procs);
     }
 
     /// Times the group was throttled so far (`nr_throttled` of cpu.stat).
@@ -314,6 +291,36 @@ impl Cgroup {
                     .and_then(|v| v.trim().parse().ok())
             })
             .unwrap_or(0)
+    }
+}
+
+/// Makes the process `cmd` spawns write its pid to `procs` (a cgroup's `cgroup.procs`, open for
+/// writing) between fork and exec: it joins that cgroup before its first instruction. `procs`
+/// must stay open until the process has been spawned.
+pub fn join_on_spawn(cmd: &mut Command, procs: &File) {
+    use std::os::unix::process::CommandExt;
+    let fd = procs.as_raw_fd();
+    // SAFETY: only async-signal-safe calls (getpid, write) on a stack buffer between fork
+    // and exec; the fd stays open in the parent while the command is spawned.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut pid = libc::getpid() as u64;
+            let mut buf = [0u8; 24];
+            let mut at = buf.len();
+            loop {
+                at -= 1;
+                buf[at] = b'0' + (pid % 10) as u8;
+                pid /= 10;
+                if pid == 0 {
+                    break;
+                }
+            }
+            let n = libc::write(fd, buf[at..].as_ptr().cast(), buf.len() - at);
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
