@@ -12,6 +12,7 @@
 //! harness's, moto's or the TLS terminator's.
 
 mod outbox;
+mod processor;
 mod procstat;
 mod runtime_api;
 mod setup;
@@ -50,6 +51,9 @@ enum Cmd {
     /// The ack path's AWS work: claim + send (ours) against an outbox (one PutItem with the
     /// envelope), in this process; build with --profile bench
     Outbox(OutboxArgs),
+    /// Our event processor beside a Python peer (Powertools BatchProcessor + idempotency), same
+    /// SQS batches: CPU per processed event
+    Processor(processor::ProcessorArgs),
 }
 
 #[derive(Args)]
@@ -1061,6 +1065,7 @@ fn main() -> std::process::ExitCode {
             Cmd::E2e(args) => e2e(args).await,
             Cmd::Sizes => sizes(),
             Cmd::Outbox(args) => outbox_study(args).await,
+            Cmd::Processor(args) => processor::processor(args).await,
         }
     });
     match result {
