@@ -59,6 +59,10 @@ pub struct ProcessorArgs {
     /// each cold start, to see what each one logs
     #[arg(long)]
     show_logs: bool,
+    /// Extra environment for both functions, KEY=VALUE; repeatable (e.g. RUST_LOG=warn and
+    /// POWERTOOLS_LOG_LEVEL=WARNING, to see what logging costs each)
+    #[arg(long = "env", value_parser = crate::parse_pair)]
+    env: Vec<(String, String)>,
 }
 
 /// One batch to hand out, and what it must leave in the table.
@@ -521,7 +525,10 @@ pub async fn processor(args: ProcessorArgs) -> Result<(), String> {
     ours.label = "ours (event-processor)".into();
     let samples = samples(&args.samples)?;
     let mut bench = prepare(&args.common).await?;
-    let targets = [ours, peer(&peer_python)];
+    let mut targets = [ours, peer(&peer_python)];
+    for target in &mut targets {
+        target.extra_env.extend(args.env.iter().cloned());
+    }
     let count = 1 + args.common.warm;
     let queue_arn = "arn:aws:sqs:us-east-1:123456789012:webhook-events";
     let mut runs: [Vec<Run>; 2] = Default::default();
@@ -574,9 +581,15 @@ fn report(
     let of =
         |t: usize, f: &dyn Fn(&Run) -> f64| summarize(&runs[t].iter().map(f).collect::<Vec<_>>());
     let med = |t: usize, f: &dyn Fn(&Run) -> f64| of(t, f).map_or(0.0, |s| s.median);
+    let extra: Vec<String> = args.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let scenario = format!(
-        "{scenario}; batches of {size} record{}",
-        if size == 1 { "" } else { "s" }
+        "{scenario}; batches of {size} record{}{}",
+        if size == 1 { "" } else { "s" },
+        if extra.is_empty() {
+            String::new()
+        } else {
+            format!("; env {}", extra.join(" "))
+        }
     );
     println!("\n### Event processor beside a Python peer — {scenario}\n");
     println!(
@@ -592,8 +605,15 @@ fn report(
     type Row<'a> = (&'a str, Box<dyn Fn(&Run) -> f64 + 'a>, usize);
     let rows: Vec<Row> = vec![
         (
-            "CPU per processed event, warm batches (µs)",
+            "CPU per processed event, warm batches: mean (µs)",
             Box::new(move |r: &Run| r.cpu_per_event_us(size)),
+            0,
+        ),
+        (
+            "CPU per processed event, median warm batch (µs)",
+            Box::new(move |r: &Run| {
+                summarize(&r.warm_cpu_us).map_or(0.0, |s| s.median) / size.max(1) as f64
+            }),
             0,
         ),
         (
