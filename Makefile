@@ -177,3 +177,17 @@ memory-check: $(STAMP) ## Every memory scenario under each function's template M
 	cargo build --release $(addprefix -p ,$(FUNCTIONS))
 	cargo build --quiet -p webhook-bench
 	$(WEBHOOK_BENCH) memory --runs $(MEMORY_RUNS) --limit-from-template --check
+
+# The event processor beside a Python peer (bench/python-processor-peer: Powertools' BatchProcessor
+# + idempotency on DynamoDB, boto3), the same SQS batches of fresh Trybe envelopes, against one
+# moto; CPU per processed event, init, first batch, peak RSS (processor-peer.md). Not part of
+# `make test`. PROCESSOR_WARM batches follow the first one in each of PROCESSOR_RUNS cold starts.
+.PHONY: bench-processor
+PROCESSOR_RUNS ?= 5
+PROCESSOR_WARM ?= 49
+
+bench-processor: $(STAMP) $(BENCH_STAMP) ## Our event processor beside a Python peer (Powertools BatchProcessor + idempotency): CPU per processed event, batches of 10 and of 1
+	cargo build --release -p event-processor
+	cargo build --quiet -p webhook-bench
+	$(WEBHOOK_BENCH) processor --runs $(PROCESSOR_RUNS) --warm $(PROCESSOR_WARM) --batch-size 10
+	$(WEBHOOK_BENCH) processor --runs $(PROCESSOR_RUNS) --warm $(PROCESSOR_WARM) --batch-size 1

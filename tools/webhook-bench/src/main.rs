@@ -15,6 +15,7 @@
 
 mod memory;
 mod outbox;
+mod processor;
 mod procstat;
 mod runtime_api;
 mod setup;
@@ -55,6 +56,9 @@ enum Cmd {
     Outbox(OutboxArgs),
     /// Peak memory per scenario (10 MiB bodies, SQS batches), optionally under a memory limit
     Memory(memory::MemoryArgs),
+    /// Our event processor beside a Python peer (Powertools BatchProcessor + idempotency), same
+    /// SQS batches: CPU per processed event
+    Processor(processor::ProcessorArgs),
 }
 
 #[derive(Args)]
@@ -1067,6 +1071,7 @@ fn main() -> std::process::ExitCode {
             Cmd::Sizes => sizes(),
             Cmd::Outbox(args) => outbox_study(args).await,
             Cmd::Memory(args) => memory::run(args).await,
+            Cmd::Processor(args) => processor::processor(args).await,
         }
     });
     match result {
