@@ -58,6 +58,24 @@ pub fn typed_payload<T: serde::de::DeserializeOwned>(
         .map_err(|e| HandlerError::unreadable(what, &e))
 }
 
+/// Members of the event's JSON payload (an object), read in place: the requested ones as raw
+/// text, the rest skipped without allocating ([`crate::json::fields`]). What a handler that needs
+/// a few fields should use: memory stays a few words whatever the payload's size, where a typed
+/// model with open-ended parts (`serde_json::Value`, `#[serde(flatten)]`) holds a tree of the
+/// payload, 5 to 30 times its size.
+pub fn payload_fields<'e>(
+    event: &'e Envelope,
+    names: &[&str],
+    what: &str,
+) -> Result<crate::json::Fields<'e>, HandlerError> {
+    let payload = event
+        .payload
+        .as_ref()
+        .ok_or_else(|| HandlerError::Reject(format!("{what}: no JSON payload")))?;
+    crate::json::fields(payload.get().as_bytes(), names)
+        .map_err(|e| HandlerError::Reject(format!("{what}: {e}")))
+}
+
 /// The default handler: logs the event (ids and type only). The processor itself records it as
 /// PROCESSED in the table.
 #[derive(Debug, Default)]
@@ -276,7 +294,7 @@ fn content_fingerprint(envelope: &Envelope) -> String {
         &envelope.payload_raw,
         &envelope.payload_base64,
     ) {
-        (Some(json), _, _) => sha256_hex(crate::json::canonical(json.raw()).as_bytes()),
+        (Some(json), _, _) => crate::json::canonical_sha256(json.raw()),
         (None, Some(raw), _) => sha256_hex(raw.as_bytes()),
         (None, None, Some(b64)) => match crate::envelope::decoded_sha256(b64) {
             Some(hash) => hash,

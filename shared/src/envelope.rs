@@ -179,7 +179,25 @@ impl Envelope {
 
     /// The message body: the envelope as JSON in which every character SQS refuses is escaped.
     pub fn to_sqs_body(&self) -> Result<String, serde_json::Error> {
-        Ok(escape_for_sqs(serde_json::to_string(self)?))
+        let json = self.to_json()?;
+        // serde_json writes valid UTF-8.
+        Ok(escape_for_sqs(
+            String::from_utf8(json).expect("serde_json writes UTF-8"),
+        ))
+    }
+
+    /// The envelope as JSON, written into a buffer sized for it up front: growing one by
+    /// doubling holds the old and the new buffer at once, up to three times a large payload.
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let content = self.payload.as_ref().map_or(0, RawJson::len)
+            + self
+                .payload_raw
+                .as_ref()
+                .map_or(0, |t| t.len() + t.len() / 8)
+            + self.payload_base64.as_ref().map_or(0, String::len);
+        let mut out = Vec::with_capacity(content + 2048);
+        serde_json::to_writer(&mut out, self)?;
+        Ok(out)
     }
 }
 
@@ -230,7 +248,7 @@ pub fn sqs_allows(c: char) -> bool {
 /// U+FFFF raw, and those can only stand inside a string, where the escape means the same
 /// character: the JSON decodes to the same value.
 pub fn escape_for_sqs(json: String) -> String {
-    if json.chars().all(sqs_allows) {
+    if !holds_noncharacters(&json) {
         return json;
     }
     let mut out = String::with_capacity(json.len() + 12);
@@ -243,6 +261,13 @@ pub fn escape_for_sqs(json: String) -> String {
         }
     }
     out
+}
+
+/// Whether JSON text holds a character SQS refuses: in JSON text (serde_json's, or text it
+/// checked) that can only be U+FFFE or U+FFFF, since control characters are escaped inside
+/// strings and stand nowhere else. Two byte searches, not a decode of every character.
+pub fn holds_noncharacters(json: &str) -> bool {
+    json.contains('\u{FFFE}') || json.contains('\u{FFFF}')
 }
 
 /// An attribute value SQS accepts: refused characters become U+FFFD, and an empty value (SQS

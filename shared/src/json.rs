@@ -371,37 +371,99 @@ pub fn depth_within_limit(json: &[u8]) -> bool {
 /// A number the tree could not hold (`1e400`: the tree refused such a body) leaves the text as
 /// written, whitespace and order included: stable on every retry of the same bytes.
 pub fn canonical(raw: &RawValue) -> String {
-    let mut out = String::with_capacity(raw.get().len());
-    let mut de = serde_json::Deserializer::from_str(raw.get());
-    match (Canon {
-        out: &mut out,
-        depth: 0,
-    })
-    .deserialize(&mut de)
-    {
-        Ok(()) => out,
+    let mut out = Vec::with_capacity(raw.get().len());
+    match write_canonical(raw, &mut out) {
+        // Every piece written is JSON text that serde_json wrote: UTF-8.
+        Ok(()) => String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
         Err(_) => raw.get().to_owned(),
     }
 }
 
+/// SHA-256 (lowercase hex) of [`canonical`]`(raw)`, hashed as it is written: the canonical text
+/// is never held, so a 10 MiB payload costs its widest object's member list, not 10 MiB more.
+pub fn canonical_sha256(raw: &RawValue) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    match write_canonical(raw, &mut hash) {
+        Ok(()) => hex::encode(hash.finalize()),
+        Err(_) => hex::encode(sha2::Sha256::digest(raw.get().as_bytes())),
+    }
+}
+
+/// Where canonical text goes: a buffer, or a hash.
+trait Sink {
+    fn push(&mut self, text: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn push(&mut self, text: &[u8]) {
+        self.extend_from_slice(text);
+    }
+}
+
+impl Sink for sha2::Sha256 {
+    fn push(&mut self, text: &[u8]) {
+        sha2::Digest::update(self, text);
+    }
+}
+
+/// A sink as `io::Write`, for serde_json to write a string into it as it escapes it.
+struct SinkWriter<'o>(&'o mut dyn Sink);
+
+impl std::io::Write for SinkWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.push(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn write_canonical(raw: &RawValue, out: &mut dyn Sink) -> Result<(), serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    Canon {
+        out,
+        depth: 0,
+        comma: false,
+    }
+    .deserialize(&mut de)
+}
+
 /// The writer behind [`canonical`].
 struct Canon<'o> {
-    out: &'o mut String,
+    out: &'o mut dyn Sink,
     /// Objects read so far on the way here: each object's members are read by a deserializer
     /// of their own, whose nesting limit starts afresh, so the limit is kept here.
     depth: usize,
+    /// An array element after the first: a comma goes before it, once it is known to exist.
+    comma: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for Canon<'_> {
     type Value = ();
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
+        if self.comma {
+            self.out.push(b",");
+        }
+        d.deserialize_any(Canon {
+            comma: false,
+            ..self
+        })
     }
 }
 
 impl Canon<'_> {
     fn scalar(self, value: serde_json::Value) {
-        self.out.push_str(&value.to_string());
+        self.out.push(value.to_string().as_bytes());
+    }
+
+    /// A string escaped as serde_json escapes it, written as it goes: a 10 MiB string is not
+    /// copied.
+    fn string(self, text: &str) {
+        // Writing to a sink cannot fail.
+        let _ = serde_json::to_writer(SinkWriter(self.out), text);
     }
 }
 
@@ -411,7 +473,7 @@ impl<'de> Visitor<'de> for Canon<'_> {
         f.write_str("JSON")
     }
     fn visit_unit<E>(self) -> Result<(), E> {
-        self.out.push_str("null");
+        self.out.push(b"null");
         Ok(())
     }
     fn visit_bool<E>(self, v: bool) -> Result<(), E> {
@@ -431,30 +493,23 @@ impl<'de> Visitor<'de> for Canon<'_> {
         Ok(())
     }
     fn visit_str<E>(self, v: &str) -> Result<(), E> {
-        self.scalar(v.into());
+        self.string(v);
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        self.out.push('[');
-        let mut first = true;
-        loop {
-            let mark = self.out.len();
-            if !first {
-                self.out.push(',');
-            }
-            if seq
-                .next_element_seed(Canon {
-                    out: self.out,
-                    depth: self.depth,
-                })?
-                .is_none()
-            {
-                self.out.truncate(mark);
-                break;
-            }
-            first = false;
+        self.out.push(b"[");
+        let mut comma = false;
+        while seq
+            .next_element_seed(Canon {
+                out: &mut *self.out,
+                depth: self.depth,
+                comma,
+            })?
+            .is_some()
+        {
+            comma = true;
         }
-        self.out.push(']');
+        self.out.push(b"]");
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
@@ -463,31 +518,36 @@ impl<'de> Visitor<'de> for Canon<'_> {
         }
         let mut members: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::new();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            let value = map.next_value::<&'de RawValue>()?;
-            // The last of a repeated name wins, as in the tree.
-            match members.iter_mut().find(|(k, _)| *k == key) {
-                Some(member) => member.1 = value,
-                None => members.push((key, value)),
+            members.push((key, map.next_value::<&'de RawValue>()?));
+        }
+        // Sorted by name (stable: a repeated name's values stay in the order sent), then the
+        // last of a repeated name kept, as in the tree. n log n, whatever the repetitions.
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut members = members.into_iter().peekable();
+        let mut kept = Vec::new();
+        while let Some(member) = members.next() {
+            if members.peek().is_none_or(|next| next.0 != member.0) {
+                kept.push(member);
             }
         }
-        members.sort_by(|a, b| a.0.cmp(&b.0));
-        self.out.push('{');
+        let members = kept;
+        self.out.push(b"{");
         for (i, (key, value)) in members.into_iter().enumerate() {
             if i > 0 {
-                self.out.push(',');
+                self.out.push(b",");
             }
-            self.out
-                .push_str(&serde_json::Value::from(key.as_ref()).to_string());
-            self.out.push(':');
+            let _ = serde_json::to_writer(SinkWriter(&mut *self.out), key.as_ref());
+            self.out.push(b":");
             let mut de = serde_json::Deserializer::from_str(value.get());
             Canon {
-                out: self.out,
+                out: &mut *self.out,
                 depth: self.depth + 1,
+                comma: false,
             }
             .deserialize(&mut de)
             .map_err(de::Error::custom)?;
         }
-        self.out.push('}');
+        self.out.push(b"}");
         Ok(())
     }
 }
@@ -688,8 +748,34 @@ mod tests {
             canonical(b),
             r#"{"a":{"x":null,"y":[{"p":"x","q":1.0}]},"b":1}"#
         );
+        let repeated: &RawValue =
+            serde_json::from_str(r#"{"k": 1, "j": 0, "k": 2, "k": [3]}"#).unwrap();
+        assert_eq!(
+            canonical(repeated),
+            r#"{"j":0,"k":[3]}"#,
+            "the last value of a name"
+        );
+        let wide = format!(
+            "{{{}}}",
+            (0..200_000)
+                .map(|i| format!("\"k{}\":{i}", i % 1000))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let wide = RawValue::from_string(wide).unwrap();
+        assert_eq!(
+            canonical(&wide).matches(':').count(),
+            1000,
+            "200,000 members, n log n"
+        );
         let huge: &RawValue = serde_json::from_str(r#"{"b": 1e400, "a": 1}"#).unwrap();
         assert_eq!(canonical(huge), r#"{"b": 1e400, "a": 1}"#);
+        for raw in [a, b, huge] {
+            let hashed = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                canonical(raw).as_bytes(),
+            ));
+            assert_eq!(canonical_sha256(raw), hashed, "hashed as written");
+        }
         // Byte for byte what serde_json's tree wrote (the keys it was hashed with before).
         for text in [
             r#"{"n":[1.10,-0,1e300,12345678901234567890123,-9223372036854775809,0.1],"s":"é\u00e9\n\/"}"#,

@@ -8,8 +8,8 @@ use std::time::Duration;
 use aws_config::timeout::TimeoutConfig;
 
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_lambda_events::event::apigw::ApiGatewayV2httpRequest;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use lambda_http::RequestExt;
 use lambda_runtime::LambdaEvent;
 
 use crate::clock::SystemClock;
@@ -183,12 +183,15 @@ pub async fn run_receiver<P: Provider>(
         }
     };
     let receiver: &'static Receiver<P> = Box::leak(Box::new(receiver));
-    lambda_http::run(lambda_http::service_fn(
-        move |request: lambda_http::Request| async move {
-            let request_id = request.lambda_context_ref().map(|c| c.request_id.clone());
+    // lambda_runtime straight into the HTTP API event type (the stacks' API), then lambda_http's
+    // own request conversion with the body moved, not copied (apigw::request_from_event).
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
+            let request_id = event.context.request_id.clone();
+            let request = crate::apigw::request_from_event(event.payload, event.context);
             let response = receiver.handle(request).await;
-            crate::metrics::flush(request_id.as_deref());
-            Ok::<_, Infallible>(response)
+            crate::metrics::flush(Some(&request_id));
+            Ok::<_, Infallible>(crate::apigw::event_response(response))
         },
     ))
     .await

@@ -46,7 +46,11 @@ const WORKSPACE_MANIFEST = path.join(__dirname, '..', '..', '..', 'Cargo.toml');
 const REQUEST_DEADLINE_MS = '5000';
 const RECEIVER_TIMEOUT = Duration.seconds(8);
 const PROCESSOR_TIMEOUT = Duration.seconds(60);
+// Receivers: 256 MB for the CPU share (a 10 MiB body: 3.3 s at it, 6.6 s at 128 MB's, past the
+// 5 s deadline); the processor 128 MB (ten 1 MiB messages peak at 39 MiB, 12.6 s of its 60 s).
+// As in template.yaml; BENCHMARKS.md "Issue 21".
 const MEMORY_MB = 256;
+const PROCESSOR_MEMORY_MB = 128;
 const ALARM_PERIOD = Duration.minutes(5);
 const LOG_RETENTION_DAYS = [
   1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653,
@@ -350,6 +354,7 @@ export class WebhookIntakeStack extends Stack {
     const processor = this.rustFunction(PROCESSOR.id, PROCESSOR.binary, {
       architecture: arch,
       timeout: PROCESSOR_TIMEOUT,
+      memorySize: PROCESSOR_MEMORY_MB,
       environment: { ...common },
       reservedConcurrency: { condition: hasProcessorReserved, parameter: 'ProcessorReservedConcurrency' },
     });
@@ -645,6 +650,7 @@ export class WebhookIntakeStack extends Stack {
     o: {
       architecture: LambdaArchitecture;
       timeout: Duration;
+      memorySize?: number;
       environment: Record<string, string>;
       reservedConcurrency: { condition: CfnCondition; parameter: string };
     },
@@ -666,7 +672,7 @@ export class WebhookIntakeStack extends Stack {
       runtime: 'provided.al2023',
       architecture: o.architecture === 'arm64' ? lambda.Architecture.ARM_64 : lambda.Architecture.X86_64,
       functionName: `${Aws.STACK_NAME}-${binary}`,
-      memorySize: MEMORY_MB,
+      memorySize: o.memorySize ?? MEMORY_MB,
       timeout: o.timeout,
       environment: o.environment,
       logGroup,

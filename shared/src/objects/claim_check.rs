@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use super::{ObjectError, ObjectStore};
-use crate::envelope::{sqs_allows, Envelope, PayloadRef};
+use crate::envelope::{holds_noncharacters, Envelope, PayloadRef};
 use crate::queue::Message;
 use crate::verify::sha256_hex;
 
@@ -34,7 +34,7 @@ pub struct Checked {
 }
 
 pub fn check(envelope: &Envelope) -> Result<Checked, serde_json::Error> {
-    Ok(check_json(envelope, serde_json::to_vec(envelope)?))
+    Ok(check_json(envelope, envelope.to_json()?))
 }
 
 /// [`check`] with the envelope already serialized as `json` (any JSON text of it: the SQS
@@ -105,7 +105,7 @@ pub fn message_for(
     let escaped = envelope
         .payload
         .as_ref()
-        .is_some_and(|p| !p.get().chars().all(sqs_allows));
+        .is_some_and(|p| holds_noncharacters(p.get()));
     let fits = message.sqs_size() <= limit;
     if fits && (!escaped || oversize == Oversize::Refuse) {
         return Ok(Outbound {
@@ -122,7 +122,7 @@ pub fn message_for(
         return Err(too_large("message", &message));
     }
     let json = if escaped {
-        serde_json::to_vec(envelope)?
+        envelope.to_json()?
     } else {
         message.body.into_bytes()
     };
@@ -168,9 +168,12 @@ pub async fn resolve(
         return Ok(message);
     };
     let store = store.ok_or(ResolveError::NoBucket)?;
-    let object = match store.get(&reference.key).await {
+    let object = match store.get(&reference.key, reference.bytes).await {
         Ok(object) => object,
         Err(ObjectError::Missing) => return Err(ResolveError::Unusable("missing")),
+        Err(ObjectError::TooLarge(_)) => {
+            return Err(ResolveError::Unusable("differs from its reference"))
+        }
         Err(ObjectError::Failed(e)) => return Err(ResolveError::Unavailable(e)),
     };
     if object.len() as u64 != reference.bytes || sha256_hex(&object) != reference.sha256 {
@@ -267,6 +270,17 @@ pub(super) mod tests {
         store.insert(&checked.object.key, b"{}".to_vec());
         let damaged = resolve(Some(&store), message.clone()).await.unwrap_err();
         assert!(damaged.is_poison(), "{damaged}");
+        // Larger than the reference says: refused by the store before it is read.
+        let larger = vec![b' '; reference.bytes as usize + 1];
+        store.insert(&checked.object.key, larger);
+        assert_eq!(
+            store.get(&checked.object.key, reference.bytes).await,
+            Err(ObjectError::TooLarge(reference.bytes))
+        );
+        assert_eq!(
+            resolve(Some(&store), message.clone()).await,
+            Err(ResolveError::Unusable("differs from its reference"))
+        );
         store.remove(&checked.object.key);
         let missing = resolve(Some(&store), message.clone()).await.unwrap_err();
         assert_eq!(missing, ResolveError::Unusable("missing"));

@@ -53,15 +53,20 @@ impl ObjectStore for MemoryObjects {
         Ok(())
     }
 
-    async fn get(&self, key: &str) -> Result<Vec<u8>, ObjectError> {
+    async fn get(&self, key: &str, max_bytes: u64) -> Result<Vec<u8>, ObjectError> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(ObjectError::Failed("injected".into()));
         }
-        self.objects
+        let object = self
+            .objects
             .lock()
             .unwrap()
             .get(key)
             .cloned()
-            .ok_or(ObjectError::Missing)
+            .ok_or(ObjectError::Missing)?;
+        if object.len() as u64 > max_bytes {
+            return Err(ObjectError::TooLarge(max_bytes));
+        }
+        Ok(object)
     }
 }

@@ -36,6 +36,9 @@ pub enum ObjectError {
     Missing,
     #[error("object store failed: {0}")]
     Failed(String),
+    /// Larger than the reader allowed: not read.
+    #[error("object larger than {0} bytes")]
+    TooLarge(u64),
 }
 
 /// A bucket, as the pipeline uses it.
@@ -43,5 +46,7 @@ pub enum ObjectError {
 pub trait ObjectStore: Send + Sync {
     /// Stores `body` under `key`, encrypted at rest. `Ok` means the store has it durably.
     async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), ObjectError>;
-    async fn get(&self, key: &str) -> Result<Vec<u8>, ObjectError>;
+    /// The object under `key`, when it is no larger than `max_bytes` (else `TooLarge`, without
+    /// reading it): what a reader holds is bounded by what it expects, whatever the bucket holds.
+    async fn get(&self, key: &str, max_bytes: u64) -> Result<Vec<u8>, ObjectError>;
 }

@@ -76,7 +76,7 @@ impl ObjectStore for S3Objects {
             .map_err(failed)
     }
 
-    async fn get(&self, key: &str) -> Result<Vec<u8>, ObjectError> {
+    async fn get(&self, key: &str, max_bytes: u64) -> Result<Vec<u8>, ObjectError> {
         let out = match self
             .client
             .get_object()
@@ -91,7 +91,20 @@ impl ObjectStore for S3Objects {
             }
             Err(e) => return Err(failed(e)),
         };
-        let bytes = out.body.collect().await.map_err(failed)?;
-        Ok(bytes.into_bytes().to_vec())
+        let declared = out.content_length().unwrap_or(0).max(0) as u64;
+        if declared > max_bytes {
+            return Err(ObjectError::TooLarge(max_bytes));
+        }
+        // Read into one buffer of the declared size, chunk by chunk: the body is held once
+        // (collecting it, then making it contiguous, then a Vec, held it three times).
+        let mut body = out.body;
+        let mut bytes = Vec::with_capacity(declared as usize);
+        while let Some(chunk) = body.try_next().await.map_err(failed)? {
+            if (bytes.len() + chunk.len()) as u64 > max_bytes {
+                return Err(ObjectError::TooLarge(max_bytes));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
     }
 }

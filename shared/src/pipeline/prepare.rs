@@ -18,9 +18,12 @@ use crate::store::{Claim, Status};
 use crate::verify::sha256_hex;
 
 /// One event ready to go: its envelope, the message it becomes and the claim that guards it.
+/// The envelope keeps its content only while the archive, which records it, is on.
 pub(super) struct Prepared {
     pub(super) envelope: Envelope,
-    pub(super) message: Message,
+    /// Taken by the send, which is its only reader: a large request's messages are not held
+    /// twice (Mutex: the send sees `&Prepared`).
+    pub(super) message: std::sync::Mutex<Option<Message>>,
     /// For an envelope too large for the queue: the object to write before the message, which
     /// then carries only a reference to it.
     pub(super) offload: Option<PayloadObject>,
@@ -90,6 +93,15 @@ impl<P: Provider> Ready<P> {
             };
             envelope.set_payload(event.payload);
             let Outbound { message, object } = self.outbound(&envelope)?;
+            if self.archive.is_none() {
+                // The message (or its object) holds the content now; only the archive's record
+                // needs it again. A 10 MiB body is held once less.
+                (
+                    envelope.payload,
+                    envelope.payload_raw,
+                    envelope.payload_base64,
+                ) = (None, None, None);
+            }
             let claim = Claim {
                 pk: envelope.dedup_key.clone(),
                 pending: Status::Received,
@@ -102,7 +114,7 @@ impl<P: Provider> Ready<P> {
             };
             prepared.push(Prepared {
                 envelope,
-                message,
+                message: std::sync::Mutex::new(Some(message)),
                 offload: object,
                 claim,
                 state: ClaimCell::default(),

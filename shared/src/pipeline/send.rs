@@ -54,7 +54,13 @@ impl<P: Provider> Ready<P> {
         if fresh.is_empty() {
             return Vec::new();
         }
-        let messages: Vec<Message> = fresh.iter().map(|p| p.message.clone()).collect();
+        let messages: Vec<Message> = fresh
+            .iter()
+            .map(|p| {
+                let mut slot = p.message.lock().unwrap_or_else(|e| e.into_inner());
+                slot.take().expect("each event is sent once")
+            })
+            .collect();
         let started = std::time::Instant::now();
         let sent = self.queue.send(&messages).await;
         progress.send_ms = Some(metrics::millis(started.elapsed()));

@@ -320,17 +320,28 @@ impl Common {
         text.push('}');
         let payload =
             RawJson::from_string(text).map_err(|e| Refusal::BadRequest(describe_json_error(&e)))?;
-        let content = json::canonical(entity.unwrap_or(payload.raw()));
-        let fingerprint = sha256_hex(content.as_bytes());
+        let content = entity.unwrap_or(payload.raw());
         // Three shapes, three arities: a hash, the notification alone, the notification and
-        // the entity's id, or the notification and the entity's content hash.
-        let key = match (&self.notification_uuid, entity) {
-            (None, _) => EventKey::hash_of(format!("{}{content}", self.hash_prefix).as_bytes()),
-            (Some(n), None) => EventKey::id(n.clone()),
-            (Some(n), Some(entity)) => match entity_ref(entity) {
-                Some(r) => EventKey::parts([n.clone(), r]),
-                None => EventKey::parts([n.clone(), "sha256".to_owned(), fingerprint.clone()]),
-            },
+        // the entity's id, or the notification and the entity's content hash. The canonical
+        // text is held only where the key is made of it; elsewhere it is hashed as written.
+        let (key, fingerprint) = match (&self.notification_uuid, entity) {
+            (None, _) => {
+                let content = json::canonical(content);
+                let key = format!("{}{content}", self.hash_prefix);
+                (
+                    EventKey::hash_of(key.as_bytes()),
+                    sha256_hex(content.as_bytes()),
+                )
+            }
+            (Some(n), None) => (EventKey::id(n.clone()), json::canonical_sha256(content)),
+            (Some(n), Some(entity)) => {
+                let fingerprint = json::canonical_sha256(entity);
+                let key = match entity_ref(entity) {
+                    Some(r) => EventKey::parts([n.clone(), r]),
+                    None => EventKey::parts([n.clone(), "sha256".to_owned(), fingerprint.clone()]),
+                };
+                (key, fingerprint)
+            }
         };
         Ok(InboundEvent {
             event_id: key.to_event_id(),

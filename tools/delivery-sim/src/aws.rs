@@ -188,11 +188,13 @@ impl ObjectStore for SimObjects {
             .map_err(ObjectError::Failed)?
     }
 
-    async fn get(&self, key: &str) -> Result<Vec<u8>, ObjectError> {
+    async fn get(&self, key: &str, max_bytes: u64) -> Result<Vec<u8>, ObjectError> {
         let (bucket, key_owned) = (self.bucket.clone(), key.to_owned());
         let call = format!("GetObject {}", self.name);
         self.world
-            .remote(&call, key, async move { bucket.get(&key_owned).await })
+            .remote(&call, key, async move {
+                bucket.get(&key_owned, max_bytes).await
+            })
             .await
             .map_err(ObjectError::Failed)?
     }

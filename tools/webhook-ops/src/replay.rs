@@ -128,10 +128,12 @@ pub async fn run(ctx: &Ctx, args: ReplayArgs) -> Outcome {
     let sqs = aws_sdk_sqs::Client::new(&ctx.sdk);
     let queue_url = ctx.queue_url(&sqs).await?;
 
+    // A record holds a body of at most 10 MiB (base64: 13.4) and the envelopes made of it.
+    const ARCHIVE_OBJECT_MAX_BYTES: u64 = 256 * 1024 * 1024;
     let mut records = Vec::new();
     for key in keys(&archive, &args).await? {
         let object = archive
-            .get(&key)
+            .get(&key, ARCHIVE_OBJECT_MAX_BYTES)
             .await
             .map_err(|e| Fail::Error(format!("reading archive object {key} failed: {e}")))?;
         let record: ArchiveRecord = serde_json::from_slice(&object)

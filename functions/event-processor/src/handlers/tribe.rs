@@ -2,7 +2,7 @@
 //! …) stays in `shared::providers::tribe`, beside the receiver's rules; this file is yours.
 
 use async_trait::async_trait;
-use shared::consumer::{typed_payload, EventHandler, HandlerError};
+use shared::consumer::{payload_fields, EventHandler, HandlerError};
 use shared::envelope::Envelope;
 use shared::providers::tribe::*;
 use tracing::info;
@@ -16,30 +16,46 @@ pub struct TribeHandler;
 #[async_trait]
 impl EventHandler for TribeHandler {
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let webhook: Webhook = typed_payload(event, "Tribe webhook")?;
+        // The fields it logs, read in place (`payload_fields`): memory does not follow the
+        // event's size. The typed model (`Webhook`, `Data`) holds a tree of the payload.
+        let what = "Tribe webhook";
+        let webhook = payload_fields(event, &["type", "networkId", "data"], what)?;
+        let kind = webhook
+            .str("type")
+            .ok_or_else(|| HandlerError::Reject(format!("{what}: type missing")))?;
+        let network_id = webhook.str("networkId");
+        let network_id = network_id.as_deref();
         let data = webhook
-            .data()
-            .map_err(|e| HandlerError::unreadable(&format!("{} data", webhook.kind), &e))?;
-        let network_id = webhook.network_id.as_deref();
-        match &data {
-            Data::Subscription(e) => {
+            .object("data", &["id", "name", "actor", "object", "target"])
+            .map_err(|_| HandlerError::Reject(format!("{what}: data is not an object")))?;
+        match (kind.as_ref(), data) {
+            ("SUBSCRIPTION", Some(e)) => {
+                let id_of = |name: &str, field: &str| {
+                    e.object(name, &[field])
+                        .ok()
+                        .flatten()
+                        .and_then(|o| o.str(field))
+                };
                 info!(
                     provider = NAME,
-                    event_id = e.id.as_deref(),
-                    event_name = e.name.as_deref(),
+                    event_id = e.str("id").as_deref(),
+                    event_name = e.str("name").as_deref(),
                     network_id,
-                    actor_id = e.actor.as_ref().and_then(|a| a.id.as_deref()),
-                    object_id = e.object.as_ref().and_then(|o| o.id.as_deref()),
-                    space_id = e.target.as_ref().and_then(|t| t.space_id.as_deref()),
+                    actor_id = id_of("actor", "id").as_deref(),
+                    object_id = id_of("object", "id").as_deref(),
+                    space_id = id_of("target", "spaceId").as_deref(),
                     "tribe event processed"
                 );
             }
-            // Handshakes are answered by the receiver and never queued; one here is harmless.
-            Data::Test(_) => {
-                info!(provider = NAME, network_id, "tribe TEST request ignored")
+            ("SUBSCRIPTION", None) => {
+                return Err(HandlerError::Reject(format!(
+                    "{what}: SUBSCRIPTION without data"
+                )))
             }
-            Data::Other(_) => {
-                info!(provider = NAME, webhook_type = %webhook.kind, network_id, event_id = %event.event_id,
+            // Handshakes are answered by the receiver and never queued; one here is harmless.
+            ("TEST", _) => info!(provider = NAME, network_id, "tribe TEST request ignored"),
+            (kind, _) => {
+                info!(provider = NAME, webhook_type = %kind, network_id, event_id = %event.event_id,
                     "tribe webhook processed");
             }
         }

@@ -26,10 +26,12 @@ impl EventHandler for TrifftHandler {
             Some(Payload::Bytes(bytes)) => ("bytes", bytes.len()),
             None => return Err(HandlerError::Reject("TRIFFT event without payload".into())),
         };
-        let member_event = event
-            .payload
-            .as_ref()
-            .is_some_and(|p| p.parse::<MemberEvent>().is_ok());
+        // Whether it looks like TRIFFT's own member event (`MemberEvent`), read in place: memory
+        // does not follow the payload's size.
+        let member_event = event.payload.as_ref().is_some_and(|p| {
+            shared::json::fields(p.get().as_bytes(), &["event_type", "customer_ids"])
+                .is_ok_and(|f| f.kind("customer_ids") == Some(shared::json::Kind::Object))
+        });
         info!(provider = NAME, event_id = %event.event_id, event_type = %event.event_type,
             payload = kind, bytes, member_event, "trifft event processed");
         Ok(())

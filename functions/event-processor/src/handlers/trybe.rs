@@ -2,38 +2,39 @@
 //! …) stays in `shared::providers::trybe`, beside the receiver's rules; this file is yours.
 
 use async_trait::async_trait;
-use shared::consumer::{typed_payload, EventHandler, HandlerError};
+use shared::consumer::{payload_fields, typed_payload, EventHandler, HandlerError};
 use shared::envelope::Envelope;
 use shared::providers::trybe::*;
 use tracing::info;
 
-/// Processor handler for Trybe events: parses the typed model and logs what happened (ids only;
-/// customer data is personal). Replace the body of `handle` with the business processing.
+/// Processor handler for Trybe events: logs what happened (ids only; customer data is personal).
+/// It reads the few fields it logs in place (`payload_fields`), so its memory does not follow the
+/// event's size; [`CustomerCreated`] shows the typed model, for handlers that need the data.
+/// Replace the body of `handle` with the business processing.
 #[derive(Debug, Default)]
 pub struct TrybeHandler;
 
 #[async_trait]
 impl EventHandler for TrybeHandler {
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let webhook: Webhook = typed_payload(event, "Trybe webhook")?;
-        let data = webhook
-            .data()
-            .map_err(|e| HandlerError::unreadable(&format!("{} data", webhook.event), &e))?;
-        let object_id = match &data {
-            Data::CustomerLabels(l) => Some(l.customer_id.as_str()),
-            Data::Other(_) => None,
-            Data::Order(o)
-            | Data::OrderItem(o)
-            | Data::Customer(o)
-            | Data::CustomerAddress(o)
-            | Data::CustomerNote(o)
-            | Data::MarketingPreferenceOptIn(o)
-            | Data::Membership(o)
-            | Data::Payment(o)
-            | Data::Refund(o) => o.id.as_deref(),
+        let what = "Trybe webhook";
+        let webhook = payload_fields(event, &["id", "event", "site_id", "data"], what)?;
+        let (Some(id), Some(kind)) = (webhook.str("id"), webhook.str("event")) else {
+            return Err(HandlerError::Reject(format!("{what}: id or event missing")));
         };
-        info!(provider = NAME, event_id = %webhook.id, event_type = %webhook.event, site_id = webhook.site_id.as_deref(),
-            object_id, "trybe event processed");
+        // The object's id: `customer_id` for label events, else its own `id`.
+        let data = webhook
+            .object("data", &["id", "customer_id"])
+            .map_err(|_| HandlerError::Reject(format!("{what}: data is not an object")))?;
+        let object_id = data.as_ref().and_then(|d| {
+            if kind.starts_with("customer_labels.") {
+                d.str("customer_id")
+            } else {
+                d.str("id")
+            }
+        });
+        info!(provider = NAME, event_id = %id, event_type = %kind, site_id = webhook.str("site_id").as_deref(),
+            object_id = object_id.as_deref(), "trybe event processed");
         Ok(())
     }
 }
