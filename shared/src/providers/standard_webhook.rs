@@ -93,6 +93,21 @@ impl StandardWebhook {
                 why: "must be positive".into(),
             });
         }
+        // The key names the tenant (the payload names none): one key under two tenants would
+        // verify for both, name neither, and every request either sent would be refused.
+        let keys: Vec<(Option<&str>, Option<Vec<u8>>)> =
+            secrets.entries().map(|(t, s)| (t, key_of(s))).collect();
+        let shared = (1..keys.len()).any(|j| {
+            keys[..j]
+                .iter()
+                .any(|(t, k)| *k == keys[j].1 && *t != keys[j].0)
+        });
+        if secrets.is_per_tenant() && shared {
+            return Err(ConfigError::Invalid {
+                name: SECRET_VAR.into(),
+                why: "the same key is given for two tenants".into(),
+            });
+        }
         Ok(StandardWebhook { secrets, tolerance })
     }
 
@@ -280,6 +295,37 @@ mod tests {
 
     fn provider(secrets: &str) -> StandardWebhook {
         StandardWebhook::new(SecretList::parse(secrets).unwrap(), DEFAULT_TOLERANCE).unwrap()
+    }
+
+    #[test]
+    fn a_key_under_two_tenants_is_refused_at_cold_start() {
+        let key = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let same_bytes = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        for map in [
+            format!(r#"{{"acme":"{key}","globex":"{key}"}}"#),
+            format!(r#"{{"acme":"{key}","globex":["whsec_b3RoZXI=","{same_bytes}"]}}"#),
+        ] {
+            let err = StandardWebhook::from_env(&Env::from_pairs([(SECRET_VAR, map.as_str())]))
+                .expect_err("refused");
+            assert!(
+                matches!(err, ConfigError::Invalid { ref name, ref why } if name == SECRET_VAR && why.contains("two tenants")),
+                "{err:?}"
+            );
+            assert!(
+                !format!("{err}").contains(same_bytes),
+                "no value in the error"
+            );
+        }
+        // One tenant's rotation may repeat itself; different keys for different tenants pass.
+        for fine in [
+            format!(r#"{{"acme":["{key}","{key}"],"globex":"whsec_b3RoZXI="}}"#),
+            format!("{key},{key}"),
+        ] {
+            assert!(
+                StandardWebhook::from_env(&Env::from_pairs([(SECRET_VAR, fine.as_str())])).is_ok(),
+                "{fine}"
+            );
+        }
     }
 
     #[test]
