@@ -322,6 +322,42 @@ impl ColdRun {
     }
 }
 
+/// A function process started by a harness: its output kept (the last 64 KiB, read by threads as
+/// it is printed), killed and reaped when dropped.
+pub(crate) struct Spawned {
+    pub child: setup::Guard,
+    logs: Arc<Mutex<VecDeque<u8>>>,
+}
+
+impl Spawned {
+    /// Spawns `cmd` (stdout and stderr piped) and starts reading its output.
+    pub fn start(cmd: &mut Command, program: &Path) -> Result<Spawned, String> {
+        let logs = Arc::new(Mutex::new(VecDeque::new()));
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("{}: {e}", program.display()))?;
+        drain(child.stdout.take().expect("piped"), logs.clone());
+        drain(child.stderr.take().expect("piped"), logs.clone());
+        Ok(Spawned {
+            child: setup::Guard(child),
+            logs,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// The last `chars` characters the process printed (ids and types only: no function logs
+    /// payloads or secrets).
+    pub fn tail(&self, chars: usize) -> String {
+        let bytes: Vec<u8> = self.logs.lock().unwrap().iter().copied().collect();
+        let text = String::from_utf8_lossy(&bytes);
+        let skip = text.chars().count().saturating_sub(chars);
+        text.chars().skip(skip).collect()
+    }
+}
+
 /// Everything a function process prints, the last 64 KiB of it (Lambda reads stdout too, so the
 /// logging cost is real).
 fn drain(mut from: impl Read + Send + 'static, into: Arc<Mutex<VecDeque<u8>>>) {
@@ -402,27 +438,10 @@ async fn cold_start(
         cg.enter_on_spawn(&mut cmd);
     }
     let throttled_before = cgroup.map(Cgroup::throttled).unwrap_or(0);
-    let logs = Arc::new(Mutex::new(VecDeque::new()));
     let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("{}: {e}", target.program.display()))?;
-    drain(child.stdout.take().expect("piped"), logs.clone());
-    drain(child.stderr.take().expect("piped"), logs.clone());
-    let child = setup::Guard(child);
-    let pid = child.0.id();
-    let tail = || {
-        let logs = logs.lock().unwrap();
-        let bytes: Vec<u8> = logs.iter().copied().collect();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        text.chars()
-            .rev()
-            .take(2000)
-            .collect::<String>()
-            .chars()
-            .rev()
-            .collect::<String>()
-    };
+    let child = Spawned::start(&mut cmd, &target.program)?;
+    let pid = child.pid();
+    let tail = || child.tail(2000);
 
     let mut run = ColdRun::default();
     let mut poll = tokio::select! {

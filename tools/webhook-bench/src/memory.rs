@@ -18,7 +18,6 @@ mod template;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -482,14 +481,9 @@ impl Ctx {
                 cpu.enter_on_spawn(&mut cmd);
             }
         }
-        let logs = Arc::new(Mutex::new(std::collections::VecDeque::new()));
         let started = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("{}: {e}", program.display()))?;
-        crate::drain(child.stdout.take().expect("piped"), logs.clone());
-        crate::drain(child.stderr.take().expect("piped"), logs.clone());
-        let mut guard = setup::Guard(child);
+        let mut spawned = crate::Spawned::start(&mut cmd, &program)?;
+        let guard = &mut spawned.child;
         let mut watch = Watch {
             pid: guard.0.id(),
             peak_rss_kib: 0,
@@ -504,15 +498,12 @@ impl Ctx {
             }
         }
         run.peak_rss_kib = (watch.peak_rss_kib > 0).then_some(watch.peak_rss_kib);
-        drop(guard); // killed and reaped: the cgroup's counters are final
+        run.log_tail = spawned.tail(3000);
+        drop(spawned); // killed and reaped: the cgroup's counters are final
         if let Some(limit) = &limit {
             run.memory = Some(limit.stats());
         }
         drop(limit);
-        let bytes: Vec<u8> = logs.lock().unwrap().iter().copied().collect();
-        let text = String::from_utf8_lossy(&bytes);
-        let skip = text.chars().count().saturating_sub(3000);
-        run.log_tail = text.chars().skip(skip).collect();
         Ok(run)
     }
 

@@ -15,10 +15,9 @@
 //! spawn to the first `GET next` (init), then per batch (answer → next poll included); peak
 //! RSS (VmHWM).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use clap::Args;
@@ -29,7 +28,7 @@ use time::OffsetDateTime;
 use crate::procstat::{self, ms, summarize};
 use crate::runtime_api::{Posted, RuntimeApi};
 use crate::setup::{self, root, Cgroup};
-use crate::{drain, fmt3, lambda_env, machine_line, prepare, release_dir, save, Common, Target};
+use crate::{fmt3, lambda_env, machine_line, prepare, release_dir, save, Common, Spawned, Target};
 
 /// Where the peer lives, and its name (AWS_LAMBDA_FUNCTION_NAME, the prefix of its keys).
 const PEER_DIR: &str = "bench/python-processor-peer";
@@ -357,24 +356,11 @@ async fn cold_start(
         cg.enter_on_spawn(&mut cmd);
     }
     let throttled_before = env.cgroup.map(Cgroup::throttled).unwrap_or(0);
-    let logs = Arc::new(Mutex::new(VecDeque::new()));
     let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("{}: {e}", target.program.display()))?;
-    drain(child.stdout.take().expect("piped"), logs.clone());
-    drain(child.stderr.take().expect("piped"), logs.clone());
-    let child = setup::Guard(child);
-    let pid = child.0.id();
-    // The last lines the function printed, for an error (ids and types only: neither function
-    // logs payloads).
-    let tail = || {
-        let logs = logs.lock().unwrap();
-        let bytes: Vec<u8> = logs.iter().copied().collect();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let skip = text.chars().count().saturating_sub(2000);
-        text.chars().skip(skip).collect::<String>()
-    };
+    let child = Spawned::start(&mut cmd, &target.program)?;
+    let pid = child.pid();
+    // The last lines the function printed, for an error.
+    let tail = || child.tail(2000);
     let label = &target.label;
     let wait = crate::WAIT;
 
