@@ -68,6 +68,16 @@ const TEXT: &str = "text/plain";
 /// and type"; `event_type` is what TRIFFT's own event objects carry, "TRIFFT: Test vectors").
 const TYPE_FIELDS: [&str; 3] = ["event", "type", "event_type"];
 const TIME_FIELDS: [&str; 4] = ["timestamp", "occurred_at", "created_at", "time"];
+/// Both, in that order: read in one pass over the content.
+const TOP_FIELDS: [&str; 7] = [
+    TYPE_FIELDS[0],
+    TYPE_FIELDS[1],
+    TYPE_FIELDS[2],
+    TIME_FIELDS[0],
+    TIME_FIELDS[1],
+    TIME_FIELDS[2],
+    TIME_FIELDS[3],
+];
 
 /// TRIFFT's "Header Authentication": any of these headers carrying any of these values.
 #[derive(Debug)]
@@ -332,17 +342,40 @@ impl Doc<'_> {
         }
     }
 
-    /// The first of `fields` (top level) that holds an id or type.
-    fn first(&self, fields: &[&str]) -> Option<String> {
+    /// The id or type each of the top-level `names` holds, all read in one pass (a form's
+    /// field counts when it is sent once, as the pointer `/name` finds it).
+    fn top(&self, names: &[&str]) -> Vec<Option<String>> {
         match self {
-            Doc::Json(raw) => {
-                let found = json::fields(raw.get().as_bytes(), fields).ok()?;
-                fields.iter().find_map(|f| found.scalar(f))
-            }
-            Doc::Form(_) => fields.iter().find_map(|f| self.pointer(&format!("/{f}"))),
-            Doc::Nothing => None,
+            Doc::Json(raw) => match json::fields(raw.get().as_bytes(), names) {
+                Ok(found) => names.iter().map(|n| found.scalar(n)).collect(),
+                Err(_) => vec![None; names.len()],
+            },
+            Doc::Form(form) => form_fields(form, names),
+            Doc::Nothing => vec![None; names.len()],
         }
     }
+}
+
+/// The value of each of `names` in a form when it is sent exactly once and is not blank: one
+/// pass, a value kept per name.
+fn form_fields(form: &[u8], names: &[&str]) -> Vec<Option<String>> {
+    let mut seen: Vec<(usize, Option<std::borrow::Cow<'_, str>>)> = vec![(0, None); names.len()];
+    for (name, value) in form_urlencoded::parse(form) {
+        if let Some(i) = names.iter().position(|n| *n == name) {
+            let (count, first) = &mut seen[i];
+            if *count == 0 {
+                *first = Some(value);
+            }
+            *count += 1;
+        }
+    }
+    seen.into_iter()
+        .map(|(count, value)| {
+            value
+                .filter(|v| count == 1 && !v.trim().is_empty())
+                .map(|v| v.into_owned())
+        })
+        .collect()
 }
 
 /// A form field by JSON pointer, as the pointer would find it in the form read as a JSON object
@@ -438,16 +471,20 @@ impl Provider for Trifft {
                 EventKey::hash_of(content)
             }
         };
+        let top = doc.top(&TOP_FIELDS);
+        let (types, times) = top.split_at(TYPE_FIELDS.len());
+        let default_type = types.iter().flatten().next().cloned();
+        let occurred_at = times.iter().flatten().next().cloned();
         let event_type = self
             .event_type
             .find(request, &doc)
-            .or_else(|| doc.first(&TYPE_FIELDS))
+            .or(default_type)
             .unwrap_or_else(|| DEFAULT_EVENT_TYPE.to_owned());
         Ok(Inspection::event(InboundEvent {
             event_id: key.to_event_id(),
             key,
             event_type,
-            occurred_at: doc.first(&TIME_FIELDS),
+            occurred_at,
             // The payload names no tenant: with a tenant map, the credential's label is it.
             tenant: request.proof().tenant().map(str::to_owned),
             payload,
@@ -1009,6 +1046,20 @@ mod tests {
         assert_eq!(form_pointer(form, "/name/0"), None, "sent once: not a list");
         assert_eq!(form_pointer(twice, "/id"), None, "blank");
         assert_eq!(form_pointer(form, "name"), None);
+        // A type sent twice is a list, not a type; the next field in the order is taken.
+        let e = inspect_one(
+            &t,
+            &inbound(&post, &h, None, b"event=a&event=b&type=t2&time=t3"),
+        )
+        .unwrap();
+        assert_eq!(
+            (e.event_type.as_str(), e.occurred_at.as_deref()),
+            ("t2", Some("t3"))
+        );
+        assert_eq!(
+            form_fields(b"event=a&event=b&type=%20&time=t3", &TOP_FIELDS),
+            [None, None, None, None, None, None, Some("t3".to_owned())]
+        );
         let h = with_type("application/json");
         assert!(matches!(
             inspect_one(&t, &inbound(&post, &h, None, b"{\"a\":")),
