@@ -105,6 +105,20 @@ pub enum NotAnObject {
     TooDeep,
 }
 
+/// An object reader's error: the wrong kind of value (serde's "data" errors, the only ones
+/// a reader of raw text and skipped members can raise), or broken JSON.
+impl From<serde_json::Error> for NotAnObject {
+    fn from(e: serde_json::Error) -> Self {
+        match e.classify() {
+            serde_json::error::Category::Data => NotAnObject::Shape,
+            _ => NotAnObject::Syntax {
+                line: e.line(),
+                column: e.column(),
+            },
+        }
+    }
+}
+
 /// The members of one JSON object that a reader asked for, by name, each as the raw JSON text
 /// of its value. A member named twice keeps its last value (as `serde_json::Value` does).
 #[derive(Debug, Clone)]
@@ -145,13 +159,7 @@ pub fn fields<'a>(json: &'a [u8], names: &[&str]) -> Result<Fields<'a>, NotAnObj
     let values = Members { names }
         .deserialize(&mut de)
         .and_then(|v| de.end().map(|()| v))
-        .map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => NotAnObject::Shape,
-            _ => NotAnObject::Syntax {
-                line: e.line(),
-                column: e.column(),
-            },
-        })?;
+        .map_err(NotAnObject::from)?;
     Ok(Fields {
         names: names.iter().map(|n| (*n).to_owned()).collect(),
         values,
@@ -285,13 +293,7 @@ pub fn write_members(
     Writer { out, keep }
         .deserialize(&mut de)
         .and_then(|()| de.end())
-        .map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => NotAnObject::Shape,
-            _ => NotAnObject::Syntax {
-                line: e.line(),
-                column: e.column(),
-            },
-        })
+        .map_err(NotAnObject::from)
 }
 
 /// The object reader behind [`write_members`].
