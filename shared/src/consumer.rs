@@ -250,10 +250,15 @@ fn record_bytes(record: &SqsMessage) -> u64 {
         payload_ref: Option<crate::envelope::PayloadRef>,
     }
     let body = record.body.as_deref().unwrap_or("");
-    let referenced = serde_json::from_str::<Reference>(body)
-        .ok()
-        .and_then(|r| r.payload_ref)
-        .map_or(0, |r| r.bytes);
+    // Only a body that spells the name can hold a reference: the others are not parsed twice.
+    let referenced = if body.contains("\"payload_ref\"") {
+        serde_json::from_str::<Reference>(body)
+            .ok()
+            .and_then(|r| r.payload_ref)
+            .map_or(0, |r| r.bytes)
+    } else {
+        0
+    };
     (body.len() as u64).max(referenced)
 }
 
@@ -580,6 +585,29 @@ mod tests {
         assert_eq!(most("204800", ten(64)).await, 3);
         // Each larger than the budget: one at a time, and every one still runs.
         assert_eq!(most("16384", ten(64)).await, 1);
+    }
+
+    #[test]
+    fn a_record_counts_its_body_or_the_object_its_reference_names() {
+        let inline = sized("in", 3);
+        assert_eq!(
+            record_bytes(&inline),
+            inline.body.as_ref().unwrap().len() as u64
+        );
+        let mut checked = record("trybe", "big", None);
+        let mut body: serde_json::Value =
+            serde_json::from_str(checked.body.as_deref().unwrap()).unwrap();
+        body["payload_ref"] =
+            serde_json::json!({"key": "trybe/x/y.json", "bytes": 10_000_000, "sha256": "00"});
+        checked.body = Some(body.to_string());
+        assert_eq!(record_bytes(&checked), 10_000_000);
+        // The name inside a payload is not a reference.
+        let mut spelled = record("trybe", "s", None);
+        spelled.body = Some(spelled.body.unwrap().replace("email", "payload_ref"));
+        assert_eq!(
+            record_bytes(&spelled),
+            spelled.body.as_ref().unwrap().len() as u64
+        );
     }
 
     #[tokio::test]
