@@ -330,6 +330,9 @@ pub struct Settings {
     /// The archive's bucket (`ARCHIVE_BUCKET`, receivers): every accepted request's body and
     /// envelopes. Off when unset.
     pub archive_bucket: Option<String>,
+    /// The KMS key both buckets encrypt with (`OBJECTS_KMS_KEY_ARN`, the stack's
+    /// `BucketEncryptionKey=create`): puts ask for SSE-KMS under it. SSE-S3 when unset or blank.
+    pub objects_kms_key: Option<String>,
 }
 
 /// A bucket name, or `None` when the variable is unset or blank.
@@ -385,6 +388,7 @@ impl Settings {
             )? as usize,
             payload_bucket: bucket(env, "PAYLOAD_BUCKET"),
             archive_bucket: bucket(env, "ARCHIVE_BUCKET"),
+            objects_kms_key: bucket(env, "OBJECTS_KMS_KEY_ARN"),
         })
     }
 

@@ -137,9 +137,11 @@ fn buckets(sdk: &SdkConfig, settings: &Settings) -> (Option<Objects>, Option<Obj
     }
     let s3 = S3Objects::client(sdk);
     let store = |bucket: &Option<String>| {
-        bucket
-            .as_deref()
-            .map(|b| Arc::new(S3Objects::new(s3.clone(), b)) as Arc<dyn ObjectStore>)
+        bucket.as_deref().map(|b| {
+            Arc::new(
+                S3Objects::new(s3.clone(), b).with_kms_key(settings.objects_kms_key.as_deref()),
+            ) as Arc<dyn ObjectStore>
+        })
     };
     (
         store(&settings.payload_bucket),

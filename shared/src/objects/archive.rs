@@ -58,16 +58,31 @@ const DATE: &[time::format_description::FormatItem<'static>] =
 const TIME: &[time::format_description::FormatItem<'static>] =
     time::macros::format_description!("[hour][minute][second].[subsecond digits:3]");
 
-/// `<provider>/<YYYY-MM-DD>/<HHMMSS.mmm>Z-<first 16 hex of the body's SHA-256>.json`, in UTC:
-/// listed by provider and day, and in time order within a day.
-pub fn archive_key(provider: &str, received: OffsetDateTime, body_sha256: &str) -> String {
+/// `<provider>/<YYYY-MM-DD>/<HHMMSS.mmm>Z-<first 16 hex of the body's SHA-256>-<request>.json`,
+/// in UTC: listed by provider and day, and in time order within a day. `request` is unique to
+/// the request ([`archive_request_id`]): two requests in one millisecond with the same body (two
+/// tenants, a TRIFFT GET burst whose content is in the query) get two keys, where the time and
+/// hash alone would name one object twice.
+pub fn archive_key(
+    provider: &str,
+    received: OffsetDateTime,
+    body_sha256: &str,
+    request: &str,
+) -> String {
     let at = received.to_offset(time::UtcOffset::UTC);
     format!(
-        "{provider}/{}/{}Z-{}.json",
+        "{provider}/{}/{}Z-{}-{request}.json",
         at.format(DATE).expect("date formats"),
         at.format(TIME).expect("time formats"),
         &body_sha256[..body_sha256.len().min(16)]
     )
+}
+
+/// A fresh request part for [`archive_key`]: 16 random hex digits (64 bits).
+pub fn archive_request_id() -> String {
+    let mut token = crate::keys::new_token();
+    token.truncate(16);
+    token
 }
 
 /// The archive's day prefix: `<provider>/<YYYY-MM-DD>/`.
@@ -93,12 +108,37 @@ mod tests {
     #[test]
     fn archive_keys_are_by_provider_and_day_and_give_their_time_back() {
         let at = time::macros::datetime!(2026-12-01 23:59:58.123 +02:00);
-        let key = archive_key("tilby", at, &"0123456789abcdef".repeat(4));
-        assert_eq!(key, "tilby/2026-12-01/215958.123Z-0123456789abcdef.json");
+        let key = archive_key(
+            "tilby",
+            at,
+            &"0123456789abcdef".repeat(4),
+            "00ff00ff00ff00ff",
+        );
+        assert_eq!(
+            key,
+            "tilby/2026-12-01/215958.123Z-0123456789abcdef-00ff00ff00ff00ff.json"
+        );
         assert_eq!(archive_key_time(&key), Some(at));
         assert_eq!(archive_day_prefix("tilby", at.date()), "tilby/2026-12-01/");
         assert_eq!(archive_key_time("tilby/nonsense"), None);
         assert_eq!(archive_key_time("tilby/2026-12-01/x.json"), None);
+        // Keys written before the request part are still read.
+        assert_eq!(
+            archive_key_time("tilby/2026-12-01/215958.123Z-0123456789abcdef.json"),
+            Some(at)
+        );
+    }
+
+    #[test]
+    fn two_requests_in_one_millisecond_with_one_body_get_two_keys() {
+        let at = time::macros::datetime!(2026-12-01 10:00:00.001 UTC);
+        let hash = "ab".repeat(32);
+        let (a, b) = (archive_request_id(), archive_request_id());
+        assert_eq!(a.len(), 16);
+        assert_ne!(
+            archive_key("trifft", at, &hash, &a),
+            archive_key("trifft", at, &hash, &b)
+        );
     }
 
     #[test]

@@ -175,6 +175,7 @@ pub async fn resolve(
             return Err(ResolveError::Unusable("differs from its reference"))
         }
         Err(ObjectError::Failed(e)) => return Err(ResolveError::Unavailable(e)),
+        Err(e @ ObjectError::Exists) => return Err(ResolveError::Unavailable(e.to_string())),
     };
     if object.len() as u64 != reference.bytes || sha256_hex(&object) != reference.sha256 {
         return Err(ResolveError::Unusable("differs from its reference"));

@@ -49,8 +49,13 @@ impl ObjectStore for MemoryObjects {
         if self.failing.load(Ordering::SeqCst) {
             return Err(ObjectError::Failed("injected".into()));
         }
-        self.insert(key, body.to_vec());
-        Ok(())
+        match self.objects.lock().unwrap().entry(key.to_owned()) {
+            std::collections::btree_map::Entry::Occupied(_) => Err(ObjectError::Exists),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(body.to_vec());
+                Ok(())
+            }
+        }
     }
 
     async fn get(&self, key: &str, max_bytes: u64) -> Result<Vec<u8>, ObjectError> {

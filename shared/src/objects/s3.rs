@@ -10,6 +10,8 @@ use super::{ObjectError, ObjectStore};
 pub struct S3Objects {
     client: aws_sdk_s3::Client,
     bucket: String,
+    /// SSE-KMS with this key on every put; SSE-S3 (AES256) when `None`.
+    kms_key: Option<String>,
 }
 
 impl S3Objects {
@@ -17,7 +19,16 @@ impl S3Objects {
         S3Objects {
             client,
             bucket: bucket.to_owned(),
+            kms_key: None,
         }
+    }
+
+    /// Puts encrypted with SSE-KMS under `key` (an ARN or id; the stack's `OBJECTS_KMS_KEY_ARN`),
+    /// or with SSE-S3 when `None` or empty. The bucket policy refuses a put that asks for
+    /// anything else.
+    pub fn with_kms_key(mut self, key: Option<&str>) -> Self {
+        self.kms_key = key.filter(|k| !k.is_empty()).map(str::to_owned);
+        self
     }
 
     /// An S3 client from the shared SDK configuration. Path-style addressing when an endpoint
@@ -63,17 +74,29 @@ fn failed<E: std::error::Error + 'static>(e: E) -> ObjectError {
 #[async_trait]
 impl ObjectStore for S3Objects {
     async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<(), ObjectError> {
-        self.client
+        use aws_sdk_s3::types::ServerSideEncryption;
+        let put = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
-            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
-            .body(body.into())
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(failed)
+            // Create, never overwrite: S3 answers 412 when an object exists under the key.
+            .if_none_match("*");
+        let put = match &self.kms_key {
+            Some(kms) => put
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(kms)
+                .bucket_key_enabled(true),
+            None => put.server_side_encryption(ServerSideEncryption::Aes256),
+        };
+        match put.body(body.into()).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
+                Err(ObjectError::Exists)
+            }
+            Err(e) => Err(failed(e)),
+        }
     }
 
     async fn get(&self, key: &str, max_bytes: u64) -> Result<Vec<u8>, ObjectError> {

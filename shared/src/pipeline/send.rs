@@ -100,7 +100,12 @@ impl<P: Provider> Ready<P> {
         ) else {
             return Ok(());
         };
-        let key = objects::archive_key(self.provider.name(), inbound.now, &record.body_sha256);
+        let key = objects::archive_key(
+            self.provider.name(),
+            inbound.now,
+            &record.body_sha256,
+            &objects::archive_request_id(),
+        );
         let object = serde_json::to_vec(&record)
             .map_err(|e| ObjectError::Failed(describe_json_error(&e)))?;
         store
