@@ -52,6 +52,8 @@ def main():
         print(f"{name}={bucket}")
     print(f"EVENTS_QUEUE_URL={queue}")
     print(f"EVENTS_DLQ_URL={dlq}")
+    # The processor moves the messages it refuses (shared::trust) there itself.
+    print(f"DEAD_LETTER_QUEUE_URL={dlq}")
 
 
 if __name__ == "__main__":

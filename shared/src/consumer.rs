@@ -162,6 +162,9 @@ pub enum RecordOutcome {
     Processed,
     /// Processed earlier (a redelivery): acknowledged without running the handler.
     AlreadyProcessed,
+    /// Refused by the trust check and moved to the dead-letter queue with its reason
+    /// ([`crate::trust`]): never processed, never claimed.
+    Refused(crate::trust::Refusal),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +179,10 @@ pub enum RecordError {
     Handler(#[from] HandlerError),
     #[error(transparent)]
     Payload(crate::objects::ResolveError),
+    /// Refused by the trust check, and the dead-letter queue could not take it: it stays on the
+    /// queue and is refused again at its next receive.
+    #[error("refused ({0}), and not moved to the dead-letter queue: {1}")]
+    Unparked(crate::trust::Refusal, crate::queue::QueueError),
 }
 
 impl RecordError {
@@ -195,6 +202,7 @@ pub fn record_metric(result: &Result<RecordOutcome, RecordError>) -> RecordMetri
     match result {
         Ok(RecordOutcome::Processed) => RecordMetric::Processed,
         Ok(RecordOutcome::AlreadyProcessed) => RecordMetric::Skipped,
+        Ok(RecordOutcome::Refused(_)) | Err(RecordError::Unparked(..)) => RecordMetric::Refused,
         Err(e) if e.is_poison() => RecordMetric::Rejected,
         Err(_) => RecordMetric::Failed,
     }
@@ -316,6 +324,8 @@ pub struct Processor {
     clock: Arc<dyn Clock>,
     /// The claim check's bucket, where oversized envelopes wait.
     payloads: Option<Arc<dyn ObjectStore>>,
+    /// Who may send what, and where refused messages go.
+    trust: crate::trust::Trust,
 }
 
 impl Processor {
@@ -324,6 +334,7 @@ impl Processor {
         router: Router,
         settings: Settings,
         clock: Arc<dyn Clock>,
+        trust: crate::trust::Trust,
     ) -> Self {
         Processor {
             claims,
@@ -331,6 +342,7 @@ impl Processor {
             settings,
             clock,
             payloads: None,
+            trust,
         }
     }
 
@@ -386,6 +398,10 @@ impl Processor {
             Err(e) => return RecordRun::unrun(Err(e), UNKNOWN_PROVIDER),
         };
         let provider = provider_label(&envelope.provider);
+        // Before anything is read, claimed or run: may this message act for its provider?
+        if let Err(refusal) = self.trust.senders.check(record, &envelope) {
+            return RecordRun::unrun(self.refuse(record, refusal).await, provider);
+        }
         // The most a receiver writes for one event: a reference to more came from elsewhere,
         // and is refused before anything is read.
         if let Some(reference) = &envelope.payload_ref {
@@ -405,6 +421,27 @@ impl Processor {
             result,
             provider,
             handler_ms,
+        }
+    }
+
+    /// Moves a refused record to the dead-letter queue with its reason; acknowledged once the
+    /// DLQ has it, else left on the queue (refused again at its next receive).
+    async fn refuse(
+        &self,
+        record: &SqsMessage,
+        refusal: crate::trust::Refusal,
+    ) -> Result<RecordOutcome, RecordError> {
+        let message_id = record.message_id.as_deref().unwrap_or("");
+        warn!(message_id, sender = crate::trust::sender_id(record), reason = %refusal,
+            "message refused: moved to the dead-letter queue, not processed");
+        match self
+            .trust
+            .dead_letters
+            .refuse(record, &refusal.to_string())
+            .await
+        {
+            Ok(()) => Ok(RecordOutcome::Refused(refusal)),
+            Err(e) => Err(RecordError::Unparked(refusal, e)),
         }
     }
 
@@ -473,7 +510,8 @@ mod tests {
     use crate::clock::FixedClock;
     use crate::metrics::testing::Seen;
     use crate::metrics::{
-        FAILED, HANDLER_LATENCY, MESSAGE_AGE, PROCESSED, PROVIDER, REJECTED, UNKNOWN_PROVIDER,
+        FAILED, HANDLER_LATENCY, MESSAGE_AGE, PROCESSED, PROVIDER, REFUSED, REJECTED,
+        UNKNOWN_PROVIDER,
     };
     use crate::store::MemoryClaims;
 
@@ -502,6 +540,7 @@ mod tests {
             Router::new(Arc::new(Picky)),
             settings,
             Arc::new(FixedClock::at_millis(NOW_MS)),
+            crate::trust::Trust::local(Arc::new(crate::trust::MemoryDeadLetters::default())),
         )
     }
 
@@ -515,6 +554,10 @@ mod tests {
         let mut r = SqsMessage::default();
         r.message_id = Some(format!("m-{id}"));
         r.body = Some(body.to_string());
+        r.attributes.insert(
+            crate::trust::SENDER_ID.into(),
+            crate::trust::LOCAL_SENDER_ID.into(),
+        );
         if let Some(ago) = sent_ms_ago {
             r.attributes
                 .insert("SentTimestamp".into(), (NOW_MS - ago).to_string());
@@ -567,6 +610,7 @@ mod tests {
                 Router::new(overlap.clone()),
                 Settings::from_env(&env).unwrap(),
                 Arc::new(FixedClock::at_millis(NOW_MS)),
+                crate::trust::Trust::local(Arc::new(crate::trust::MemoryDeadLetters::default())),
             );
             async move {
                 let response = p.process(batch(records)).await;
@@ -659,7 +703,12 @@ mod tests {
         assert_eq!(count(PROCESSED, "tilby"), 1.0);
         assert_eq!(count(FAILED, "trybe"), 1.0);
         assert_eq!(count(REJECTED, "tilby"), 1.0, "refused by its handler");
-        assert_eq!(count(PROCESSED, UNKNOWN_PROVIDER), 1.0, "not one of ours");
+        assert_eq!(
+            seen.count(REFUSED, &[]),
+            1.0,
+            "not one of ours: refused, without a Provider"
+        );
+        assert_eq!(count(PROCESSED, UNKNOWN_PROVIDER), 0.0);
         assert_eq!(count(REJECTED, UNKNOWN_PROVIDER), 1.0, "unreadable");
         assert_eq!(
             seen.values(MESSAGE_AGE, &[(PROVIDER, "trybe")]),
@@ -674,9 +723,10 @@ mod tests {
             seen.values(HANDLER_LATENCY, &[(PROVIDER, "trybe")]).len(),
             2
         );
-        // Nothing but provider names in the labels.
+        // Nothing but provider names in the labels (Refused has none).
         for sample in seen.samples() {
-            assert_eq!(sample.labels.len(), 1, "{sample:?}");
+            let expected = usize::from(sample.name != REFUSED);
+            assert_eq!(sample.labels.len(), expected, "{sample:?}");
         }
 
         // A redelivery of a processed record is acknowledged and counted in none.
@@ -740,8 +790,7 @@ mod tests {
                 .unwrap();
         whole.event_id = "ok-big".into();
         let checked = crate::objects::check(&whole).unwrap();
-        let mut r = SqsMessage::default();
-        r.message_id = Some("m-big".into());
+        let mut r = record("trybe", "m-big", None);
         r.body = Some(serde_json::to_string(&checked.reference).unwrap());
         let missing = p.process_record(&r).await.unwrap_err();
         assert!(missing.is_poison(), "{missing}");
@@ -765,6 +814,143 @@ mod tests {
         assert_eq!(
             record_metric(&Ok(RecordOutcome::AlreadyProcessed)),
             RecordMetric::Skipped
+        );
+    }
+
+    /// A processor trusting `trybe` to `AROATRYBE`, `tilby` to `AROATILBY` and the operator
+    /// `AROAOPS`, refusing into `dead`, over `claims`.
+    fn guarded(
+        dead: &Arc<crate::trust::MemoryDeadLetters>,
+        claims: &Arc<MemoryClaims>,
+    ) -> Processor {
+        let env =
+            crate::config::Env::from_pairs([("EVENTS_TABLE", "t"), ("EVENTS_QUEUE_URL", "q")]);
+        let senders = crate::trust::Senders::parse(
+            "trybe=AROATRYBE,tilby=AROATILBY",
+            "AROAOPS",
+            &["trybe", "tilby"],
+        )
+        .unwrap();
+        Processor::new(
+            claims.clone(),
+            Router::new(Arc::new(Picky)),
+            Settings::from_env(&env).unwrap(),
+            Arc::new(FixedClock::at_millis(NOW_MS)),
+            crate::trust::Trust {
+                senders,
+                dead_letters: dead.clone(),
+            },
+        )
+    }
+
+    fn sent_by(mut r: SqsMessage, sender: &str) -> SqsMessage {
+        r.attributes
+            .insert(crate::trust::SENDER_ID.into(), sender.into());
+        r
+    }
+
+    #[tokio::test]
+    async fn a_message_for_another_provider_is_moved_to_the_dlq_and_never_suppresses_the_genuine_event(
+    ) {
+        let dead = Arc::new(crate::trust::MemoryDeadLetters::default());
+        let claims = Arc::new(MemoryClaims::default());
+        let p = guarded(&dead, &claims);
+        // The finding: a Tilby envelope carrying a Trybe event's dedup key, sent by Tilby's
+        // receiver; and the same envelope relabelled as Trybe's, still sent by Tilby's role.
+        let genuine = record("trybe", "ok-1", None);
+        let mut body: serde_json::Value =
+            serde_json::from_str(genuine.body.as_deref().unwrap()).unwrap();
+        body["provider"] = "tilby".into();
+        let mut foreign_key = genuine.clone();
+        foreign_key.body = Some(body.to_string());
+        for forged in [
+            sent_by(foreign_key, "AROATILBY:tilby-webhook"),
+            sent_by(genuine.clone(), "AROATILBY:tilby-webhook"),
+        ] {
+            let outcome = p.process_record(&forged).await.unwrap();
+            assert!(matches!(outcome, RecordOutcome::Refused(_)), "{outcome:?}");
+        }
+        assert!(claims.is_empty(), "a refused message claims nothing");
+        let parked = dead.parked();
+        assert_eq!(parked.len(), 2);
+        assert_eq!(
+            parked[1].0,
+            genuine.body.clone().unwrap(),
+            "the body as it came"
+        );
+        assert_eq!(
+            parked[1].1[..2],
+            [
+                (
+                    crate::trust::REFUSED.to_owned(),
+                    "sender AROATILBY:tilby-webhook may not act for provider trybe".to_owned()
+                ),
+                (
+                    crate::trust::REFUSED_SENDER.to_owned(),
+                    "AROATILBY:tilby-webhook".to_owned()
+                ),
+            ]
+        );
+        // The genuine event, from Trybe's receiver, still runs.
+        assert_eq!(
+            p.process_record(&sent_by(genuine, "AROATRYBE:trybe-webhook"))
+                .await
+                .unwrap(),
+            RecordOutcome::Processed
+        );
+    }
+
+    #[test]
+    fn a_refused_message_the_dlq_cannot_take_stays_on_the_queue() {
+        let dead = Arc::new(crate::trust::MemoryDeadLetters::default());
+        let claims = Arc::new(MemoryClaims::default());
+        let p = guarded(&dead, &claims);
+        dead.fail(true);
+        let forged = sent_by(record("trybe", "ok-2", None), "AIDASOMEONE");
+        let seen = Seen::default();
+        let response = seen.during_async(p.process(batch(vec![forged.clone()])));
+        assert_eq!(
+            response.batch_item_failures.len(),
+            1,
+            "reported, so retried"
+        );
+        assert_eq!(seen.count(REFUSED, &[]), 1.0);
+        assert!(claims.is_empty());
+        dead.fail(false);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let response = runtime.block_on(p.process(batch(vec![forged])));
+        assert!(
+            response.batch_item_failures.is_empty(),
+            "parked, so acknowledged"
+        );
+        assert_eq!(dead.parked().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_replay_mark_runs_only_from_an_operator() {
+        let dead = Arc::new(crate::trust::MemoryDeadLetters::default());
+        let claims = Arc::new(MemoryClaims::default());
+        let p = guarded(&dead, &claims);
+        let plain = record("trybe", "ok-3", None);
+        let mut body: serde_json::Value =
+            serde_json::from_str(plain.body.as_deref().unwrap()).unwrap();
+        body["replay"] = serde_json::json!({
+            "id": "r1", "requested_at": "2026-12-01T10:00:00Z", "archive_key": "trybe/k.json"
+        });
+        let mut replayed = plain.clone();
+        replayed.body = Some(body.to_string());
+        let from_receiver = sent_by(replayed.clone(), "AROATRYBE:trybe-webhook");
+        assert!(matches!(
+            p.process_record(&from_receiver).await.unwrap(),
+            RecordOutcome::Refused(crate::trust::Refusal::Replay(_))
+        ));
+        assert!(claims.is_empty());
+        let from_operator = sent_by(replayed, "AROAOPS:alice");
+        assert_eq!(
+            p.process_record(&from_operator).await.unwrap(),
+            RecordOutcome::Processed
         );
     }
 }

@@ -20,6 +20,7 @@ pub mod runtime;
 pub mod secret;
 pub mod store;
 pub mod telemetry;
+pub mod trust;
 pub mod verify;
 
 pub use answer::Answer;

@@ -44,6 +44,8 @@ pub const SEND_LATENCY: &str = "SendLatency";
 pub const PROCESSED: &str = "Processed";
 pub const FAILED: &str = "Failed";
 pub const REJECTED: &str = "Rejected";
+/// Messages the trust check refused (no dimension: one alarm, whatever they claimed to be).
+pub const REFUSED: &str = "Refused";
 pub const HANDLER_LATENCY: &str = "HandlerLatency";
 pub const MESSAGE_AGE: &str = "MessageAge";
 
@@ -58,6 +60,7 @@ const COUNTS: &[&str] = &[
     HANDSHAKE,
     PROCESSED,
     FAILED,
+    REFUSED,
     REJECTED,
 ];
 
@@ -172,6 +175,9 @@ pub enum RecordMetric {
     Rejected,
     /// A redelivery of an event already processed: acknowledged, counted in none.
     Skipped,
+    /// Refused by the trust check: counted in `Refused`, without a `Provider` (a refused
+    /// message's provider is what it claimed, not what it is).
+    Refused,
 }
 
 /// What one processor record did.
@@ -193,6 +199,10 @@ pub fn record_batch(records: &[RecordTally]) {
             RecordMetric::Failed => FAILED,
             RecordMetric::Rejected => REJECTED,
             RecordMetric::Skipped => continue,
+            RecordMetric::Refused => {
+                counter!(REFUSED).increment(1);
+                continue;
+            }
         };
         counter!(name, PROVIDER => r.provider).increment(1);
     }

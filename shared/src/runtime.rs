@@ -255,12 +255,23 @@ fn build_processor(
     router: Router,
 ) -> Result<(Processor, Option<Connections>), ConfigError> {
     let settings = Settings::from_env(env)?;
+    // Fails closed: without the senders it trusts and the queue for those it refuses, the
+    // processor does not start.
+    let senders = crate::trust::Senders::from_env(env)?;
+    let dead_letter_queue = env.require("DEAD_LETTER_QUEUE_URL")?.to_owned();
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
     let connections = Connections::unless_disabled(env, &ddb, &settings.table, None);
     let claims = Arc::new(DynamoClaims::new(ddb, &settings.table));
     let (payloads, _) = buckets(sdk, &settings);
-    let processor =
-        Processor::new(claims, router, settings, Arc::new(SystemClock)).with_payloads(payloads);
+    let trust = crate::trust::Trust {
+        senders,
+        dead_letters: Arc::new(crate::queue::SqsDeadLetters::new(
+            aws_sdk_sqs::Client::new(sdk),
+            dead_letter_queue,
+        )),
+    };
+    let processor = Processor::new(claims, router, settings, Arc::new(SystemClock), trust)
+        .with_payloads(payloads);
     Ok((processor, connections))
 }
 

@@ -4,7 +4,7 @@ mod memory;
 mod sqs;
 
 pub use memory::MemoryQueue;
-pub use sqs::SqsQueue;
+pub use sqs::{SqsDeadLetters, SqsQueue};
 
 use async_trait::async_trait;
 

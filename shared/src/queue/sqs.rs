@@ -113,6 +113,65 @@ impl SqsQueue {
     }
 }
 
+/// The dead-letter queue, as the processor writes to it: a refused message, moved there at once
+/// with its reason ([`crate::trust::DeadLetters`]).
+#[derive(Debug, Clone)]
+pub struct SqsDeadLetters {
+    client: Client,
+    queue_url: String,
+}
+
+impl SqsDeadLetters {
+    pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
+        SqsDeadLetters {
+            client,
+            queue_url: queue_url.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl crate::trust::DeadLetters for SqsDeadLetters {
+    async fn refuse(
+        &self,
+        record: &aws_lambda_events::event::sqs::SqsMessage,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        let attributes = crate::trust::refused_attributes(record, reason)
+            .into_iter()
+            .map(|(name, value)| {
+                let value = MessageAttributeValue::builder()
+                    .data_type(super::ATTRIBUTE_TYPE)
+                    .string_value(value)
+                    .build()
+                    .expect("type set");
+                (name, value)
+            })
+            .collect();
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            // SQS refuses an empty body; a refused record always has one (it was read).
+            .message_body(
+                record
+                    .body
+                    .as_deref()
+                    .filter(|b| !b.is_empty())
+                    .unwrap_or("-"),
+            )
+            .set_message_attributes(Some(attributes))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                QueueError(format!(
+                    "SendMessage to the dead-letter queue: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                ))
+            })
+    }
+}
+
 fn attributes(m: &Message) -> std::collections::HashMap<String, MessageAttributeValue> {
     m.attributes()
         .into_iter()

@@ -230,10 +230,14 @@ async fn a_processor_killed_between_handler_and_finish_runs_the_handler_again_af
     crate::processor::queue_events(&stack, 1).await;
     let records = stack.drain().await;
     let (proxy, endpoint) = Proxy::start(moto_endpoint()).await;
+    let senders = crate::helpers::local_senders();
     let env = [
         ("AWS_ENDPOINT_URL", endpoint.as_str()),
         ("EVENTS_TABLE", stack.table.as_str()),
         ("EVENTS_QUEUE_URL", stack.queue_url.as_str()),
+        ("DEAD_LETTER_QUEUE_URL", stack.dlq_url.as_str()),
+        ("TRUSTED_SENDERS", senders.as_str()),
+        ("OPERATOR_SENDERS", shared::trust::LOCAL_SENDER_ID),
         // Long enough that the fresh process (spawn, init with its warm-up calls) redelivers
         // within it on a loaded machine: with 2 s a CI run's first redelivery came after it.
         ("PROCESSING_LEASE_SECONDS", "6"),

@@ -201,10 +201,14 @@ impl Stack {
     }
 
     pub fn env(&self, extra: &[(&str, &str)]) -> Env {
+        let senders = local_senders();
         let mut env = Env::from_pairs([
             ("EVENTS_TABLE", self.table.as_str()),
             ("EVENTS_QUEUE_URL", self.queue_url.as_str()),
             ("PAYLOAD_BUCKET", self.payload_bucket.as_str()),
+            ("DEAD_LETTER_QUEUE_URL", self.dlq_url.as_str()),
+            ("TRUSTED_SENDERS", senders.as_str()),
+            ("OPERATOR_SENDERS", shared::trust::LOCAL_SENDER_ID),
         ]);
         for (k, v) in extra {
             env.set(k, v);
@@ -286,6 +290,8 @@ impl Stack {
             .queue_url(&self.queue_url)
             .max_number_of_messages(10)
             .visibility_timeout(0)
+            .message_attribute_names("All")
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
             .send()
             .await
             .unwrap();
@@ -400,6 +406,7 @@ async fn drain_queue(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<SqsMessage> {
             .max_number_of_messages(10)
             .visibility_timeout(600)
             .message_attribute_names("All")
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
             .send()
             .await
             .expect("receive");
@@ -418,6 +425,9 @@ pub fn sqs_record(m: &aws_sdk_sqs::types::Message) -> SqsMessage {
     record.message_id = m.message_id.clone();
     record.receipt_handle = m.receipt_handle.clone();
     record.body = m.body.clone();
+    for (k, v) in m.attributes.iter().flatten() {
+        record.attributes.insert(k.as_str().to_owned(), v.clone());
+    }
     for (k, v) in m.message_attributes.iter().flatten() {
         let mut attr = aws_lambda_events::event::sqs::SqsMessageAttribute::default();
         attr.string_value = v.string_value.clone();
@@ -465,6 +475,15 @@ pub fn key_hash(provider: &str, tenant: Option<&str>, content: &[u8]) -> String 
         tenant,
         &shared::provider::EventKey::hash_of(content),
     )
+}
+
+/// `TRUSTED_SENDERS` naming moto's one `SenderId` for every provider (moto has no identities).
+pub fn local_senders() -> String {
+    shared::providers::ALL
+        .iter()
+        .map(|(p, _)| format!("{p}={}", shared::trust::LOCAL_SENDER_ID))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub fn sqs_event(records: Vec<SqsMessage>) -> SqsEvent {

@@ -25,4 +25,5 @@ mod tilby;
 mod tribe;
 mod tribemade;
 mod trifft;
+mod trust;
 mod trybe;

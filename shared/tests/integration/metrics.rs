@@ -463,6 +463,10 @@ fn record(id: &str, data: Value, sent_ms_ago: i64) -> SqsMessage {
     let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
     m.attributes
         .insert("SentTimestamp".into(), (now - sent_ms_ago).to_string());
+    m.attributes.insert(
+        shared::trust::SENDER_ID.into(),
+        shared::trust::LOCAL_SENDER_ID.into(),
+    );
     m
 }
 
@@ -470,10 +474,13 @@ fn record(id: &str, data: Value, sent_ms_ago: i64) -> SqsMessage {
 async fn the_processor_counts_each_record_under_its_provider() {
     let stack = Stack::new().await;
     let (proxy, endpoint) = Proxy::start(moto_endpoint()).await;
+    let senders = crate::helpers::local_senders();
     let env = [
         ("AWS_ENDPOINT_URL", endpoint.as_str()),
         ("EVENTS_TABLE", stack.table.as_str()),
         ("EVENTS_QUEUE_URL", stack.queue_url.as_str()),
+        ("DEAD_LETTER_QUEUE_URL", stack.dlq_url.as_str()),
+        ("TRUSTED_SENDERS", senders.as_str()),
     ];
     let api = RuntimeApi::start().await;
     let f = Function::start("event-processor", &api, &env);

@@ -47,6 +47,7 @@ async fn rig() -> Rig {
         Router::new(counting.clone()),
         Settings::from_env(&stack.env(&[])).unwrap(),
         clock.clone(),
+        shared::trust::Trust::local(Arc::new(shared::trust::MemoryDeadLetters::default())),
     );
     Rig {
         stack,

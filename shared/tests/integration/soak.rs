@@ -286,6 +286,7 @@ async fn poll(stack: &Stack, api: &RuntimeApi, seen: &Mutex<Vec<SqsMessage>>, st
             // the receivers' sends.
             .wait_time_seconds(0)
             .message_attribute_names("All")
+            .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
             .send()
             .await;
         // moto, loaded by the soak, can be slow to answer: a poller retries, as SQS's does.
@@ -355,6 +356,7 @@ impl Soak {
             ("AWS_ENDPOINT_URL".to_owned(), endpoint.clone()),
             ("EVENTS_TABLE".to_owned(), stack.table.clone()),
             ("EVENTS_QUEUE_URL".to_owned(), stack.queue_url.clone()),
+            ("DEAD_LETTER_QUEUE_URL".to_owned(), stack.dlq_url.clone()),
             ("REQUEST_DEADLINE_MS".to_owned(), DEADLINE_MS.to_owned()),
             (
                 "PROCESSING_LEASE_SECONDS".to_owned(),

@@ -39,6 +39,7 @@ fn processed(messages: &[Message]) -> Vec<Envelope> {
         Router::new(keep.clone()),
         Settings::from_env(&env).unwrap(),
         Arc::new(FixedClock::at_millis(NOW_MS)),
+        shared::trust::Trust::local(Arc::new(shared::trust::MemoryDeadLetters::default())),
     );
     let records = messages
         .iter()
@@ -47,6 +48,10 @@ fn processed(messages: &[Message]) -> Vec<Envelope> {
             let mut r = SqsMessage::default();
             r.message_id = Some(format!("m-{i}"));
             r.body = Some(m.body.clone());
+            r.attributes.insert(
+                shared::trust::SENDER_ID.into(),
+                shared::trust::LOCAL_SENDER_ID.into(),
+            );
             r
         })
         .collect();

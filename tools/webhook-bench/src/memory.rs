@@ -791,7 +791,7 @@ fn sqs_event(moto: &str, url: &str, messages: &[Value]) -> Result<Vec<u8>, Strin
             for (name, default) in [
                 ("ApproximateReceiveCount", "1"),
                 ("SentTimestamp", now.as_str()),
-                ("SenderId", "123456789012"),
+                ("SenderId", shared::trust::LOCAL_SENDER_ID),
                 ("ApproximateFirstReceiveTimestamp", now.as_str()),
             ] {
                 attributes

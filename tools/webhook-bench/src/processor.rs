@@ -36,6 +36,9 @@ const PEER_NAME: &str = "python-processor-peer";
 /// The Powertools-decorated function of the peer (module.qualname in its idempotency keys).
 const PEER_FUNCTION: &str = "handler.process_envelope";
 const PROVIDER: &str = "trybe";
+/// The records' `SenderId` role: trusted for [`PROVIDER`] (`TRUSTED_SENDERS`), as a stack passes
+/// the receiver role's id.
+const SENDER_ROLE_ID: &str = "AROAQXAMPLE7ROLEID0001";
 /// The target CPU ratio: ours at least this many times less CPU per processed event.
 const TARGET_RATIO: f64 = 5.0;
 
@@ -181,7 +184,7 @@ fn sqs_record(body: &str, event_type: &str, sent_ms: i64, queue_arn: &str) -> Va
         "attributes": {
             "ApproximateReceiveCount": "1",
             "SentTimestamp": sent_ms.to_string(),
-            "SenderId": "AROAQXAMPLE7ROLEID0001:trybe-webhook",
+            "SenderId": format!("{SENDER_ROLE_ID}:trybe-webhook"),
             "ApproximateFirstReceiveTimestamp": (sent_ms + 21).to_string(),
         },
         "messageAttributes": message_attributes,
@@ -334,6 +337,8 @@ async fn cold_start(
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let mut config = env.config.to_vec();
     config.retain(|(k, _)| k != "EVENTS_TABLE" && k != "EVENTS_QUEUE_URL");
+    config.retain(|(k, _)| k != "TRUSTED_SENDERS");
+    config.push(("TRUSTED_SENDERS".into(), format!("{PROVIDER}={SENDER_ROLE_ID}")));
     let stack = setup::fresh_stack(env.moto, &tag[..12])?;
     let table = stack
         .iter()

@@ -359,8 +359,8 @@ pub fn moto_call(moto: &str, service: &str, target: &str, body: &Value) -> Resul
 
 /// A fresh table (as the template's: `pk`, on-demand) and queue on moto, named after `tag`:
 /// moto's calls slow down as a queue fills (SQS SendMessage grew from ~10 ms to ~150 ms over
-/// 10 000 messages here), so each cold start gets its own. Returns EVENTS_TABLE and
-/// EVENTS_QUEUE_URL.
+/// 10 000 messages here), so each cold start gets its own, with its dead-letter queue. Returns
+/// EVENTS_TABLE, EVENTS_QUEUE_URL and DEAD_LETTER_QUEUE_URL.
 pub fn fresh_stack(moto: &str, tag: &str) -> Result<Vec<(String, String)>, String> {
     let table = format!("bench-{tag}");
     moto_call(
@@ -384,8 +384,20 @@ pub fn fresh_stack(moto: &str, tag: &str) -> Result<Vec<(String, String)>, Strin
         .as_str()
         .ok_or_else(|| format!("CreateQueue answered {queue}"))?
         .to_owned();
+    // Where the processor moves the messages it refuses (shared::trust).
+    let dlq = moto_call(
+        moto,
+        "sqs",
+        "AmazonSQS.CreateQueue",
+        &json!({"QueueName": format!("bench-{tag}-dlq")}),
+    )?;
+    let dlq = dlq["QueueUrl"]
+        .as_str()
+        .ok_or_else(|| format!("CreateQueue answered {dlq}"))?
+        .to_owned();
     Ok(vec![
         ("EVENTS_TABLE".into(), table),
         ("EVENTS_QUEUE_URL".into(), url),
+        ("DEAD_LETTER_QUEUE_URL".into(), dlq),
     ])
 }
