@@ -3,7 +3,7 @@
 //! DLQ, operator redrive), and S3 buckets; every call through [`World::remote`], so each can
 //! fail before it applies, apply and lose its answer, answer late, or hang.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -212,6 +212,10 @@ pub struct Queued {
     pub sent_ms: i64,
     pub visible_at: Instant,
     pub receives: u32,
+    /// Its `SenderId`: the role of whoever sent it.
+    pub sender: String,
+    /// In the DLQ because the processor refused it (its reason): never redriven.
+    pub refused: Option<String>,
 }
 
 #[derive(Default)]
@@ -237,8 +241,8 @@ impl Sqs {
         })
     }
 
-    /// Puts messages on the queue at once (the service side of a send).
-    pub fn enqueue(&self, messages: &[Message]) -> Vec<String> {
+    /// Puts messages from `sender` on the queue at once (the service side of a send).
+    pub fn enqueue(&self, messages: &[Message], sender: &str) -> Vec<String> {
         let now = Instant::now();
         let sent_ms = self.world.clock.now_ms();
         let ids = {
@@ -256,6 +260,8 @@ impl Sqs {
                             sent_ms,
                             visible_at: now,
                             receives: 0,
+                            sender: sender.to_owned(),
+                            refused: None,
                         },
                     );
                     format!("m-{id}")
@@ -327,16 +333,22 @@ impl Sqs {
         }
     }
 
-    /// The operator's redrive: every DLQ message back on the queue, its receive count reset.
-    pub fn redrive(&self) -> usize {
+    /// The operator's redrive, as `webhook-ops dlq redrive` makes it: every DLQ message the
+    /// processor did not refuse back on the queue, sent again by the operator (its `SenderId`),
+    /// its receive count reset. Refused ones stay.
+    pub fn redrive(&self, operator: &str) -> usize {
         let now = Instant::now();
         let n = {
             let mut s = self.state.lock().expect("queue");
-            let moved: Vec<Queued> = std::mem::take(&mut s.dlq);
+            let (refused, moved): (Vec<Queued>, Vec<Queued>) = std::mem::take(&mut s.dlq)
+                .into_iter()
+                .partition(|q| q.refused.is_some());
+            s.dlq = refused;
             let n = moved.len();
             for mut q in moved {
                 q.receives = 0;
                 q.visible_at = now;
+                q.sender = operator.to_owned();
                 s.live.insert(q.id, q);
             }
             n
@@ -348,9 +360,85 @@ impl Sqs {
         n
     }
 
+    /// Messages on the queue, and in the DLQ without those the processor refused.
     pub fn depth(&self) -> (usize, usize) {
         let s = self.state.lock().expect("queue");
-        (s.live.len(), s.dlq.len())
+        (
+            s.live.len(),
+            s.dlq.iter().filter(|q| q.refused.is_none()).count(),
+        )
+    }
+
+    /// The processor's move of a refused message to the DLQ (the service side of its send).
+    pub fn park(&self, body: String, sender: String, reason: String) {
+        let mut s = self.state.lock().expect("queue");
+        s.next_id += 1;
+        let id = s.next_id;
+        let sent_ms = self.world.clock.now_ms();
+        s.dlq.push(Queued {
+            id,
+            message: Message {
+                body,
+                provider: String::new(),
+                event_type: String::new(),
+            },
+            sent_ms,
+            visible_at: Instant::now(),
+            receives: 0,
+            sender,
+            refused: Some(reason),
+        });
+    }
+
+    /// The bodies the processor refused into the DLQ, once each.
+    pub fn refused_bodies(&self) -> BTreeSet<String> {
+        let s = self.state.lock().expect("queue");
+        s.dlq
+            .iter()
+            .filter(|q| q.refused.is_some())
+            .map(|q| q.message.body.clone())
+            .collect()
+    }
+
+    /// A message on the queue now that no bucket holds (its content in the body), not
+    /// `provider`'s: what a rogue sender copies.
+    pub fn sample_inline(&self, not: &str, pick: usize) -> Option<String> {
+        let s = self.state.lock().expect("queue");
+        let candidates: Vec<&Queued> = s
+            .live
+            .values()
+            .filter(|q| q.message.provider != not && !q.message.body.contains("\"payload_ref\""))
+            .filter(|q| q.refused.is_none())
+            .collect();
+        (!candidates.is_empty()).then(|| candidates[pick % candidates.len()].message.body.clone())
+    }
+}
+
+/// The processor's side of the dead-letter queue: a remote call that puts a refused message
+/// there with its reason.
+pub struct SimDeadLetters {
+    pub sqs: Arc<Sqs>,
+    pub world: Arc<World>,
+}
+
+#[async_trait]
+impl shared::trust::DeadLetters for SimDeadLetters {
+    async fn refuse(
+        &self,
+        record: &aws_lambda_events::event::sqs::SqsMessage,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        let body = record.body.clone().unwrap_or_default();
+        let sender = shared::trust::sender_id(record)
+            .unwrap_or("none")
+            .to_owned();
+        let (sqs, reason) = (self.sqs.clone(), reason.to_owned());
+        self.world
+            .remote("SendMessage dlq", &sender.clone(), async move {
+                sqs.park(body, sender, reason);
+            })
+            .await
+            .map_err(QueueError)
     }
 }
 
@@ -359,11 +447,17 @@ impl Sqs {
 pub struct SimQueue {
     pub sqs: Arc<Sqs>,
     world: Arc<World>,
+    /// The role it sends as: each receiver its own.
+    sender: String,
 }
 
 impl SimQueue {
-    pub fn new(world: Arc<World>, sqs: Arc<Sqs>) -> Self {
-        SimQueue { sqs, world }
+    pub fn new(world: Arc<World>, sqs: Arc<Sqs>, sender: &str) -> Self {
+        SimQueue {
+            sqs,
+            world,
+            sender: sender.to_owned(),
+        }
     }
 }
 
@@ -383,6 +477,7 @@ impl EventQueue for SimQueue {
             .collect();
         let sqs = self.sqs.clone();
         let world = self.world.clone();
+        let sender = self.sender.clone();
         // A scripted fault names an event: its dedup key, read from the bodies.
         let subject = if self.world.has_forced() {
             messages
@@ -397,7 +492,7 @@ impl EventQueue for SimQueue {
         let sent = self
             .world
             .remote("SendMessageBatch", &subject, async move {
-                let ids = sqs.enqueue(&accepted);
+                let ids = sqs.enqueue(&accepted, &sender);
                 world.note(|| format!("SendMessageBatch applied: {ids:?}"));
                 ids
             })

@@ -46,6 +46,8 @@ pub struct Report {
     pub crashes: u64,
     pub ttl_deletes: u64,
     pub dlq_moves: u64,
+    /// Messages of a compromised receiver, each refused into the DLQ.
+    pub refused: usize,
     /// Second runs within the horizon after a processor finish that did not land.
     pub excused: usize,
     pub violations: Vec<Violation>,
@@ -291,6 +293,22 @@ pub fn check(
         );
     }
 
+    // Every message a compromised receiver sent was refused into the DLQ (none ran: "nothing
+    // forged runs" above), and no redrive took it back.
+    let refused = sqs.refused_bodies();
+    for body in &log.rogues {
+        if !refused.contains(body) {
+            violations.push(Violation {
+                invariant: "a message its sender may not send is refused into the DLQ",
+                key: String::new(),
+                detail: format!(
+                    "rogue message not refused: {}",
+                    &body[..body.len().min(200)]
+                ),
+            });
+        }
+    }
+
     let (live, dlq) = sqs.depth();
     if live + dlq > 0 {
         violations.push(Violation {
@@ -309,6 +327,7 @@ pub fn check(
         crashes: log.crashes,
         ttl_deletes: log.ttl_deletes,
         dlq_moves: log.dlq_moves,
+        refused: log.rogues.len(),
         excused,
         violations,
         trace: Vec::new(),

@@ -43,6 +43,13 @@ pub const RECEIVER_TIMEOUT: Duration = Duration::from_secs(8);
 /// The processor's function timeout.
 pub const PROCESSOR_TIMEOUT: Duration = Duration::from_secs(60);
 const DAY: Duration = Duration::from_secs(24 * 3600);
+/// The operator's `SenderId` (redrives and replays).
+pub const OPERATOR: &str = "AROAOPERATOR:alice";
+
+/// The `SenderId` of `provider`'s receiver: its role's id and the function's session.
+pub fn role_of(provider: &str) -> String {
+    format!("AROA{}:{provider}-webhook", provider.to_uppercase())
+}
 const HOUR: Duration = Duration::from_secs(3600);
 
 /// What a run is made of, drawn from its seed.
@@ -56,9 +63,9 @@ pub struct Plan {
     pub pollers: usize,
     /// The dedup horizon.
     pub horizon: Duration,
-    /// Bursts of TRIFFT GETs, several different ones at one instant (off by default: with the
-    /// archive on, two GETs in one millisecond share an archive key today, issue 22, and
-    /// `--trifft-get-bursts` reproduces it).
+    /// Bursts of TRIFFT GETs, several different ones at one instant: with the archive on, each
+    /// must keep its own archive object (keys once named the time and body hash only, and a
+    /// burst's GETs, whose content is in the query, overwrote each other's record).
     pub trifft_get_bursts: bool,
 }
 
@@ -76,7 +83,7 @@ impl Plan {
             archive: r.chance(0.5),
             pollers: r.between(1, 3) as usize,
             horizon: Duration::from_secs(7 * 24 * 3600),
-            trifft_get_bursts: false,
+            trifft_get_bursts: true,
         }
     }
 }
@@ -105,7 +112,13 @@ impl EventHandler for Recording {
                 replay: event.replay.as_ref().map(|r| r.id.clone()),
                 at_ms: self.world.clock.now_ms(),
                 received_ms: epoch_ms(&event.received_at),
-                forged: event.dedup_key.contains("forged-") || content.contains("forged-"),
+                forged: event.dedup_key.contains("forged-")
+                    || content.contains("forged-")
+                    || event.event_id.contains("forged-")
+                    || event
+                        .replay
+                        .as_ref()
+                        .is_some_and(|r| r.id.contains("forged-")),
                 event_id: event.event_id.clone(),
             };
             self.world
@@ -145,7 +158,6 @@ impl System {
     fn new(world: Arc<World>, plan: Plan) -> Arc<Self> {
         let claims = Arc::new(SimClaims::new(world.clone()));
         let sqs = Sqs::new(world.clone());
-        let queue = Arc::new(SimQueue::new(world.clone(), sqs.clone()));
         let payloads = Arc::new(SimObjects::new(world.clone(), "payloads"));
         let archive = Arc::new(SimObjects::new(world.clone(), "archive"));
         let settings = settings(&plan);
@@ -154,10 +166,11 @@ impl System {
             .iter()
             .map(|name| {
                 let provider = shared::providers::from_env(name, env).expect("provider");
+                let queue = Arc::new(SimQueue::new(world.clone(), sqs.clone(), &role_of(name)));
                 let receiver = Receiver::new(
                     provider,
                     claims.clone(),
-                    queue.clone(),
+                    queue,
                     settings.clone(),
                     world.clock.clone(),
                 )
@@ -176,8 +189,22 @@ impl System {
                 world: recording_world.clone(),
             })
         });
-        let processor = Processor::new(claims, router, settings.clone(), world.clock.clone())
-            .with_payloads(Some(payloads.clone() as Arc<dyn ObjectStore>));
+        let trusted: Vec<String> = PROVIDERS
+            .iter()
+            .map(|p| format!("{p}={}", role_of(p)))
+            .collect();
+        let providers: Vec<&str> = shared::providers::ALL.iter().map(|(p, _)| *p).collect();
+        let trust = shared::trust::Trust {
+            senders: shared::trust::Senders::parse(&trusted.join(","), OPERATOR, &providers)
+                .expect("senders"),
+            dead_letters: Arc::new(aws::SimDeadLetters {
+                sqs: sqs.clone(),
+                world: world.clone(),
+            }),
+        };
+        let processor =
+            Processor::new(claims, router, settings.clone(), world.clock.clone(), trust)
+                .with_payloads(Some(payloads.clone() as Arc<dyn ObjectStore>));
         Arc::new(System {
             world,
             receivers,
@@ -411,6 +438,8 @@ impl System {
                     .insert("SentTimestamp".into(), q.sent_ms.to_string());
                 m.attributes
                     .insert("ApproximateReceiveCount".into(), q.receives.to_string());
+                m.attributes
+                    .insert(shared::trust::SENDER_ID.into(), q.sender.clone());
                 m
             })
             .collect();
@@ -539,7 +568,52 @@ impl System {
         }
         self.world
             .note(|| format!("operator replay {id} of {key}: {} event(s)", messages.len()));
-        self.sqs.enqueue(&messages);
+        self.sqs.enqueue(&messages, OPERATOR);
+    }
+
+    /// A compromised receiver (Tilby's role) copies a message of another provider on the queue
+    /// and sends a variant of it: (0) the same dedup key under its own provider, (1) the same
+    /// envelope with its content replaced, (2) the same envelope marked as a replay. Each is
+    /// marked `forged-`: if one ever ran, the check "nothing forged runs" would say so; if
+    /// one claimed the event first, the genuine event would never run.
+    async fn rogue(&self, n: usize) {
+        // The first message of another provider on the queue from now on.
+        let body = loop {
+            let arrived = self.sqs.arrived.notified();
+            let pick = self.world.rng(|r| r.below(1 << 16) as usize);
+            if let Some(body) = self.sqs.sample_inline(shared::providers::tilby::NAME, pick) {
+                break body;
+            }
+            arrived.await;
+        };
+        let mut v: serde_json::Value = serde_json::from_str(&body).expect("an envelope");
+        match n % 3 {
+            0 => {
+                v["provider"] = shared::providers::tilby::NAME.into();
+                v["event_id"] = format!("forged-rogue-{n}").into();
+            }
+            1 => {
+                v["event_id"] = format!("forged-rogue-{n}").into();
+                v["payload"] = serde_json::json!({"forged-rogue": n});
+            }
+            _ => {
+                v["replay"] = serde_json::json!({
+                    "id": format!("forged-replay-{n}"),
+                    "requested_at": "2026-12-01T00:00:00Z",
+                    "archive_key": "-"
+                });
+            }
+        }
+        let message = shared::queue::Message {
+            body: v.to_string(),
+            provider: v["provider"].as_str().unwrap_or("").to_owned(),
+            event_type: v["event_type"].as_str().unwrap_or("").to_owned(),
+        };
+        self.world
+            .note(|| format!("rogue sender {n}: {}", v["dedup_key"]));
+        self.world.log(|l| l.rogues.push(message.body.clone()));
+        self.sqs
+            .enqueue(&[message], &role_of(shared::providers::tilby::NAME));
     }
 }
 
@@ -614,9 +688,19 @@ pub fn run_plan(seed: u64, plan: Plan, trace: bool) -> Report {
         }
         tokio::time::sleep_until(world.clock.at(active)).await;
         world.calm();
+        // A compromised receiver sends a few forged messages while events flow.
+        let mut rogue = Rng::new(seed ^ 0x7A05_0E5E_0000_0003);
+        for n in 0..3 {
+            let at = Duration::from_millis(rogue.below(2 * DAY.as_millis() as u64));
+            let s = system.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(s.world.clock.at(at)).await;
+                s.rogue(n).await;
+            });
+        }
         for after in [10 * 60, 12 * 3600, 2 * 24 * 3600] {
             tokio::time::sleep_until(world.clock.at(active + Duration::from_secs(after))).await;
-            system.sqs.redrive();
+            system.sqs.redrive(OPERATOR);
         }
         tokio::time::sleep_until(world.clock.at(quiet + 3 * DAY)).await;
         let archived = system.archive.bucket.objects();

@@ -136,6 +136,8 @@ pub struct Log {
     pub dropped: Vec<(String, i64)>,
     /// Replays queued by the operator: (replay id, dedup key).
     pub replays: Vec<(String, String)>,
+    /// Bodies a compromised receiver put on the queue.
+    pub rogues: Vec<String>,
     /// Authentic events not answered 2xx in the quiet phase: (key, why).
     pub blocked: Vec<(String, String)>,
     /// Retries after a 503 for a failure of ours, with nothing failing, not accepted:
