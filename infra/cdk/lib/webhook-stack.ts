@@ -88,7 +88,7 @@ export class WebhookIntakeStack extends Stack {
       default: 29,
       minValue: 1,
       description:
-        "Days the payload bucket keeps an event too large for a message (the message carries its key). Objects must outlive any message that references them: the dedup horizon (DedupTtlSeconds, 7 days) and a message's life in the queue (14 days) plus a redrive from the dead-letter queue (14 days); 29 = 14 + 14 + 1 day for lifecycle rounding.",
+        "Days the payload bucket keeps an event too large for a message (the message carries its key). Objects must outlive any message that references them: the dedup horizon (DedupTtlSeconds, 7 days), and a message's life: up to 14 days from its send on the queue and then the dead-letter queue together (MessageRetentionPeriod 1209600 on both; a standard queue's dead-letter queue keeps the enqueue time), and each `webhook-ops dlq redrive` sends it anew for up to 14 more days. 29 = 14 + 14 + 1 day for lifecycle rounding covers the first pass and one redrive; each further redrive needs 14 days more. `webhook-ops dlq redrive` refuses a message whose object has expired (replay it from the archive).",
     });
     const archiveEnabled = this.param('ArchiveEnabled', {
       type: 'String',
