@@ -19,18 +19,25 @@ to one comparable structure and compared:
                payload format), the $default stage (throttling), and the invoke permissions
   resources    table, queues, buckets, log groups, event source mapping, alarms, dashboard: every
                property, Condition and DeletionPolicy/UpdateReplacePolicy (absent = Delete); bucket
-               policies: their bucket and statements, expanded as a role's; alarm metric math with the
-               returned expression's id normalized; the dashboard body parsed, each series with
-               its effective stat, period and axis
+               policies: their bucket and statements, expanded as a role's (a statement chosen by
+               `Fn::If [C, a, b]` comes out as "if C: a" and "if not C: b"); KMS keys: every
+               property and their key policy, expanded likewise; key aliases; alarm metric math
+               with the returned expression's id normalized; the dashboard body parsed, each
+               series with its effective stat, period and axis
   outputs      names, values and descriptions
 
 Intrinsics are rendered to one notation (Ref X and GetAtt X.Y become ${X} and ${X.Y}; Fn::Sub and
 Fn::Join become the string they build), so `!Sub "${AWS::StackName}-x"` equals CDK's Fn::Join.
+A function's role is named by whose it is ("role of TrybeWebhookFunction"), not by its logical ID
+(SAM's `<function>Role`, CDK's `<function>ServiceRole<hash>`), wherever it is referenced: the
+processor's TRUSTED_SENDERS (each provider with its receiver's role id) and the bucket policies'
+aws:userid compare by whose role they name.
 Anything either template has that no rule above accounts for is itself a difference.
 
 Prints a diff (`- sam` / `+ cdk`) and exits 1 on any difference, 0 when the stacks match. With
 --self-test it then mutates the CDK template in memory in ways that matter (a route's greedy `+`,
-an IAM condition, a timeout, an alarm's actions, …) and fails unless every mutation is reported.
+an IAM condition, a timeout, an alarm's actions, two providers' trusted roles swapped, a bucket
+readable by anyone, the key usable outside S3, …) and fails unless every mutation is reported.
 Run with the project's virtualenv: .venv/bin/python infra/compare_stacks.py [--self-test] [--dump DIR]
 """
 
@@ -464,6 +471,34 @@ class Normalizer:
             }
         return out
 
+    def keys(self) -> dict:
+        """Each KMS key by logical ID: every property, its key policy expanded as a role's is."""
+        out = {}
+        for kid, key in self.of_type("AWS::KMS::Key").items():
+            self.use(kid)
+            props = dict(key.get("Properties", {}))
+            document = dict(props.pop("KeyPolicy", {}))
+            statements = self.statements(document)
+            document.pop("Statement", None)
+            out[kid] = {
+                "policy": statements,
+                **({"policy_document": render(document)} if document else {}),
+                **render(props),
+                **policies(key),
+            }
+        return out
+
+    def role_names(self) -> dict:
+        """Each function's role by its logical ID -> "role of <function>": SAM names a function's
+        role `<function>Role`, CDK `<function>ServiceRole<hash>`, and what names a role (a bucket
+        policy's aws:userid, the processor's TRUSTED_SENDERS) must compare by whose it is."""
+        out = {}
+        for fid, fn in self.of_type("AWS::Lambda::Function").items():
+            role_id = ref_target(render(fn.get("Properties", {}).get("Role")))
+            if role_id:
+                out[role_id] = f"role of {fid}"
+        return out
+
     def by_logical_id(self, type_: str) -> dict:
         out = {}
         for rid, res in self.of_type(type_).items():
@@ -513,6 +548,8 @@ class Normalizer:
             "event_source_mappings": self.by_logical_id("AWS::Lambda::EventSourceMapping"),
             "buckets": self.by_logical_id("AWS::S3::Bucket"),
             "bucket_policies": self.bucket_policies(),
+            "keys": self.keys(),
+            "key_aliases": self.by_logical_id("AWS::KMS::Alias"),
             "alarms": self.by_logical_id("AWS::CloudWatch::Alarm"),
             "dashboards": self.by_logical_id("AWS::CloudWatch::Dashboard"),
             "outputs": render(t.get("Outputs", {})),
@@ -521,7 +558,11 @@ class Normalizer:
             rid: res.get("Type") for rid, res in self.resources.items() if rid not in self.used
         }
         model["unaccounted_resources"] = left
-        return model, notes
+        # References to a function's role, by whose role it is (role_names).
+        text = json.dumps(model)
+        for role_id, name in self.role_names().items():
+            text = re.sub(r"\$\{" + re.escape(role_id) + r"([.}])", lambda m: "${" + name + m.group(1), text)
+        return json.loads(text), notes
 
 
 # ---------------------------------------------------------------- diffing
@@ -657,6 +698,81 @@ def _bucket_policy_accepts_any_encryption(t: dict) -> None:
     st["Condition"] = {"Null": {"s3:x-amz-server-side-encryption": "true"}}
 
 
+def _processor_env(t: dict) -> dict:
+    return t["Resources"]["EventProcessorFunction"]["Properties"]["Environment"]["Variables"]
+
+
+def _swap_trusted_senders(t: dict) -> None:
+    """tribe's entry names trybe's role (and trybe's tribe's): same roles, wrong providers."""
+    entries = _processor_env(t)["TRUSTED_SENDERS"]["Fn::Join"][1]
+    first, second = entries[0]["Fn::Join"][1], entries[1]["Fn::Join"][1]
+    first[1], second[1] = second[1], first[1]
+
+
+def _processor_sends_to_the_queue(t: dict) -> None:
+    st = _statement_with(t, "sqs:SendMessage", "EventsDeadLetterQueue")
+    st["Resource"] = {"Fn::GetAtt": ["EventsQueue", "Arn"]}
+
+
+def _unconditional_key_statement(t: dict) -> None:
+    policy = next(r for r in _resources(t, "AWS::IAM::Policy") if r.get("Condition") == "ObjectsKeyOn"
+                  and "kms:GenerateDataKey" in json.dumps(r))
+    del policy["Condition"]
+
+
+def _key_policy(t: dict) -> list:
+    return t["Resources"]["ObjectsKey"]["Properties"]["KeyPolicy"]["Statement"]
+
+
+def _key_usable_outside_s3(t: dict) -> None:
+    t["Resources"]["ObjectsKey"]["Properties"]["KeyPolicy"]["Statement"] = [
+        st for st in _key_policy(t) if "kms:ViaService" not in json.dumps(st)
+    ]
+
+
+def _key_trusts_anyone(t: dict) -> None:
+    st = next(st for st in _key_policy(t) if st["Effect"] == "Allow")
+    st["Principal"] = {"AWS": "*"}
+
+
+def _bucket_policy_statement(t: dict, bucket: str, sid: str) -> tuple[list, int]:
+    statements = t["Resources"][f"{bucket}Policy"]["Properties"]["PolicyDocument"]["Statement"]
+    i = next(i for i, st in enumerate(statements) if sid in json.dumps(st))
+    return statements, i
+
+
+def _payload_readable_by_anyone_with_operators(t: dict) -> None:
+    statements, i = _bucket_policy_statement(t, "PayloadBucket", "DenyReadsByOthers")
+    statements[i]["Fn::If"][1] = NO_VALUE
+
+
+def _archive_readable_by_anyone_without_operators(t: dict) -> None:
+    statements, i = _bucket_policy_statement(t, "ArchiveBucket", "DenyReadsByOthers")
+    statements[i]["Fn::If"][2] = NO_VALUE
+
+
+def _archive_readable_by_the_processor(t: dict) -> None:
+    statements, i = _bucket_policy_statement(t, "ArchiveBucket", "DenyReadsByOthers")
+    userids = statements[i]["Fn::If"][1]["Condition"]["StringNotLike"]["aws:userid"]
+    processor = t["Resources"]["EventProcessorFunction"]["Properties"]["Role"]["Fn::GetAtt"][0]
+    userids["Fn::Split"][1]["Fn::Join"][1][0:0] = [{"Fn::GetAtt": [processor, "RoleId"]}, ":*,"]
+
+
+def _any_key_accepted(t: dict) -> None:
+    statements, i = _bucket_policy_statement(t, "PayloadBucket", "DenyOtherKeys")
+    del statements[i]
+
+
+def _bucket_stays_sse_s3(t: dict) -> None:
+    rules = t["Resources"]["ArchiveBucket"]["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    rules[0]["Fn::If"][1] = rules[0]["Fn::If"][2]
+
+
+def _refused_alarm_per_provider(t: dict) -> None:
+    props = t["Resources"]["RefusedMessageAlarm"]["Properties"]
+    props["Dimensions"] = [{"Name": "Provider", "Value": "trybe"}]
+
+
 MUTATIONS = {
     "a token route loses its greedy +": _ungreedy_route,
     "the processor's dynamodb:LeadingKeys condition is dropped": _drop_processor_condition,
@@ -684,6 +800,24 @@ MUTATIONS = {
     "a bucket's DeletionPolicy is dropped": lambda t: _resources(t, "AWS::S3::Bucket")[0].pop("DeletionPolicy"),
     "a bucket policy accepts plain HTTP": _bucket_policy_allows_plain_http,
     "a bucket policy accepts any encryption header": _bucket_policy_accepts_any_encryption,
+    "TRUSTED_SENDERS gives two providers each other's roles": _swap_trusted_senders,
+    "the processor loses OPERATOR_SENDERS": lambda t: _processor_env(t).pop("OPERATOR_SENDERS"),
+    "the processor loses DEAD_LETTER_QUEUE_URL": lambda t: _processor_env(t).pop("DEAD_LETTER_QUEUE_URL"),
+    "the processor may send to the events queue, not the dead-letter queue": _processor_sends_to_the_queue,
+    "a receiver's kms:GenerateDataKey loses its ObjectsKeyOn condition": _unconditional_key_statement,
+    "the key loses its rotation": lambda t: t["Resources"]["ObjectsKey"]["Properties"].pop("EnableKeyRotation"),
+    "the key is not retained": lambda t: t["Resources"]["ObjectsKey"].pop("DeletionPolicy"),
+    "the key may be used outside S3": _key_usable_outside_s3,
+    "the key policy trusts any account": _key_trusts_anyone,
+    "with operators, anyone may read the payload bucket": _payload_readable_by_anyone_with_operators,
+    "without operators, anyone may read the archive": _archive_readable_by_anyone_without_operators,
+    "the processor may read the archive": _archive_readable_by_the_processor,
+    "a put may name any KMS key": _any_key_accepted,
+    "the archive bucket stays SSE-S3 with the key on": _bucket_stays_sse_s3,
+    "the refused alarm watches one provider": _refused_alarm_per_provider,
+    "the refused alarm's threshold changes": lambda t: t["Resources"]["RefusedMessageAlarm"]["Properties"].update(Threshold=1),
+    "the operators parameter gets a default": lambda t: t["Parameters"]["OperatorPrincipalIds"].update(Default="AROAEXAMPLE"),
+    "the key parameter defaults to create": lambda t: t["Parameters"]["BucketEncryptionKey"].update(Default="create"),
 }
 
 

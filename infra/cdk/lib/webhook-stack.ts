@@ -1,6 +1,7 @@
 import {
   Aws,
   CfnCondition,
+  CfnDeletionPolicy,
   CfnElement,
   CfnOutput,
   CfnParameter,
@@ -19,6 +20,7 @@ import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
+import * as kms from 'aws-cdk-lib/aws-kms';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3 from 'aws-cdk-lib/aws-s3';
@@ -29,6 +31,12 @@ import * as path from 'node:path';
 import { PROCESSOR, PROVIDERS } from './providers';
 
 export type LambdaArchitecture = 'arm64' | 'x86_64';
+
+/** The buckets' customer-managed key: its ARN, and the condition it exists under. */
+interface ObjectsKey {
+  readonly arn: string;
+  readonly condition: CfnCondition;
+}
 
 export interface WebhookIntakeStackProps extends StackProps {
   /**
@@ -88,7 +96,7 @@ export class WebhookIntakeStack extends Stack {
       default: 29,
       minValue: 1,
       description:
-        "Days the payload bucket keeps an event too large for a message (the message carries its key). Objects must outlive any message that references them: the dedup horizon (DedupTtlSeconds, 7 days) and a message's life in the queue (14 days) plus a redrive from the dead-letter queue (14 days); 29 = 14 + 14 + 1 day for lifecycle rounding.",
+        "Days the payload bucket keeps an event too large for a message (the message carries its key). Objects must outlive any message that references them: the dedup horizon (DedupTtlSeconds, 7 days), and a message's life: up to 14 days from its send on the queue and then the dead-letter queue together (MessageRetentionPeriod 1209600 on both; a standard queue's dead-letter queue keeps the enqueue time), and each `webhook-ops dlq redrive` sends it anew for up to 14 more days. 29 = 14 + 14 + 1 day for lifecycle rounding covers the first pass and one redrive; each further redrive needs 14 days more. `webhook-ops dlq redrive` refuses a message whose object has expired (replay it from the archive).",
     });
     const archiveEnabled = this.param('ArchiveEnabled', {
       type: 'String',
@@ -103,6 +111,19 @@ export class WebhookIntakeStack extends Stack {
       minValue: 1,
       description: 'Days the archive bucket keeps an archived request (with ArchiveEnabled).',
     });
+    const bucketEncryptionKey = this.param('BucketEncryptionKey', {
+      type: 'String',
+      allowedValues: ['none', 'create'],
+      default: 'none',
+      description:
+        '"none": both buckets use SSE-S3. "create": the stack creates a customer-managed KMS key (rotated yearly, retained on delete) and both buckets use SSE-KMS with it and a bucket key; the receivers put with it (OBJECTS_KMS_KEY_ARN), the processor may decrypt, and operators who read objects need kms:Decrypt on it in their own IAM policies (docs/deploy.md).',
+    });
+    const operators = this.param('OperatorPrincipalIds', {
+      type: 'CommaDelimitedList',
+      default: '',
+      description:
+        "The IAM unique ids of the operator roles and users, who may replay and redrive for any provider and read both buckets (\"\" = nobody). A role's id: `aws iam get-role --role-name NAME --query Role.RoleId` (AROA...); your own: `aws sts get-caller-identity --query UserId`, the part before ':'.",
+    }).valueAsList;
     const maxMessageBytes = this.param('MaxMessageBytes', {
       type: 'Number',
       default: 1048576,
@@ -227,6 +248,12 @@ export class WebhookIntakeStack extends Stack {
     const archiveOn = new CfnCondition(this, 'ArchiveOn', {
       expression: Fn.conditionEquals(archiveEnabled.valueAsString, 'true'),
     });
+    const keyOn = new CfnCondition(this, 'ObjectsKeyOn', {
+      expression: Fn.conditionEquals(bucketEncryptionKey.valueAsString, 'create'),
+    });
+    const hasOperators = new CfnCondition(this, 'HasOperators', {
+      expression: Fn.conditionNot(Fn.conditionEquals(Fn.join(',', operators), '')),
+    });
 
     // ---- Storage: the claim table, the queue and its dead-letter queue ----
     const table = new dynamodb.Table(this, 'EventsTable', {
@@ -255,13 +282,55 @@ export class WebhookIntakeStack extends Stack {
     });
     named(queue, 'EventsQueue');
 
-    // ---- Buckets ----
+    // ---- The buckets' key and the buckets ----
+    // With BucketEncryptionKey=create. Its policy (docs/deploy.md, "The objects' key") delegates to
+    // IAM as an account's default key policy does: who may use the key is what IAM policies grant
+    // (the receivers kms:GenerateDataKey, the processor kms:Decrypt; operators what their own
+    // policies grant). It names no role: the roles' policies name the key, so a key policy naming
+    // the roles would be a circular dependency. And it refuses every cryptographic use but through
+    // S3. Retained like the buckets: their retained objects need it.
+    const key = new kms.CfnKey(this, 'ObjectsKey', {
+      description: `${Aws.STACK_NAME}: objects of the payload and archive buckets`,
+      enableKeyRotation: true,
+      keyPolicy: {
+        Version: '2012-10-17',
+        Statement: [
+          {
+            Sid: 'EnableIamPolicies',
+            Effect: 'Allow',
+            Principal: { AWS: `arn:${Aws.PARTITION}:iam::${Aws.ACCOUNT_ID}:root` },
+            Action: ['kms:*'],
+            Resource: '*',
+          },
+          {
+            Sid: 'DenyUseOutsideS3',
+            Effect: 'Deny',
+            Principal: { AWS: '*' },
+            Action: ['kms:Encrypt', 'kms:Decrypt', 'kms:ReEncrypt*', 'kms:GenerateDataKey*'],
+            Resource: '*',
+            Condition: { StringNotEquals: { 'kms:ViaService': `s3.${Aws.REGION}.amazonaws.com` } },
+          },
+        ],
+      },
+    });
+    key.overrideLogicalId('ObjectsKey');
+    key.cfnOptions.condition = keyOn;
+    key.cfnOptions.deletionPolicy = CfnDeletionPolicy.RETAIN;
+    key.cfnOptions.updateReplacePolicy = CfnDeletionPolicy.RETAIN;
+    const alias = new kms.CfnAlias(this, 'ObjectsKeyAlias', {
+      aliasName: `alias/${Aws.STACK_NAME}-objects`,
+      targetKeyId: key.ref,
+    });
+    alias.overrideLogicalId('ObjectsKeyAlias');
+    alias.cfnOptions.condition = keyOn;
+    const objectsKey = { arn: key.attrArn, condition: keyOn };
+
     // Claim checks: the body of an event too large for a message, under <provider>/…; the message
     // carries its key. Retained (like the table): messages on the queues may still reference it.
-    const payloadBucket = this.privateBucket('PayloadBucket', payloadRetention);
+    const payloadBucket = this.privateBucket('PayloadBucket', payloadRetention, objectsKey);
     // The archive (ArchiveEnabled): every accepted request's raw body and verified metadata under
     // <provider>/<date>/…, for `webhook-ops replay`.
-    const archiveBucket = this.privateBucket('ArchiveBucket', archiveRetention, archiveOn);
+    const archiveBucket = this.privateBucket('ArchiveBucket', archiveRetention, objectsKey, archiveOn);
     /** The ARN of a bucket's objects under `prefix` (as the SAM template writes it). */
     const objects = (bucket: s3.Bucket, prefix: string) =>
       `arn:${Aws.PARTITION}:s3:::${bucket.bucketName}/${prefix}*`;
@@ -300,10 +369,19 @@ export class WebhookIntakeStack extends Stack {
       });
     const noSecret = Fn.sub('arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:none-configured');
 
+    /** A policy of `fn`'s own under `condition` (SAM: `!If [condition, statement, !Ref AWS::NoValue]`). */
+    const conditionalPolicy = (id: string, fn: lambda.IFunction, condition: CfnCondition, statement: iam.PolicyStatement) => {
+      const policy = new iam.Policy(this, id, { roles: [fn.role!], statements: [statement] });
+      (policy.node.defaultChild as iam.CfnPolicy).cfnOptions.condition = condition;
+    };
+    /** Each receiver's role, in PROVIDERS order: the processor's TRUSTED_SENDERS. */
+    const senders: string[] = [];
     for (const p of PROVIDERS) {
       const environment: Record<string, string> = {
         ...common,
         ARCHIVE_BUCKET: Fn.conditionIf(archiveOn.logicalId, archiveBucket.bucketName, Aws.NO_VALUE).toString(),
+        // The key every put names (x-amz-server-side-encryption: aws:kms), or "": SSE-S3.
+        OBJECTS_KMS_KEY_ARN: Fn.conditionIf(keyOn.logicalId, key.attrArn, '').toString(),
       };
       for (const s of p.secrets) {
         environment[`${s.variable}_SECRET_ARN`] = this.ifConfigured(s.parameter, Aws.NO_VALUE);
@@ -336,6 +414,15 @@ export class WebhookIntakeStack extends Stack {
         statements: [new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: [objects(archiveBucket, `${p.name}/`)] })],
       });
       (archivePolicy.node.defaultChild as iam.CfnPolicy).cfnOptions.condition = archiveOn;
+      // Puts with the stack's key (S3 asks KMS for a data key as the function), only when
+      // BucketEncryptionKey=create.
+      conditionalPolicy(
+        `${p.id}WebhookKeyPolicy`,
+        fn,
+        keyOn,
+        new iam.PolicyStatement({ actions: ['kms:GenerateDataKey'], resources: [key.attrArn] }),
+      );
+      senders.push(`${p.name}=${(fn.role as iam.Role).roleId}`);
       for (const s of p.secrets) {
         fn.addToRolePolicy(
           new iam.PolicyStatement({
@@ -355,7 +442,17 @@ export class WebhookIntakeStack extends Stack {
       architecture: arch,
       timeout: PROCESSOR_TIMEOUT,
       memorySize: PROCESSOR_MEMORY_MB,
-      environment: { ...common },
+      environment: {
+        ...common,
+        // Who may queue what (issue 22): each receiver's role unique id, which SQS reports as the
+        // part of a message's SenderId before ':'. A message claiming a provider its sender may
+        // not act for is moved to the dead-letter queue, never processed.
+        TRUSTED_SENDERS: Fn.join(',', senders),
+        // Who may replay and redrive, for any provider.
+        OPERATOR_SENDERS: Fn.join(',', operators),
+        // Where it moves a refused message itself.
+        DEAD_LETTER_QUEUE_URL: deadLetterQueue.queueUrl,
+      },
       reservedConcurrency: { condition: hasProcessorReserved, parameter: 'ProcessorReservedConcurrency' },
     });
     processor.addToRolePolicy(ownClaims(PROCESSOR.keyPrefix));
@@ -366,8 +463,38 @@ export class WebhookIntakeStack extends Stack {
         resources: [queue.queueArn],
       }),
     );
+    // A refused message (a sender acting for another provider) is moved to the dead-letter queue
+    // by the processor itself: send there, nothing else.
+    processor.addToRolePolicy(new iam.PolicyStatement({ actions: ['sqs:SendMessage'], resources: [deadLetterQueue.queueArn] }));
     // The bodies the receivers put in the payload bucket: read only.
     processor.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:GetObject'], resources: [objects(payloadBucket, '')] }));
+    // Reads of objects put with the stack's key, only when BucketEncryptionKey=create.
+    conditionalPolicy(
+      'EventProcessorKeyPolicy',
+      processor,
+      keyOn,
+      new iam.PolicyStatement({ actions: ['kms:Decrypt'], resources: [key.attrArn] }),
+    );
+
+    // ---- Bucket policies: TLS, encrypted puts, and who may read ----
+    // A role session's aws:userid is "<role id>:<session>", an IAM user's "<user id>": each
+    // operator id (OperatorPrincipalIds) as "<id>:*" and "<id>".
+    const operatorUserIds = [Fn.join(':*,', operators), ':*,', Fn.join(',', operators)];
+    const processorReads = `${(processor.role as iam.Role).roleId}:*`;
+    // The payload bucket: the processor and the operators (with none, the processor only).
+    this.bucketPolicy('PayloadBucket', payloadBucket, objectsKey, {
+      withOperators: Fn.split(',', Fn.join('', [processorReads, ',', ...operatorUserIds])),
+      withoutOperators: [processorReads],
+      hasOperators,
+    });
+    // The archive: the operators only (the processor never reads it); with none, nobody.
+    this.bucketPolicy(
+      'ArchiveBucket',
+      archiveBucket,
+      objectsKey,
+      { withOperators: Fn.split(',', Fn.join('', operatorUserIds)), hasOperators },
+      archiveOn,
+    );
     const mapping = new lambda.EventSourceMapping(this, 'EventProcessorEventSource', {
       target: processor,
       eventSourceArn: queue.queueArn,
@@ -471,6 +598,19 @@ export class WebhookIntakeStack extends Stack {
         threshold: 0,
       }),
     );
+    // One per refused message (the processor's `Refused`, no dimensions: the provider a message
+    // claims is what is in doubt). Any is worth a look.
+    const refused = (label?: string) =>
+      new cloudwatch.Metric({ namespace, metricName: 'Refused', statistic: 'Sum', period: ALARM_PERIOD, label });
+    notify(
+      new cloudwatch.Alarm(this, 'RefusedMessageAlarm', {
+        ...alarmDefaults,
+        alarmDescription:
+          'The processor refused a message - its sender may not act for the provider it claims - and moved it to the dead-letter queue unprocessed (docs/runbook.md).',
+        metric: refused(),
+        threshold: 0,
+      }),
+    );
 
     // ---- Dashboard ----
     // One line per provider (and reason): an empty label lets CloudWatch name each series.
@@ -497,10 +637,11 @@ export class WebhookIntakeStack extends Stack {
       graph('Claim and send latency p99 (ms)', [search('ClaimLatency', 'p99'), search('SendLatency', 'p99')]),
     );
     dashboard.addWidgets(
-      graph('Processor: processed, failed, rejected', [
+      graph('Processor: processed, failed, rejected, refused', [
         search('Processed', 'Sum'),
         search('Failed', 'Sum'),
         search('Rejected', 'Sum'),
+        refused('refused (every provider)'),
       ]),
       graph('Processor: handler latency p99 and message age max (ms)', [
         search('HandlerLatency', 'p99'),
@@ -574,14 +715,12 @@ export class WebhookIntakeStack extends Stack {
   }
 
   /**
-   * A bucket `<id>` (logical ID as in the SAM template) that is private, SSE-S3 encrypted and
-   * retained, whose objects expire after `retention` days, and its policy `<id>Policy`: no
-   * request without TLS, no put without `x-amz-server-side-encryption: AES256` (the code sends it
-   * on every put). Both under `condition` when given.
+   * A bucket `<id>` (logical ID as in the SAM template) that is private, encrypted (SSE-S3, or
+   * SSE-KMS with `key` and a bucket key under its condition) and retained, whose objects expire
+   * after `retention` days; under `condition` when given. Its policy: `bucketPolicy`.
    */
-  private privateBucket(id: string, retention: CfnParameter, condition?: CfnCondition): s3.Bucket {
+  private privateBucket(id: string, retention: CfnParameter, key: ObjectsKey, condition?: CfnCondition): s3.Bucket {
     const bucket = new s3.Bucket(this, id, {
-      // SSE-S3 (a bucket key only matters for SSE-KMS).
       encryption: s3.BucketEncryption.S3_MANAGED,
       blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
       objectOwnership: s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
@@ -595,37 +734,76 @@ export class WebhookIntakeStack extends Stack {
       removalPolicy: RemovalPolicy.RETAIN,
     });
     const cfnBucket = named(bucket, id);
+    // SSE-S3, or SSE-KMS with the stack's key and a bucket key, which spares a KMS request per
+    // object (the construct's `encryption` cannot be conditional).
+    cfnBucket.addPropertyOverride('BucketEncryption.ServerSideEncryptionConfiguration', [
+      Fn.conditionIf(
+        key.condition.logicalId,
+        { ServerSideEncryptionByDefault: { SSEAlgorithm: 'aws:kms', KMSMasterKeyID: key.arn }, BucketKeyEnabled: true },
+        { ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } },
+      ),
+    ]);
+    if (condition) cfnBucket.cfnOptions.condition = condition;
+    return bucket;
+  }
+
+  /**
+   * The policy `<id>Policy` of bucket `<id>`: no request without TLS; no put without the
+   * encryption the code sends on every put (`x-amz-server-side-encryption: AES256`, or `aws:kms`
+   * naming `key` under its condition); no object read (GetObject, GetObjectVersion) by anyone
+   * whose aws:userid is not in `readers.withOperators` (under `readers.hasOperators`) or
+   * `readers.withoutOperators` (otherwise; none given = nobody reads), whatever their IAM policies
+   * grant. The account's root user can still change this policy, as any bucket policy. Under
+   * `condition` when given.
+   */
+  private bucketPolicy(
+    id: string,
+    bucket: s3.Bucket,
+    key: ObjectsKey,
+    readers: { withOperators: string[]; withoutOperators?: string[]; hasOperators: CfnCondition },
+    condition?: CfnCondition,
+  ): void {
     const objects = `${bucket.bucketArn}/*`;
-    const anyone = new iam.StarPrincipal();
+    const deny = (sid: string, actions: string[], resource: string | string[], when?: Record<string, unknown>) => ({
+      Sid: sid,
+      Effect: 'Deny',
+      Principal: '*',
+      Action: actions,
+      Resource: resource,
+      ...(when ? { Condition: when } : {}),
+    });
+    const encryption = (algorithm: string) =>
+      deny('DenyUnencryptedPuts', ['s3:PutObject'], objects, {
+        StringNotEquals: { 's3:x-amz-server-side-encryption': algorithm },
+      });
+    const reads = (userIds?: string[]) =>
+      deny(
+        'DenyReadsByOthers',
+        ['s3:GetObject', 's3:GetObjectVersion'],
+        objects,
+        userIds ? { StringNotLike: { 'aws:userid': userIds } } : undefined,
+      );
     const policy = new s3.CfnBucketPolicy(this, `${id}Policy`, {
       bucket: bucket.bucketName,
-      policyDocument: new iam.PolicyDocument({
-        statements: [
-          new iam.PolicyStatement({
-            sid: 'DenyInsecureTransport',
-            effect: iam.Effect.DENY,
-            principals: [anyone],
-            actions: ['s3:*'],
-            resources: [bucket.bucketArn, objects],
-            conditions: { Bool: { 'aws:SecureTransport': 'false' } },
-          }),
-          new iam.PolicyStatement({
-            sid: 'DenyUnencryptedPuts',
-            effect: iam.Effect.DENY,
-            principals: [anyone],
-            actions: ['s3:PutObject'],
-            resources: [objects],
-            conditions: { StringNotEquals: { 's3:x-amz-server-side-encryption': 'AES256' } },
-          }),
+      policyDocument: {
+        Version: '2012-10-17',
+        Statement: [
+          deny('DenyInsecureTransport', ['s3:*'], [bucket.bucketArn, objects], { Bool: { 'aws:SecureTransport': 'false' } }),
+          Fn.conditionIf(key.condition.logicalId, encryption('aws:kms'), encryption('AES256')),
+          // A statement of its own: two keys in one StringNotEquals deny only when both differ.
+          Fn.conditionIf(
+            key.condition.logicalId,
+            deny('DenyOtherKeys', ['s3:PutObject'], objects, {
+              StringNotEquals: { 's3:x-amz-server-side-encryption-aws-kms-key-id': key.arn },
+            }),
+            Aws.NO_VALUE,
+          ),
+          Fn.conditionIf(readers.hasOperators.logicalId, reads(readers.withOperators), reads(readers.withoutOperators)),
         ],
-      }),
+      },
     });
     policy.overrideLogicalId(`${id}Policy`);
-    if (condition) {
-      cfnBucket.cfnOptions.condition = condition;
-      policy.cfnOptions.condition = condition;
-    }
-    return bucket;
+    if (condition) policy.cfnOptions.condition = condition;
   }
 
   /** Condition `<id>`: parameter `<parameter>` is not empty. */

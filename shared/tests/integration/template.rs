@@ -50,8 +50,10 @@ fn resolve(t: &Value, v: &Value) -> String {
     }
 }
 
-/// The environment a function gets: the globals, then its own variables.
+/// The environment a function gets with the parameters' defaults: the globals, then its own
+/// variables (a variable `!If [C, value, !Ref AWS::NoValue]` only when C holds).
 fn function_env(t: &Value, function: &Value) -> (Env, HashMap<String, String>) {
+    let deployed = Deployed::new(t, &[]);
     let mut vars = HashMap::new();
     for source in [
         &t["Globals"]["Function"]["Environment"]["Variables"],
@@ -59,8 +61,12 @@ fn function_env(t: &Value, function: &Value) -> (Env, HashMap<String, String>) {
     ] {
         if let Some(map) = source.as_object() {
             for (k, v) in map {
-                if v.get("Fn::If").is_none() {
-                    vars.insert(k.clone(), resolve(t, v));
+                match deployed.eval(v) {
+                    Value::Null => {}
+                    Value::String(value) => {
+                        vars.insert(k.clone(), value);
+                    }
+                    other => panic!("{k}: {other}"),
                 }
             }
         }
@@ -204,7 +210,7 @@ fn statements(f: &Value) -> Vec<&Value> {
 
 /// Variables the template sets on every receiver (not in the Globals: the processor has no
 /// use for them) that the shared runtime reads, not the provider's configuration.
-const RECEIVER_RUNTIME_VARIABLES: [&str; 1] = ["ARCHIVE_BUCKET"];
+const RECEIVER_RUNTIME_VARIABLES: [&str; 2] = ["ARCHIVE_BUCKET", "OBJECTS_KMS_KEY_ARN"];
 
 #[test]
 fn every_provider_is_routed_where_it_sends_with_every_method_reaching_the_function() {
@@ -448,6 +454,106 @@ fn the_processor_reads_its_queue_bounded_and_reports_partial_failures() {
     }
 }
 
+/// Issue 22's boundaries on the queue: the processor knows each receiver's role (its unique id,
+/// what SQS reports as a message's SenderId before ':') for exactly the provider it receives,
+/// every provider of `providers::ALL` in that order; who the operators are (a parameter, nobody
+/// by default); and the dead-letter queue, where it moves a refused message itself: its one new
+/// right on SQS is SendMessage there. The receivers may send to the events queue only.
+#[test]
+fn the_processor_knows_each_receivers_role_the_operators_and_the_dead_letter_queue() {
+    let t = template();
+    let cfn = transformed();
+    let f = function(&t, "event-processor");
+    let vars = &f["Properties"]["Environment"]["Variables"];
+    let deployed = Deployed::new(&t, &[]);
+
+    let trusted = deployed.eval(&vars["TRUSTED_SENDERS"]);
+    let trusted = trusted.as_str().expect("TRUSTED_SENDERS");
+    let expected: Vec<String> = providers::ALL
+        .iter()
+        .map(|(provider, binary)| {
+            let role = role_of(&cfn, &function_id(&t, binary));
+            format!("{provider}=<{role}.RoleId>")
+        })
+        .collect();
+    assert_eq!(
+        trusted.split(',').collect::<Vec<_>>(),
+        expected,
+        "one provider=<its receiver's role id> per provider, in providers::ALL order"
+    );
+
+    assert_eq!(
+        vars["OPERATOR_SENDERS"],
+        serde_json::json!({"Fn::Join": [",", {"Ref": "OperatorPrincipalIds"}]})
+    );
+    assert_eq!(
+        deployed.eval(&vars["OPERATOR_SENDERS"]),
+        "",
+        "nobody by default"
+    );
+    let two = Deployed::new(
+        &t,
+        &[(
+            "OperatorPrincipalIds",
+            serde_json::json!([OPERATOR_ROLE, OPERATOR_USER]),
+        )],
+    );
+    assert_eq!(
+        two.eval(&vars["OPERATOR_SENDERS"]),
+        format!("{OPERATOR_ROLE},{OPERATOR_USER}")
+    );
+    assert_eq!(
+        vars["DEAD_LETTER_QUEUE_URL"],
+        serde_json::json!({"Ref": "EventsDeadLetterQueue"})
+    );
+
+    // SQS rights, exactly: (queue, actions) per function.
+    let sqs_rights = |f: &Value| -> Vec<(Value, Vec<Value>)> {
+        scoped_statements(f)
+            .into_iter()
+            .filter(|(_, s)| {
+                listed(&s["Action"])
+                    .iter()
+                    .any(|a| a.as_str().unwrap().starts_with("sqs:"))
+            })
+            .map(|(condition, s)| {
+                assert_eq!(condition, None, "{s}");
+                assert_eq!(s["Effect"], "Allow", "{s}");
+                (s["Resource"].clone(), listed(&s["Action"]))
+            })
+            .collect()
+    };
+    let queue = serde_json::json!({"Fn::GetAtt": ["EventsQueue", "Arn"]});
+    let dlq = serde_json::json!({"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]});
+    let actions = |a: &[&str]| a.iter().map(|a| Value::from(*a)).collect::<Vec<_>>();
+    assert_eq!(
+        sqs_rights(f),
+        vec![
+            (
+                queue.clone(),
+                actions(&[
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:GetQueueAttributes",
+                    "sqs:ChangeMessageVisibility"
+                ])
+            ),
+            (dlq, actions(&["sqs:SendMessage"])),
+        ],
+        "the processor: its queue, and SendMessage on the dead-letter queue only"
+    );
+    for (provider, binary) in providers::ALL {
+        assert_eq!(
+            sqs_rights(function(&t, binary)),
+            vec![(
+                queue.clone(),
+                actions(&["sqs:SendMessage", "sqs:GetQueueAttributes"])
+            )],
+            "{provider}"
+        );
+    }
+}
+
 #[test]
 fn every_function_logs_to_its_own_group_with_retention() {
     let t = template();
@@ -527,6 +633,7 @@ fn the_alarms_watch_metrics_the_code_emits() {
         m::REJECTED,
         m::HANDLER_LATENCY,
         m::MESSAGE_AGE,
+        REFUSED,
     ];
     let t = template();
     assert_eq!(
@@ -551,14 +658,69 @@ fn the_alarms_watch_metrics_the_code_emits() {
             if metric["Namespace"]["Ref"] == "MetricsNamespace" {
                 let metric_name = metric["MetricName"].as_str().unwrap();
                 assert!(emitted.contains(&metric_name), "{name}: {metric_name}");
-                assert_eq!(metric["Dimensions"][0]["Name"], m::PROVIDER, "{name}");
+                if metric_name == REFUSED {
+                    // The provider a refused message claims is what is in doubt.
+                    assert!(metric["Dimensions"].is_null(), "{name}: Refused has none");
+                } else {
+                    assert_eq!(metric["Dimensions"][0]["Name"], m::PROVIDER, "{name}");
+                }
                 watched.push(metric_name.to_owned());
             }
         }
     }
-    for expected in [m::UNAUTHORIZED, m::CONFLICT, m::FAILED] {
+    for expected in [m::UNAUTHORIZED, m::CONFLICT, m::FAILED, REFUSED] {
         assert!(watched.iter().any(|w| w == expected), "{expected}");
     }
+}
+
+/// The processor's metric for a message it refused (issue 22: a sender acting for a provider it
+/// may not), one per message, without dimensions.
+const REFUSED: &str = "Refused";
+
+/// Any refused message alarms (more than 0 in 5 minutes), through the same topic as the others;
+/// it has its runbook section and a line on the dashboard.
+#[test]
+fn a_refused_message_alarms_and_has_a_runbook() {
+    let t = template();
+    let alarm = &t["Resources"]["RefusedMessageAlarm"];
+    assert_eq!(alarm["Type"], "AWS::CloudWatch::Alarm");
+    let p = &alarm["Properties"];
+    assert_eq!(p["Namespace"]["Ref"], "MetricsNamespace");
+    assert_eq!(p["MetricName"], REFUSED);
+    assert!(p["Dimensions"].is_null(), "every provider: no dimensions");
+    assert_eq!(p["Statistic"], "Sum");
+    assert_eq!(p["Period"], 300);
+    assert_eq!(p["EvaluationPeriods"], 1);
+    assert_eq!(p["Threshold"], 0);
+    assert_eq!(p["ComparisonOperator"], "GreaterThanThreshold");
+    assert_eq!(p["TreatMissingData"], "notBreaching");
+    let actions = serde_json::json!({
+        "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
+    });
+    assert_eq!(p["AlarmActions"], actions);
+    assert_eq!(p["OKActions"], actions);
+    let runbook = std::fs::read_to_string(root().join("docs/runbook.md")).unwrap();
+    assert!(
+        runbook.contains("\n## RefusedMessageAlarm"),
+        "docs/runbook.md has no section for RefusedMessageAlarm"
+    );
+    let body =
+        Deployed::new(&t, &[]).eval(&t["Resources"]["Dashboard"]["Properties"]["DashboardBody"]);
+    let body: Value = serde_json::from_str(body.as_str().unwrap()).expect("dashboard JSON");
+    let namespace = &t["Parameters"]["MetricsNamespace"]["Default"];
+    let shown = body["widgets"].as_array().unwrap().iter().any(|w| {
+        w["properties"]["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| {
+                m[0] == *namespace && m[1] == REFUSED && m[2]["stat"] == "Sum" && m.get(3).is_none()
+            })
+    });
+    assert!(
+        shown,
+        "the dashboard shows Refused (its sum, no dimensions)"
+    );
 }
 
 /// A value as a list: IAM allows one action or resource as a string or as a list of them.
@@ -645,11 +807,235 @@ fn every_function_may_only_put_its_own_objects_and_the_processor_only_read_paylo
     }
 }
 
-/// Both buckets: SSE-S3, no public access, owner-enforced objects, kept on delete and replace,
-/// and a policy refusing any request without TLS and any put without the encryption header.
+/// The template as CloudFormation would resolve it for one set of parameter values: every
+/// parameter's default, then `overrides`. Enough of CloudFormation's intrinsics for the policies
+/// and variables tested here (Ref, GetAtt, Sub, Join, Split, If, Equals, Not); what CloudFormation
+/// only knows at deploy time (a resource's name or attribute, a pseudo parameter) becomes a
+/// placeholder, `<Resource>` or `<Resource.Attribute>`.
+struct Deployed<'t> {
+    t: &'t Value,
+    parameters: HashMap<String, Value>,
+}
+
+impl<'t> Deployed<'t> {
+    fn new(t: &'t Value, overrides: &[(&str, Value)]) -> Self {
+        let mut parameters = HashMap::new();
+        for (name, p) in t["Parameters"].as_object().unwrap() {
+            let default = match &p["Default"] {
+                Value::Number(n) => Value::from(n.to_string()),
+                Value::String(s) if p["Type"] == "CommaDelimitedList" => {
+                    Value::from(s.split(',').collect::<Vec<&str>>())
+                }
+                other => other.clone(),
+            };
+            parameters.insert(name.clone(), default);
+        }
+        for (name, value) in overrides {
+            assert!(parameters.contains_key(*name), "no parameter {name}");
+            parameters.insert((*name).to_owned(), value.clone());
+        }
+        Deployed { t, parameters }
+    }
+
+    fn condition(&self, name: &str) -> bool {
+        let c = &self.t["Conditions"][name];
+        assert!(!c.is_null(), "no condition {name}");
+        self.eval(c)
+            .as_bool()
+            .unwrap_or_else(|| panic!("{name}: {c}"))
+    }
+
+    /// `v` resolved; `Ref AWS::NoValue` (Null) disappears from the list or map holding it.
+    fn eval(&self, v: &Value) -> Value {
+        match v {
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| self.eval(i))
+                    .filter(|i| !i.is_null())
+                    .collect(),
+            ),
+            Value::Object(m) if m.len() == 1 => {
+                let (key, arg) = m.iter().next().unwrap();
+                match key.as_str() {
+                    "Ref" => {
+                        let name = arg.as_str().unwrap();
+                        match self.parameters.get(name) {
+                            Some(value) => value.clone(),
+                            None if name == "AWS::NoValue" => Value::Null,
+                            None => Value::from(format!("<{name}>")),
+                        }
+                    }
+                    "Fn::GetAtt" => {
+                        let parts: Vec<&str> = arg
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|a| a.as_str().unwrap())
+                            .collect();
+                        Value::from(format!("<{}>", parts.join(".")))
+                    }
+                    "Fn::Sub" => {
+                        let text = arg.as_str().unwrap_or_else(|| panic!("Fn::Sub {arg}"));
+                        let mut out = String::new();
+                        let mut rest = text;
+                        while let Some(at) = rest.find("${") {
+                            out.push_str(&rest[..at]);
+                            let close = rest[at..].find('}').unwrap() + at;
+                            let name = &rest[at + 2..close];
+                            match self.parameters.get(name) {
+                                Some(Value::String(value)) => out.push_str(value),
+                                Some(other) => panic!("${{{name}}}: {other}"),
+                                None => out.push_str(&format!("<{name}>")),
+                            }
+                            rest = &rest[close + 1..];
+                        }
+                        out.push_str(rest);
+                        Value::from(out)
+                    }
+                    "Fn::Join" => {
+                        let separator = arg[0].as_str().unwrap();
+                        let parts = self.eval(&arg[1]);
+                        let parts: Vec<&str> = parts
+                            .as_array()
+                            .unwrap_or_else(|| panic!("Fn::Join of {parts}"))
+                            .iter()
+                            .map(|p| p.as_str().unwrap())
+                            .collect();
+                        Value::from(parts.join(separator))
+                    }
+                    "Fn::Split" => {
+                        let separator = arg[0].as_str().unwrap();
+                        let text = self.eval(&arg[1]);
+                        Value::from(text.as_str().unwrap().split(separator).collect::<Vec<_>>())
+                    }
+                    "Fn::If" => {
+                        let branch = if self.condition(arg[0].as_str().unwrap()) {
+                            1
+                        } else {
+                            2
+                        };
+                        self.eval(&arg[branch])
+                    }
+                    "Fn::Equals" => Value::from(self.eval(&arg[0]) == self.eval(&arg[1])),
+                    "Fn::Not" => Value::from(!self.eval(&arg[0]).as_bool().unwrap()),
+                    k if k.starts_with("Fn::") => panic!("{k} is not modelled here"),
+                    _ => Value::Object(
+                        [(key.clone(), self.eval(arg))]
+                            .into_iter()
+                            .filter(|(_, v)| !v.is_null())
+                            .collect(),
+                    ),
+                }
+            }
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), self.eval(v)))
+                    .filter(|(_, v)| !v.is_null())
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
+    /// A resource's policy statements (`document` under its properties), resolved.
+    fn statements(&self, resource: &str, document: &str) -> Vec<Value> {
+        let d = &self.t["Resources"][resource]["Properties"][document];
+        assert!(!d.is_null(), "{resource}: {document}");
+        self.eval(&d["Statement"]).as_array().unwrap().clone()
+    }
+}
+
+/// IAM's `*` and `?` wildcards (StringLike), over the whole of `value`.
+fn like(pattern: &str, value: &str) -> bool {
+    match (pattern.chars().next(), value.chars().next()) {
+        (None, None) => true,
+        (Some('*'), _) => {
+            like(&pattern[1..], value)
+                || value
+                    .chars()
+                    .next()
+                    .is_some_and(|c| like(pattern, &value[c.len_utf8()..]))
+        }
+        (Some(p), Some(v)) if p == '?' || p == v => {
+            like(&pattern[p.len_utf8()..], &value[v.len_utf8()..])
+        }
+        _ => false,
+    }
+}
+
+/// Whether a bucket policy's Deny statements refuse `action` on an object to a request with
+/// these context keys (aws:userid, s3:x-amz-server-side-encryption, …; TLS on). A condition
+/// operator not modelled here fails the test rather than being guessed.
+fn bucket_denies(statements: &[Value], action: &str, context: &[(&str, &str)]) -> bool {
+    let context: HashMap<&str, &str> = context
+        .iter()
+        .copied()
+        .chain([("aws:SecureTransport", "true")])
+        .collect();
+    statements.iter().any(|s| {
+        let names_action = listed(&s["Action"])
+            .iter()
+            .any(|a| like(a.as_str().unwrap(), action));
+        if s["Effect"] != "Deny" || s["Principal"] != "*" || !names_action {
+            return false;
+        }
+        let Some(conditions) = s["Condition"].as_object() else {
+            return true; // no condition: everyone
+        };
+        conditions.iter().all(|(operator, keys)| {
+            keys.as_object().unwrap().iter().all(|(key, wanted)| {
+                let wanted: Vec<String> = listed(wanted)
+                    .iter()
+                    .map(|w| w.as_str().unwrap().to_owned())
+                    .collect();
+                let actual = context.get(key.as_str());
+                match operator.as_str() {
+                    "Bool" | "StringEquals" => {
+                        actual.is_some_and(|a| wanted.iter().any(|w| w == a))
+                    }
+                    // A key the request lacks never equals or matches: the negation applies.
+                    "StringNotEquals" => !actual.is_some_and(|a| wanted.iter().any(|w| w == a)),
+                    "StringNotLike" => !actual.is_some_and(|a| wanted.iter().any(|w| like(w, a))),
+                    other => panic!("condition operator {other} is not modelled here: {s}"),
+                }
+            })
+        })
+    })
+}
+
+/// The logical ID of the function that builds `binary`.
+fn function_id(t: &Value, binary: &str) -> String {
+    t["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, r)| r["Metadata"]["BuildProperties"]["Binary"] == binary)
+        .map(|(id, _)| id.clone())
+        .unwrap_or_else(|| panic!("no function builds {binary}"))
+}
+
+/// The role SAM gives a function (the transformed template's `Role`): `<function>Role`, which
+/// the template may reference by that name.
+fn role_of(cfn: &Value, function: &str) -> String {
+    let role = &cfn["Resources"][function]["Properties"]["Role"]["Fn::GetAtt"];
+    assert_eq!(role[1], "Arn", "{function}: {role}");
+    let role = role[0].as_str().unwrap().to_owned();
+    assert_eq!(cfn["Resources"][&role]["Type"], "AWS::IAM::Role", "{role}");
+    role
+}
+
+/// An id of each kind for the operator parameter: a role's (sessions: `<id>:<session>`) and a user's.
+const OPERATOR_ROLE: &str = "AROAOPERATOREXAMPLE01";
+const OPERATOR_USER: &str = "AIDAOPERATOREXAMPLE02";
+
+/// Both buckets: SSE-S3 (or SSE-KMS with the stack's key: `the_objects_key_...`), no public
+/// access, owner-enforced objects, kept on delete and replace, and a policy refusing any request
+/// without TLS and any put without the encryption header; a policy that grants nothing.
 #[test]
 fn both_buckets_are_encrypted_private_and_refuse_plain_transport_and_unencrypted_puts() {
     let t = template();
+    let defaults = Deployed::new(&t, &[]);
     for (bucket, policy, condition) in [
         ("PayloadBucket", "PayloadBucketPolicy", None),
         ("ArchiveBucket", "ArchiveBucketPolicy", Some("ArchiveOn")),
@@ -659,17 +1045,12 @@ fn both_buckets_are_encrypted_private_and_refuse_plain_transport_and_unencrypted
         assert_eq!(b["Condition"].as_str(), condition, "{bucket}");
         assert_eq!(b["DeletionPolicy"], "Retain", "{bucket}");
         assert_eq!(b["UpdateReplacePolicy"], "Retain", "{bucket}");
-        let p = &b["Properties"];
-        let encryption = p["BucketEncryption"]["ServerSideEncryptionConfiguration"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{bucket}: BucketEncryption"));
-        assert!(!encryption.is_empty(), "{bucket}");
-        for rule in encryption {
-            assert_eq!(
-                rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"], "AES256",
-                "{bucket}"
-            );
-        }
+        let p = defaults.eval(&b["Properties"]);
+        assert_eq!(
+            p["BucketEncryption"]["ServerSideEncryptionConfiguration"],
+            serde_json::json!([{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]),
+            "{bucket}: SSE-S3 by default"
+        );
         for flag in [
             "BlockPublicAcls",
             "BlockPublicPolicy",
@@ -691,48 +1072,221 @@ fn both_buckets_are_encrypted_private_and_refuse_plain_transport_and_unencrypted
         assert_eq!(bp["Type"], "AWS::S3::BucketPolicy", "{policy}");
         assert_eq!(bp["Condition"].as_str(), condition, "{policy}");
         assert_eq!(bp["Properties"]["Bucket"]["Ref"], bucket, "{policy}");
-        let policy_statements = bp["Properties"]["PolicyDocument"]["Statement"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{policy}: statements"));
-        let whole = serde_json::json!({"Fn::GetAtt": [bucket, "Arn"]});
-        let objects = serde_json::json!({"Fn::Sub": format!("${{{bucket}.Arn}}/*")});
-        // A deny for everyone, on `action`, covering `resources`, under `condition`.
-        let denies = |action: &str, resources: &[&Value], condition: Value| {
-            policy_statements.iter().any(|s| {
-                let covered = listed(&s["Resource"]);
-                s["Effect"] == "Deny"
-                    && s["Principal"] == "*"
-                    && listed(&s["Action"]) == vec![Value::from(action)]
-                    && resources.iter().all(|r| covered.contains(*r))
-                    && s["Condition"] == condition
-            })
-        };
-        assert!(
-            denies(
-                "s3:*",
-                &[&whole, &objects],
-                serde_json::json!({"Bool": {"aws:SecureTransport": "false"}})
-            ),
-            "{policy}: deny without TLS"
-        );
-        assert!(
-            denies(
-                "s3:PutObject",
-                &[&objects],
-                serde_json::json!({
-                    "StringNotEquals": {"s3:x-amz-server-side-encryption": "AES256"}
-                })
-            ),
-            "{policy}: deny a put without x-amz-server-side-encryption: AES256"
-        );
-        for s in policy_statements {
-            assert_eq!(s["Effect"], "Deny", "{policy}: grants nothing: {s}");
+        for key in ["none", "create"] {
+            for operators in [vec![""], vec![OPERATOR_ROLE, OPERATOR_USER]] {
+                let deployed = Deployed::new(
+                    &t,
+                    &[
+                        ("BucketEncryptionKey", Value::from(key)),
+                        ("OperatorPrincipalIds", Value::from(operators.clone())),
+                    ],
+                );
+                let statements = deployed.statements(policy, "PolicyDocument");
+                let whole = Value::from(format!("<{bucket}.Arn>"));
+                let objects = Value::from(format!("<{bucket}.Arn>/*"));
+                assert!(
+                    statements.iter().any(|s| s["Effect"] == "Deny"
+                        && s["Principal"] == "*"
+                        && listed(&s["Action"]) == vec![Value::from("s3:*")]
+                        && listed(&s["Resource"]).contains(&whole)
+                        && listed(&s["Resource"]).contains(&objects)
+                        && s["Condition"]
+                            == serde_json::json!({"Bool": {"aws:SecureTransport": "false"}})),
+                    "{policy} ({key}): deny without TLS"
+                );
+                for s in &statements {
+                    assert_eq!(s["Effect"], "Deny", "{policy}: grants nothing: {s}");
+                    for resource in listed(&s["Resource"]) {
+                        assert!(resource == whole || resource == objects, "{policy}: {s}");
+                    }
+                }
+                let put = |encryption: &[(&str, &str)]| {
+                    bucket_denies(&statements, "s3:PutObject", encryption)
+                };
+                let sse = "s3:x-amz-server-side-encryption";
+                assert!(put(&[]), "{policy} ({key}): a put without the header");
+                assert!(put(&[(sse, "aws:kms:dsse")]), "{policy} ({key})");
+                if key == "none" {
+                    assert!(!put(&[(sse, "AES256")]), "{policy}: a put with AES256");
+                    assert!(put(&[(sse, "aws:kms")]), "{policy}: SSE-S3 only");
+                }
+            }
         }
     }
 }
 
-/// A message may reference a payload for as long as it can live: the dedup horizon, and the
-/// queue's retention plus the dead-letter queue's (a redrive). The payloads must outlive both.
+/// BucketEncryptionKey=create: a customer-managed key, rotated, retained like the buckets it
+/// encrypts, whose policy delegates to IAM and names no role (the roles' policies name the key:
+/// naming them back would be a cycle); both buckets SSE-KMS with it and a bucket key; the
+/// receivers told of it (OBJECTS_KMS_KEY_ARN, "" without it), each may only ask for data keys and
+/// the processor only decrypt, both only under ObjectsKeyOn; and the bucket policies refuse a put
+/// that does not name it. Off by default.
+#[test]
+fn the_objects_key_is_optional_and_wired_to_buckets_functions_and_policies() {
+    let t = template();
+    let param = &t["Parameters"]["BucketEncryptionKey"];
+    assert_eq!(param["Default"], "none");
+    assert_eq!(
+        param["AllowedValues"],
+        serde_json::json!(["none", "create"])
+    );
+    assert_eq!(
+        t["Conditions"]["ObjectsKeyOn"],
+        serde_json::json!({"Fn::Equals": [{"Ref": "BucketEncryptionKey"}, "create"]})
+    );
+    let key = &t["Resources"]["ObjectsKey"];
+    assert_eq!(key["Type"], "AWS::KMS::Key");
+    assert_eq!(key["Condition"], "ObjectsKeyOn");
+    assert_eq!(key["DeletionPolicy"], "Retain");
+    assert_eq!(key["UpdateReplacePolicy"], "Retain");
+    assert_eq!(key["Properties"]["EnableKeyRotation"], true);
+    let on = Deployed::new(&t, &[("BucketEncryptionKey", Value::from("create"))]);
+    let off = Deployed::new(&t, &[]);
+    assert!(on.condition("ObjectsKeyOn") && !off.condition("ObjectsKeyOn"));
+
+    let key_policy = on.statements("ObjectsKey", "KeyPolicy");
+    assert!(
+        key_policy.iter().any(|s| s["Effect"] == "Allow"
+            && s["Principal"]["AWS"] == "arn:<AWS::Partition>:iam::<AWS::AccountId>:root"
+            && listed(&s["Action"]) == vec![Value::from("kms:*")]),
+        "the key policy delegates to IAM (the account): {key_policy:?}"
+    );
+    for s in &key_policy {
+        if s["Effect"] == "Allow" {
+            assert_eq!(
+                s["Principal"]["AWS"], "arn:<AWS::Partition>:iam::<AWS::AccountId>:root",
+                "only the account is trusted: {s}"
+            );
+        }
+        assert!(
+            !s.to_string().contains("Role"),
+            "the key policy names no role (a cycle with the roles' policies): {s}"
+        );
+    }
+    let arn = Value::from("<ObjectsKey.Arn>");
+
+    for bucket in ["PayloadBucket", "ArchiveBucket"] {
+        assert_eq!(
+            on.eval(&t["Resources"][bucket]["Properties"]["BucketEncryption"]),
+            serde_json::json!({"ServerSideEncryptionConfiguration": [{
+                "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": arn},
+                "BucketKeyEnabled": true
+            }]}),
+            "{bucket}"
+        );
+        let statements = on.statements(&format!("{bucket}Policy"), "PolicyDocument");
+        let sse = "s3:x-amz-server-side-encryption";
+        let key_id = "s3:x-amz-server-side-encryption-aws-kms-key-id";
+        let put = |context: &[(&str, &str)]| bucket_denies(&statements, "s3:PutObject", context);
+        assert!(
+            !put(&[(sse, "aws:kms"), (key_id, "<ObjectsKey.Arn>")]),
+            "{bucket}: the key"
+        );
+        assert!(
+            put(&[
+                (sse, "aws:kms"),
+                (key_id, "arn:aws:kms:eu-west-1:1:key/other")
+            ]),
+            "{bucket}: another key"
+        );
+        assert!(put(&[(sse, "aws:kms")]), "{bucket}: no key named");
+        assert!(
+            put(&[(sse, "AES256")]),
+            "{bucket}: SSE-S3 when the key is on"
+        );
+    }
+
+    let receivers: Vec<&str> = providers::ALL.iter().map(|(_, b)| *b).collect();
+    for binary in receivers.iter().copied().chain(["event-processor"]) {
+        let f = function(&t, binary);
+        let variable = &f["Properties"]["Environment"]["Variables"]["OBJECTS_KMS_KEY_ARN"];
+        let kms: Vec<(Option<&str>, &Value)> = scoped_statements(f)
+            .into_iter()
+            .filter(|(_, s)| s.to_string().contains("kms:"))
+            .collect();
+        let action = if binary == "event-processor" {
+            assert!(variable.is_null(), "the processor needs no key to read");
+            "kms:Decrypt"
+        } else {
+            assert_eq!(on.eval(variable), arn, "{binary}");
+            assert_eq!(off.eval(variable), "", "{binary}");
+            "kms:GenerateDataKey"
+        };
+        assert_eq!(kms.len(), 1, "{binary}: one KMS statement");
+        let (condition, s) = kms[0];
+        assert_eq!(condition, Some("ObjectsKeyOn"), "{binary}");
+        assert_eq!(s["Effect"], "Allow", "{binary}");
+        assert_eq!(listed(&s["Action"]), vec![Value::from(action)], "{binary}");
+        assert_eq!(on.eval(&s["Resource"]), arn, "{binary}");
+    }
+}
+
+/// Reads: the payload bucket's objects by the processor's role and the operators only, the
+/// archive's by the operators only (the processor never reads it); with no operators
+/// (OperatorPrincipalIds' default), the processor only and nobody. Whatever IAM grants anyone
+/// else, the bucket policy refuses it (aws:userid: `<role id>:<session>` for a role session,
+/// the user id for a user).
+#[test]
+fn the_buckets_deny_reads_to_everyone_but_the_processor_and_the_operators() {
+    let t = template();
+    let cfn = transformed();
+    let operators = &t["Parameters"]["OperatorPrincipalIds"];
+    assert_eq!(operators["Type"], "CommaDelimitedList");
+    assert_eq!(operators["Default"], "", "nobody by default");
+    let processor = format!("<{}.RoleId>:1", role_of(&cfn, "EventProcessorFunction"));
+    let receivers: Vec<String> = providers::ALL
+        .iter()
+        .map(|(_, binary)| format!("<{}.RoleId>:1", role_of(&cfn, &function_id(&t, binary))))
+        .collect();
+    let operator_role = format!("{OPERATOR_ROLE}:alice");
+    let root = "<AWS::AccountId>";
+    for (some, list) in [
+        (false, vec![""]),
+        (true, vec![OPERATOR_ROLE, OPERATOR_USER]),
+    ] {
+        let deployed = Deployed::new(&t, &[("OperatorPrincipalIds", Value::from(list))]);
+        assert_eq!(deployed.condition("HasOperators"), some);
+        for (bucket, processor_reads) in [("PayloadBucket", true), ("ArchiveBucket", false)] {
+            let statements = deployed.statements(&format!("{bucket}Policy"), "PolicyDocument");
+            for action in ["s3:GetObject", "s3:GetObjectVersion"] {
+                let reads =
+                    |userid: &str| !bucket_denies(&statements, action, &[("aws:userid", userid)]);
+                assert_eq!(
+                    reads(&processor),
+                    processor_reads,
+                    "{bucket} {action}: the processor"
+                );
+                assert_eq!(
+                    reads(&operator_role),
+                    some,
+                    "{bucket} {action}: an operator role"
+                );
+                assert_eq!(
+                    reads(OPERATOR_USER),
+                    some,
+                    "{bucket} {action}: an operator user"
+                );
+                for userid in receivers.iter().map(String::as_str).chain([
+                    root,
+                    "anonymous",
+                    "AROAOPERATOREXAMPLE0:alice",
+                    "AROAOPERATOREXAMPLE011:alice",
+                    "AIDAOPERATOREXAMPLE0",
+                    "",
+                ]) {
+                    assert!(!reads(userid), "{bucket} {action}: {userid:?} may read");
+                }
+            }
+        }
+    }
+}
+
+/// A message may reference a payload for as long as it can live: the dedup horizon, and its life
+/// on the queues. A standard queue's dead-letter queue keeps a message's enqueue time, so one pass
+/// (the queue, then the dead-letter queue) lasts the longer of the two retentions, and each
+/// `webhook-ops dlq redrive` sends it anew for another pass. The payloads must outlive the first
+/// pass and one redrive (PayloadRetentionDays' description: each further redrive needs one pass
+/// more).
 #[test]
 fn payloads_outlive_every_message_that_references_them() {
     const DAY: u64 = 86_400;
@@ -785,12 +1339,33 @@ fn payloads_outlive_every_message_that_references_them() {
         payload_days >= dedup_days,
         "payloads kept {payload_days} days, the dedup horizon is {dedup_days}"
     );
-    let message_days = (retention_seconds("EventsQueue")
-        + retention_seconds("EventsDeadLetterQueue"))
-    .div_ceil(DAY);
+    let (queue, dead_letter) = (
+        retention_seconds("EventsQueue"),
+        retention_seconds("EventsDeadLetterQueue"),
+    );
+    // Else a message expires in the dead-letter queue sooner than it would have on the queue.
     assert!(
-        payload_days >= message_days,
-        "payloads kept {payload_days} days, a message (queue, then dead-letter queue) lives {message_days}"
+        dead_letter >= queue,
+        "the dead-letter queue keeps messages as long as the queue"
+    );
+    const REDRIVES: u64 = 1;
+    let message_days = ((1 + REDRIVES) * queue.max(dead_letter)).div_ceil(DAY);
+    assert!(
+        payload_days > message_days,
+        "payloads kept {payload_days} days, a message redriven {REDRIVES} time(s) lives {message_days} (and lifecycle rounds up a day)"
+    );
+    let description = t["Parameters"]["PayloadRetentionDays"]["Description"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let pass_days = queue.max(dead_letter) / DAY;
+    assert!(
+        description.contains(&format!(
+            "{payload_days} = {pass_days} + {pass_days} + 1 day for lifecycle rounding covers the first pass and one redrive"
+        )),
+        "PayloadRetentionDays' description states the rule: {description}"
     );
 }
 
