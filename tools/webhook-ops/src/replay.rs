@@ -402,6 +402,7 @@ pub async fn run(ctx: &Ctx, args: ReplayArgs) -> Outcome {
 
     // Claim-checked events: their object first; an event whose object is not written is not
     // sent (its message would point at nothing).
+    let to_queue = outbound.len();
     let mut sending: Vec<Planned> = Vec::with_capacity(outbound.len());
     let mut messages: Vec<Message> = Vec::with_capacity(outbound.len());
     for (p, objects::Outbound { message, object }) in outbound {
@@ -466,7 +467,7 @@ pub async fn run(ctx: &Ctx, args: ReplayArgs) -> Outcome {
             println!("{}", n.to_text());
         }
         println!(
-            "replay {replay_id}: queued {}, already gone {}, not queued {}",
+            "replay {replay_id}: queued {} of {to_queue}; already gone {}; not queued {}",
             queued.len(),
             gone.len(),
             not_queued.len()
