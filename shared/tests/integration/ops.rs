@@ -1023,3 +1023,574 @@ async fn an_archived_event_too_large_for_the_queue_is_replayed_through_the_paylo
     assert!(run.stderr.contains("nothing queued"), "{run:?}");
     assert!(peek(&stack, &stack.queue_url).await.is_empty());
 }
+
+/// A Trybe envelope for site s1 whose payload holds `blob` bytes of filler.
+fn trybe_envelope(id: &str, received: OffsetDateTime, blob: usize) -> (Envelope, String) {
+    let body = json!({"id": id, "event": "customer.created", "site_id": "s1",
+                      "data": {"blob": "x".repeat(blob)}})
+    .to_string();
+    let mut envelope = Envelope {
+        provider: "trybe".into(),
+        event_id: id.into(),
+        event_type: "customer.created".into(),
+        dedup_key: key("trybe", Some("s1"), id),
+        received_at: shared::clock::rfc3339(received),
+        occurred_at: None,
+        tenant: Some("s1".into()),
+        content_type: Some("application/json".into()),
+        body_sha256: shared::verify::sha256_hex(body.as_bytes()),
+        payload: None,
+        payload_raw: None,
+        payload_base64: None,
+        payload_ref: None,
+        replay: None,
+    };
+    envelope.set_payload(Payload::Json(
+        serde_json::from_str::<Value>(&body).unwrap().into(),
+    ));
+    (envelope, body)
+}
+
+/// One accepted Trybe request in the archive, written as a receiver writes it. Returns its
+/// archive key and its event.
+async fn archived(
+    stack: &Stack,
+    id: &str,
+    received: OffsetDateTime,
+    blob: usize,
+) -> (String, Envelope) {
+    let (envelope, body) = trybe_envelope(id, received, blob);
+    let record = shared::objects::archive_record(
+        "POST",
+        Some("application/json"),
+        body.as_bytes(),
+        vec![&envelope],
+    )
+    .unwrap();
+    let key = shared::objects::archive_key("trybe", received, &envelope.body_sha256);
+    stack
+        .s3
+        .put_object()
+        .bucket(&stack.archive_bucket)
+        .key(&key)
+        .body(serde_json::to_vec(&record).unwrap().into())
+        .send()
+        .await
+        .unwrap();
+    (key, envelope)
+}
+
+/// The processor's replay claim for `dedup_key` under replay `replay_id`, put as the processor
+/// puts it (PROCESSING, then PROCESSED when `processed`).
+async fn replay_claim(stack: &Stack, dedup_key: &str, replay_id: &str, processed: bool) {
+    let store = DynamoClaims::new(stack.ddb.clone(), &stack.table);
+    let mark = shared::envelope::Replay {
+        id: replay_id.into(),
+        requested_at: shared::clock::rfc3339(OffsetDateTime::now_utc()),
+        archive_key: String::new(),
+    };
+    let c = claim(
+        &mark.processed_key(dedup_key),
+        Status::Processing,
+        OffsetDateTime::now_utc(),
+        Duration::from_secs(300),
+    );
+    assert_eq!(store.claim(&c).await.unwrap(), ClaimOutcome::New);
+    if processed {
+        store
+            .finish(
+                &c.pk,
+                &c.token,
+                &Finish::Processed,
+                OffsetDateTime::now_utc(),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Every message on `url`, consumed (received and deleted), as envelopes.
+async fn take_all(stack: &Stack, url: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        let got = stack
+            .sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .visibility_timeout(30)
+            .send()
+            .await
+            .unwrap()
+            .messages
+            .unwrap_or_default();
+        if got.is_empty() {
+            return out;
+        }
+        for m in got {
+            out.push(serde_json::from_str(m.body().unwrap()).unwrap());
+            stack
+                .sqs
+                .delete_message()
+                .queue_url(url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn event_ids(list: &Value) -> Vec<String> {
+    sorted(
+        list.as_array()
+            .unwrap_or_else(|| panic!("a list: {list}"))
+            .iter()
+            .map(|e| e["event_id"].as_str().unwrap().to_owned())
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn a_replay_resumed_with_its_id_queues_only_the_events_the_processor_does_not_have() {
+    let stack = Stack::new().await;
+    let now = OffsetDateTime::now_utc();
+    let mut events = Vec::new();
+    for i in 0..5 {
+        let id = format!("evt-r{i}-{}", uuid::Uuid::new_v4().simple());
+        let at = now - Duration::from_secs(30) + Duration::from_millis(10 * i);
+        events.push(archived(&stack, &id, at, 10).await.1);
+    }
+    let from = shared::clock::rfc3339(now - Duration::from_secs(60));
+    let to = shared::clock::rfc3339(now + Duration::from_secs(60));
+    let env = [("ARCHIVE_BUCKET", stack.archive_bucket.as_str())];
+    let range = [
+        "replay",
+        "--provider",
+        "trybe",
+        "--from",
+        &from,
+        "--to",
+        &to,
+    ];
+    let all: Vec<String> = sorted(events.iter().map(|e| e.event_id.clone()).collect());
+
+    let mut args = vec!["--json"];
+    args.extend(range);
+    args.push("--yes");
+    let first = ops_env(&stack, &env, &args, None);
+    assert_eq!(first.code, 0, "{first:?}");
+    let first = first.json();
+    let replay_id = first["replay_id"].as_str().unwrap().to_owned();
+    assert_eq!(event_ids(&first["queued"]), all);
+    assert_eq!(take_all(&stack, &stack.queue_url).await.len(), 5);
+
+    // The run was interrupted, as it were: the processor has three of the five (one still
+    // running, two done); the other two never reached it.
+    for (e, processed) in events.iter().take(3).zip([false, true, true]) {
+        replay_claim(&stack, &e.dedup_key, &replay_id, processed).await;
+    }
+    // Another replay's claim for a fourth event is not this replay's.
+    replay_claim(&stack, &events[3].dedup_key, &"0".repeat(32), true).await;
+
+    let mut args = vec!["--json"];
+    args.extend(range);
+    args.extend(["--replay-id", &replay_id, "--yes"]);
+    let resumed = ops_env(&stack, &env, &args, None);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    let out = resumed.json();
+    assert_eq!(out["replay_id"], replay_id.as_str());
+    let gone: Vec<String> = sorted(events[..3].iter().map(|e| e.event_id.clone()).collect());
+    let missing: Vec<String> = sorted(events[3..].iter().map(|e| e.event_id.clone()).collect());
+    assert_eq!(event_ids(&out["already_gone"]), gone, "{out:#}");
+    assert_eq!(event_ids(&out["queued"]), missing, "{out:#}");
+    assert_eq!(out["not_queued"], json!([]));
+    assert_eq!(out["resume"], Value::Null);
+
+    // What moto holds: exactly the two missing events, under the same replay id.
+    let queued = take_all(&stack, &stack.queue_url).await;
+    assert_eq!(queued.len(), 2, "{queued:#?}");
+    for m in &queued {
+        assert_eq!(m["replay"]["id"], replay_id.as_str(), "{m}");
+        assert!(m["replay"]["archive_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("trybe/"));
+    }
+    assert_eq!(
+        sorted(
+            queued
+                .iter()
+                .map(|m| m["event_id"].as_str().unwrap().to_owned())
+                .collect()
+        ),
+        missing
+    );
+
+    // Text output says the same; a replay id not shaped like one is a usage error.
+    let mut args = range.to_vec();
+    args.extend(["--replay-id", &replay_id, "--yes"]);
+    let text = ops_env(&stack, &env, &args, None);
+    assert_eq!(text.code, 0, "{text:?}");
+    for e in &events[..3] {
+        assert!(
+            text.stdout
+                .contains(&format!("already gone {}", e.event_id)),
+            "{text:?}"
+        );
+    }
+    assert!(
+        text.stdout
+            .contains("queued 2 of 2; already gone 3; not queued 0"),
+        "{text:?}"
+    );
+    take_all(&stack, &stack.queue_url).await;
+    let mut args = range.to_vec();
+    args.extend(["--replay-id", "not-a-replay-id", "--yes"]);
+    let bad = ops_env(&stack, &env, &args, None);
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(peek(&stack, &stack.queue_url).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_replay_that_cannot_queue_everything_lists_each_event_not_queued_and_how_to_resume() {
+    let stack = Stack::new().await;
+    let now = OffsetDateTime::now_utc();
+    let at = |ms: u64| now - Duration::from_secs(30) + Duration::from_millis(ms);
+    let small_id = format!("evt-small-{}", uuid::Uuid::new_v4().simple());
+    let big_id = format!("evt-big-{}", uuid::Uuid::new_v4().simple());
+    let (small_key, small) = archived(&stack, &small_id, at(0), 10).await;
+    let (big_key, big) = archived(&stack, &big_id, at(10), 20_000).await;
+    // An archive object that is not an archive record (damaged, or written by something else).
+    let bad_key = shared::objects::archive_key("trybe", at(20), &"ee".repeat(32));
+    stack
+        .s3
+        .put_object()
+        .bucket(&stack.archive_bucket)
+        .key(&bad_key)
+        .body(b"{not an archive record".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let from = shared::clock::rfc3339(now - Duration::from_secs(60));
+    let to = shared::clock::rfc3339(now + Duration::from_secs(60));
+    // A queue limit the big event exceeds, and a payload bucket that does not exist: its
+    // payload object cannot be written.
+    let broken = [
+        ("ARCHIVE_BUCKET", stack.archive_bucket.as_str()),
+        ("MAX_MESSAGE_BYTES", "8192"),
+        ("PAYLOAD_BUCKET", "no-such-payload-bucket"),
+    ];
+    let range = [
+        "replay",
+        "--provider",
+        "trybe",
+        "--from",
+        &from,
+        "--to",
+        &to,
+    ];
+    let mut args = range.to_vec();
+    args.push("--yes");
+    let run = ops_env(&stack, &broken, &args, None);
+    assert_eq!(run.code, 1, "{run:?}");
+    let replay_id = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("replay ")?.split(':').next())
+        .unwrap_or_else(|| panic!("a replay id: {run:?}"))
+        .to_owned();
+    assert!(
+        run.stdout
+            .contains(&format!("queued {small_id} as message")),
+        "{run:?}"
+    );
+    let big_line = format!(
+        "NOT queued: event {big_id}  dedup key {}  from {big_key}: payload object",
+        big.dedup_key
+    );
+    assert!(run.stdout.contains(&big_line), "{run:?}");
+    assert!(
+        run.stdout.contains(&format!(
+            "NOT queued: every event of archive object {bad_key}: not an archive record"
+        )),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout
+            .contains("queued 1 of 2; already gone 0; not queued 2"),
+        "{run:?}"
+    );
+    let resume = format!(
+        "webhook-ops replay --replay-id {replay_id} --provider trybe --from {from} --to {to}"
+    );
+    assert!(
+        run.stdout.contains(&format!("resume with: {resume}\n")),
+        "{run:?}"
+    );
+    assert!(run.stderr.contains(&resume), "{run:?}");
+    // What moto holds: the small event only, marked with this replay; no payload object.
+    let queued = take_all(&stack, &stack.queue_url).await;
+    assert_eq!(queued.len(), 1, "{queued:#?}");
+    assert_eq!(queued[0]["event_id"], small_id.as_str());
+    assert_eq!(queued[0]["replay"]["id"], replay_id.as_str());
+    assert_eq!(queued[0]["replay"]["archive_key"], small_key.as_str());
+    assert!(stack.objects(&stack.payload_bucket).await.is_empty());
+
+    // The processor takes the small one; the resume, still broken, says the same in JSON and
+    // queues nothing again.
+    replay_claim(&stack, &small.dedup_key, &replay_id, true).await;
+    let words: Vec<&str> = resume.split(' ').skip(1).collect();
+    let mut args = vec!["--json"];
+    args.extend(&words);
+    args.push("--yes");
+    let again = ops_env(&stack, &broken, &args, None);
+    assert_eq!(again.code, 1, "{again:?}");
+    let out = again.json();
+    assert_eq!(out["replay_id"], replay_id.as_str());
+    assert_eq!(out["resume"], resume.as_str());
+    assert_eq!(out["queued"], json!([]));
+    assert_eq!(event_ids(&out["already_gone"]), vec![small_id.clone()]);
+    let not_queued = out["not_queued"].as_array().unwrap();
+    assert_eq!(not_queued.len(), 2, "{out:#}");
+    let b = not_queued
+        .iter()
+        .find(|n| n["event_id"] == big_id.as_str())
+        .unwrap();
+    assert_eq!(b["dedup_key"], big.dedup_key.as_str());
+    assert_eq!(b["archive_key"], big_key.as_str());
+    assert!(
+        b["error"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-payload-bucket"),
+        "{b}"
+    );
+    let g = not_queued
+        .iter()
+        .find(|n| n["archive_key"] == bad_key.as_str())
+        .unwrap();
+    assert_eq!(g["event_id"], Value::Null);
+    assert_eq!(g["error"], "not an archive record");
+    assert!(peek(&stack, &stack.queue_url).await.is_empty());
+
+    // Fixed (the right payload bucket, the damaged object removed): the resume queues the big
+    // event, through a payload object moto now holds, and nothing else.
+    stack
+        .s3
+        .delete_object()
+        .bucket(&stack.archive_bucket)
+        .key(&bad_key)
+        .send()
+        .await
+        .unwrap();
+    let fixed = [
+        ("ARCHIVE_BUCKET", stack.archive_bucket.as_str()),
+        ("MAX_MESSAGE_BYTES", "8192"),
+        ("PAYLOAD_BUCKET", stack.payload_bucket.as_str()),
+    ];
+    let done = ops_env(&stack, &fixed, &args, None);
+    assert_eq!(done.code, 0, "{done:?}");
+    let out = done.json();
+    assert_eq!(event_ids(&out["queued"]), vec![big_id.clone()]);
+    assert_eq!(out["not_queued"], json!([]));
+    let queued = take_all(&stack, &stack.queue_url).await;
+    assert_eq!(queued.len(), 1, "{queued:#?}");
+    assert_eq!(queued[0]["event_id"], big_id.as_str());
+    assert_eq!(queued[0]["replay"]["id"], replay_id.as_str());
+    let object_key = queued[0]["payload_ref"]["key"].as_str().unwrap();
+    let object: Envelope =
+        serde_json::from_slice(&stack.object(&stack.payload_bucket, object_key).await).unwrap();
+    assert_eq!(object.event_id, big_id);
+    assert_eq!(object.payload, big.payload);
+}
+
+/// Sends `envelope` straight to the DLQ with the receivers' attributes and `extra` String ones.
+async fn to_dlq(stack: &Stack, body: &str, envelope: &Envelope, extra: &[(&str, &str)]) -> String {
+    let mut send = stack
+        .sqs
+        .send_message()
+        .queue_url(&stack.dlq_url)
+        .message_body(body);
+    let attrs = envelope.attributes();
+    let names = attrs
+        .iter()
+        .map(|(n, v)| (*n, v.as_str()))
+        .chain(extra.iter().copied());
+    for (name, value) in names {
+        send = send.message_attributes(
+            name,
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(value)
+                .build()
+                .unwrap(),
+        );
+    }
+    send.send().await.unwrap().message_id.unwrap()
+}
+
+#[tokio::test]
+async fn dlq_redrive_moves_neither_refused_messages_nor_ones_whose_payload_object_is_gone() {
+    let stack = Stack::new().await;
+    let secret = marker();
+    let normal = envelope_to_dlq(
+        &stack,
+        &format!("charge-{}", uuid::Uuid::new_v4().simple()),
+        &secret,
+    )
+    .await;
+
+    // A message the processor refused: a replay mark from a sender it does not trust.
+    let received = time::macros::datetime!(2026-03-01 10:00:00.500 UTC);
+    let (mut forged, _) = trybe_envelope("forged-1", received, 10);
+    forged.replay = Some(shared::envelope::Replay {
+        id: "1".repeat(32),
+        requested_at: "2026-03-02T00:00:00Z".into(),
+        archive_key: "trybe/2026-03-01/100000.500Z-00.json".into(),
+    });
+    let reason = "sender AROAFORGED:x may not act for provider trybe";
+    let refused = to_dlq(
+        &stack,
+        &forged.to_sqs_body().unwrap(),
+        &forged,
+        &[("refused", reason), ("refused_sender", "AROAFORGED:x")],
+    )
+    .await;
+
+    // Two claim-checked messages: one whose object is still there, one whose object expired.
+    let limit = 4096;
+    let mut checked = Vec::new();
+    for id in ["kept-1", "expired-1"] {
+        let (e, _) = trybe_envelope(id, received, 20_000);
+        let out =
+            shared::objects::message_for(&e, limit, shared::objects::Oversize::ClaimCheck).unwrap();
+        let object = out.object.unwrap();
+        stack
+            .s3
+            .put_object()
+            .bucket(&stack.payload_bucket)
+            .key(&object.key)
+            .body(object.bytes.to_vec().into())
+            .send()
+            .await
+            .unwrap();
+        let id = to_dlq(&stack, &out.message.body, &e, &[]).await;
+        checked.push((id, object.key, out.message.body));
+    }
+    let (kept, _, kept_body) = checked[0].clone();
+    let (expired, expired_key, _) = checked[1].clone();
+    stack
+        .s3
+        .delete_object()
+        .bucket(&stack.payload_bucket)
+        .key(&expired_key)
+        .send()
+        .await
+        .unwrap();
+    let originals = peek(&stack, &stack.dlq_url).await;
+    assert_eq!(originals.len(), 4);
+
+    // The listing shows the refusal and the sender.
+    let listed = ops(&stack, &["dlq", "list"], None);
+    assert_eq!(listed.code, 0, "{listed:?}");
+    assert!(
+        listed
+            .stdout
+            .contains(&format!("by the processor: {reason}")),
+        "{listed:?}"
+    );
+    assert!(listed.stdout.contains("AROAFORGED:x"), "{listed:?}");
+    let listed = ops(&stack, &["--json", "dlq", "list"], None).json();
+    let r = listed["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["message_id"] == refused.as_str())
+        .unwrap();
+    assert_eq!(r["refused"], reason);
+    assert_eq!(r["refused_sender"], "AROAFORGED:x");
+
+    // Named by id, the refused one is refused; a claim-checked one without a payload bucket to
+    // check it in is not moved either.
+    let by_id = ops(
+        &stack,
+        &["dlq", "redrive", "--id", &refused, "--id", &kept, "--yes"],
+        None,
+    );
+    assert_eq!(by_id.code, 1, "{by_id:?}");
+    assert!(by_id.stdout.contains("--payload-bucket"), "{by_id:?}");
+    assert!(
+        by_id.stdout.contains("NOT MOVED: the processor refused it"),
+        "{by_id:?}"
+    );
+    assert!(peek(&stack, &stack.queue_url).await.is_empty());
+    assert_eq!(ids(&peek(&stack, &stack.dlq_url).await), ids(&originals));
+
+    let env = [("PAYLOAD_BUCKET", stack.payload_bucket.as_str())];
+    let run = ops_env(&stack, &env, &["dlq", "redrive", "--all", "--yes"], None);
+    assert_eq!(run.code, 1, "refusals exit 1: {run:?}");
+    assert!(run.stdout.contains("moved 2 of 2"), "{run:?}");
+    assert!(run.stdout.contains("will NOT move 2 message(s)"), "{run:?}");
+    let suggestion = "webhook-ops replay --provider trybe --from 2026-03-01T09:59:59.5Z --to 2026-03-01T10:00:01.5Z";
+    assert_eq!(run.stdout.matches(suggestion).count(), 2, "both: {run:?}");
+    assert!(
+        run.stdout.contains(reason) && run.stdout.contains("OperatorPrincipalIds"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "its payload object {expired_key} is no longer in the payload bucket"
+        )) && run.stdout.contains("PayloadRetentionDays")
+            && run.stdout.contains("the event's content is gone"),
+        "{run:?}"
+    );
+    assert!(!run.stdout.contains(&secret), "{run:?}");
+
+    // What moto holds: the normal message and the claim-checked one whose object exists are on
+    // the queue; the refused one and the one without its object stay in the DLQ.
+    let on_queue = peek(&stack, &stack.queue_url).await;
+    let bodies: HashSet<String> = on_queue.iter().map(|m| m.body.clone().unwrap()).collect();
+    let original_body = |id: &str| {
+        originals
+            .iter()
+            .find(|m| m.message_id.as_deref() == Some(id))
+            .unwrap()
+            .body
+            .clone()
+            .unwrap()
+    };
+    assert_eq!(
+        bodies,
+        HashSet::from([original_body(&normal), kept_body]),
+        "{on_queue:#?}"
+    );
+    assert_eq!(
+        ids(&peek(&stack, &stack.dlq_url).await),
+        HashSet::from([refused.clone(), expired.clone()])
+    );
+
+    // JSON: the same refusals, machine-readable; nothing more moves.
+    let run = ops_env(
+        &stack,
+        &env,
+        &["--json", "dlq", "redrive", "--all", "--yes"],
+        None,
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    let out = run.json();
+    assert_eq!(out["moved"], json!([]));
+    let refusals: HashSet<String> = out["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(refusals, HashSet::from([refused, expired]));
+    assert_eq!(peek(&stack, &stack.queue_url).await.len(), 2);
+}

@@ -268,6 +268,19 @@ impl Item {
     }
 }
 
+/// The status of the record under `pk` (a consistent read, as `claim show` reads it), `-` for a
+/// record without one; `None` when there is no record. `replay --replay-id` asks it for each
+/// event's replay claim.
+pub(crate) async fn record_status(
+    ddb: &Client,
+    table: &str,
+    pk: &str,
+) -> Result<Option<String>, Fail> {
+    Ok(get(ddb, table, pk)
+        .await?
+        .map(|item| item.status.unwrap_or_else(|| "-".into())))
+}
+
 async fn get(ddb: &Client, table: &str, pk: &str) -> Result<Option<Item>, Fail> {
     let out = ddb
         .get_item()

@@ -33,7 +33,17 @@ none is lost; if that delete fails the message is in both queues, which the proc
 processed# claim absorbs. Prints what it will move and asks for `yes` unless --yes.\n\n\
 It moves exactly the messages it showed: --all means those in the DLQ when it looked, not ones \
 that arrive while it asks. The redriven copies get new message ids. An event redriven after \
-DEDUP_TTL_SECONDS (7 days) is new again to the processor and runs its handler again.";
+DEDUP_TTL_SECONDS (7 days) is new again to the processor and runs its handler again.\n\n\
+Some messages are never moved, with --id or --all; each is shown with why and what to do \
+instead, stays in the DLQ, and the command exits 1:\n\
+- a message the processor refused (message attribute `refused`, with the sender in \
+`refused_sender`): redrive sends as an operator, whom the processor trusts for any provider, so \
+moving it would launder a forged message. A genuine event can be replayed from the archive; the \
+plan prints the command.\n\
+- a claim-checked message whose payload object is no longer in the payload bucket (expired after \
+the stack's PayloadRetentionDays): the processor would fail on it forever. Checked with \
+HeadObject in --payload-bucket (or $PAYLOAD_BUCKET); without a payload bucket such a message is \
+not moved.";
 
 #[derive(Subcommand)]
 pub enum DlqCommand {
@@ -59,9 +69,13 @@ pub enum DlqCommand {
             conflicts_with = "all"
         )]
         ids: Vec<String>,
-        /// Every message in the DLQ.
+        /// Every message in the DLQ (except those it refuses, see above).
         #[arg(long)]
         all: bool,
+        /// The payload bucket, to check that a claim-checked message's object still exists
+        /// [default: $PAYLOAD_BUCKET].
+        #[arg(long, value_name = "NAME")]
+        payload_bucket: Option<String>,
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
@@ -71,7 +85,12 @@ pub enum DlqCommand {
 pub async fn run(ctx: &Ctx, command: DlqCommand) -> Outcome {
     match command {
         DlqCommand::List { show_payload, max } => list(ctx, show_payload, max as usize).await,
-        DlqCommand::Redrive { ids, all, yes } => redrive(ctx, ids, all, yes).await,
+        DlqCommand::Redrive {
+            ids,
+            all,
+            payload_bucket,
+            yes,
+        } => redrive(ctx, ids, all, payload_bucket, yes).await,
     }
 }
 
@@ -90,6 +109,12 @@ struct Summary {
     /// The body parsed as an envelope (else the fields come from the message attributes).
     envelope: bool,
     body_bytes: usize,
+    /// Why the processor refused the message and moved it here itself (message attribute
+    /// `refused`), and the SenderId it refused (`refused_sender`).
+    refused: Option<String>,
+    refused_sender: Option<String>,
+    /// A claim-checked envelope's payload object key (`payload_ref.key`).
+    payload_ref: Option<String>,
 }
 
 fn id_of(m: &Message) -> String {
@@ -139,8 +164,21 @@ fn summarize(m: &Message) -> Summary {
             .map(|n| n.max(0) as u64),
         envelope: parsed.is_some(),
         body_bytes: body.len(),
+        refused: attribute(REFUSED),
+        refused_sender: attribute(REFUSED_SENDER),
+        payload_ref: parsed
+            .as_ref()
+            .and_then(|o| o.get("payload_ref"))
+            .and_then(|r| r.get("key"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     }
 }
+
+/// The message attributes the processor sets on a message it refuses for trust reasons and
+/// moves to the DLQ itself: the reason, and the SenderId it refused.
+const REFUSED: &str = "refused";
+const REFUSED_SENDER: &str = "refused_sender";
 
 /// The content, for --show-payload: the envelope's payload field, or the whole body.
 fn payload(m: &Message) -> (&'static str, Value) {
@@ -172,6 +210,9 @@ fn summary_json(s: &Summary, now: i64) -> Value {
         "receive_count": s.receive_count,
         "envelope": s.envelope,
         "body_bytes": s.body_bytes,
+        "payload_ref": s.payload_ref,
+        "refused": s.refused,
+        "refused_sender": s.refused_sender,
     })
 }
 
@@ -213,6 +254,15 @@ fn summary_text(s: &Summary, now: i64) -> String {
             .map(|n| n.to_string())
             .unwrap_or_else(|| "-".into()),
     );
+    if let Some(key) = &s.payload_ref {
+        line("payload ref", key.clone());
+    }
+    if let Some(reason) = &s.refused {
+        line("REFUSED", format!("by the processor: {reason}"));
+        line("sender", or_dash(&s.refused_sender));
+    } else if let Some(sender) = &s.refused_sender {
+        line("sender", sender.clone());
+    }
     out
 }
 
@@ -412,7 +462,92 @@ async fn send_copy(sqs: &Client, queue: &str, m: &Message) -> Result<String, Fai
     Ok(out.message_id.unwrap_or_default())
 }
 
-async fn redrive(ctx: &Ctx, ids: Vec<String>, all: bool, yes: bool) -> Outcome {
+/// What to do instead of redriving the event `s` names: replay it from the archive.
+fn replay_instead(s: &Summary) -> String {
+    let command = match (&s.provider, &s.received_at) {
+        (Some(provider), Some(at)) if s.envelope => crate::replay::suggestion(provider, at),
+        _ => None,
+    };
+    match command {
+        Some(command) => format!(
+            "replay it from the archive, which holds only requests whose signature a receiver \
+             verified (the command shows what it would queue and asks first):\n    {command}"
+        ),
+        None => "its body is not an envelope with a provider and a received time, so there is \
+                 no archived request to replay it from"
+            .into(),
+    }
+}
+
+/// The payload bucket, for the HeadObject checks of claim-checked messages.
+struct PayloadBucket {
+    s3: aws_sdk_s3::Client,
+    name: String,
+}
+
+/// Why `s` must not go back to the queue, if it must not: what the operator reads in the plan.
+async fn refusal(payloads: Option<&PayloadBucket>, s: &Summary) -> Option<String> {
+    if let Some(reason) = &s.refused {
+        return Some(format!(
+            "the processor refused it ({reason}; sender {}). Redrive sends as an operator, whom \
+             the processor trusts for any provider: moving it would let a possibly forged \
+             message run. If the event is genuine, {}\n  If the sender is an operator who may \
+             replay, list the part of its id before ':' in the stack's OperatorPrincipalIds \
+             first.",
+            s.refused_sender.as_deref().unwrap_or("-"),
+            replay_instead(s)
+        ));
+    }
+    let key = s.payload_ref.as_ref()?;
+    let Some(bucket) = payloads else {
+        return Some(format!(
+            "its content waits in the payload bucket (payload_ref {key}): pass --payload-bucket \
+             or set PAYLOAD_BUCKET, so that redrive can check the object still exists"
+        ));
+    };
+    let head = bucket
+        .s3
+        .head_object()
+        .bucket(&bucket.name)
+        .key(key)
+        .send()
+        .await;
+    match head {
+        Ok(_) => None,
+        Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Some(format!(
+            "its payload object {key} is no longer in the payload bucket {} (expired after the \
+             stack's PayloadRetentionDays): the processor would fail on it forever. To run the \
+             event again, {}\n  If the archive is off (ArchiveEnabled false), the event's \
+             content is gone: it cannot be run again.",
+            bucket.name,
+            replay_instead(s)
+        )),
+        Err(e) => Some(format!(
+            "its payload object {key} could not be checked in bucket {} ({}): not moved; try \
+             again",
+            bucket.name,
+            aws_sdk_s3::error::DisplayErrorContext(e)
+        )),
+    }
+}
+
+fn refused_text(s: &Summary, reason: &str, now: i64) -> String {
+    format!("{}  NOT MOVED: {reason}\n", summary_text(s, now))
+}
+
+fn refused_json(s: &Summary, reason: &str, now: i64) -> Value {
+    let mut v = summary_json(s, now);
+    v["not_moved_because"] = json!(reason);
+    v
+}
+
+async fn redrive(
+    ctx: &Ctx,
+    ids: Vec<String>,
+    all: bool,
+    payload_bucket: Option<String>,
+    yes: bool,
+) -> Outcome {
     let sqs = Client::new(&ctx.sdk);
     let dlq = ctx.dlq_url(&sqs).await?;
     let queue = ctx.queue_url(&sqs).await?;
@@ -451,32 +586,81 @@ async fn redrive(ctx: &Ctx, ids: Vec<String>, all: bool, yes: bool) -> Outcome {
         )));
     }
     let now = now_ms();
-    let planned: Vec<Summary> = selected.iter().map(|m| summarize(m)).collect();
-    if planned.is_empty() {
+    if selected.is_empty() {
         if ctx.json {
             println!(
                 "{:#}",
-                json!({"dlq_url": dlq, "queue_url": queue, "planned": [], "moved": []})
+                json!({"dlq_url": dlq, "queue_url": queue, "planned": [], "moved": [], "refused": []})
             );
         } else {
             println!("the dead-letter queue {dlq} is empty: nothing to move");
         }
         return Ok(());
     }
+    let payloads =
+        crate::from_flag_or_env(payload_bucket.as_deref(), &["PAYLOAD_BUCKET"]).map(|name| {
+            PayloadBucket {
+                s3: shared::objects::S3Objects::client(&ctx.sdk),
+                name,
+            }
+        });
+    let mut planned: Vec<Summary> = Vec::new();
+    let mut refused: Vec<(Summary, String)> = Vec::new();
+    for m in &selected {
+        let s = summarize(m);
+        match refusal(payloads.as_ref(), &s).await {
+            Some(reason) => refused.push((s, reason)),
+            None => planned.push(s),
+        }
+    }
+    let refused_out = || -> Vec<Value> {
+        refused
+            .iter()
+            .map(|(s, r)| refused_json(s, r, now))
+            .collect()
+    };
     if !ctx.json {
-        println!(
-            "will move {} message(s) from the dead-letter queue {dlq}\n  to the queue {queue}\n  (same body and attributes; each deleted from the DLQ only after the queue accepted its copy)",
-            planned.len()
-        );
-        for s in &planned {
-            println!();
-            print!("{}", summary_text(s, now));
+        if !planned.is_empty() {
+            println!(
+                "will move {} message(s) from the dead-letter queue {dlq}\n  to the queue {queue}\n  (same body and attributes; each deleted from the DLQ only after the queue accepted its copy)",
+                planned.len()
+            );
+            for s in &planned {
+                println!();
+                print!("{}", summary_text(s, now));
+            }
+        }
+        if !refused.is_empty() {
+            println!(
+                "\nwill NOT move {} message(s) (they stay in the dead-letter queue):",
+                refused.len()
+            );
+            for (s, reason) in &refused {
+                println!();
+                print!("{}", refused_text(s, reason, now));
+            }
         }
     } else {
         eprintln!(
-            "will move {} message(s) from {dlq} to {queue}",
-            planned.len()
+            "will move {} message(s) from {dlq} to {queue}; {} refused",
+            planned.len(),
+            refused.len()
         );
+    }
+    let refused_error = || {
+        Fail::Error(format!(
+            "{} message(s) not moved: refused, left in the dead-letter queue (see why above)",
+            refused.len()
+        ))
+    };
+    if planned.is_empty() {
+        if ctx.json {
+            println!(
+                "{:#}",
+                json!({"dlq_url": dlq, "queue_url": queue, "planned": [], "moved": [], "refused": refused_out()})
+            );
+        }
+        return Err(refused_error());
     }
     if !yes
         && !confirm(&format!(
@@ -569,10 +753,17 @@ async fn redrive(ctx: &Ctx, ids: Vec<String>, all: bool, yes: bool) -> Outcome {
             "planned": planned.iter().map(|s| summary_json(s, now)).collect::<Vec<_>>(),
             "moved": moved.iter().map(|(from, to)| json!({"dlq_message_id": from, "queue_message_id": to})).collect::<Vec<_>>(),
             "not_moved": not_moved,
+            "refused": refused_out(),
         });
         println!("{out:#}");
     } else {
         println!("moved {} of {} message(s)", moved.len(), plan.len());
+        if !refused.is_empty() {
+            println!(
+                "{} refused message(s) left in the dead-letter queue",
+                refused.len()
+            );
+        }
     }
     if let Some(f) = failure {
         return Err(Fail::Error(f));
@@ -586,6 +777,9 @@ async fn redrive(ctx: &Ctx, ids: Vec<String>, all: bool, yes: bool) -> Outcome {
                 .collect::<Vec<_>>()
                 .join(", ")
         )));
+    }
+    if !refused.is_empty() {
+        return Err(refused_error());
     }
     Ok(())
 }
@@ -660,5 +854,57 @@ mod tests {
             "{text}"
         );
         assert_eq!(payload(&m).0, "body");
+    }
+
+    #[tokio::test]
+    async fn a_refused_message_is_shown_as_refused_and_never_moved() {
+        let mut m = message(ENVELOPE);
+        for (name, value) in [
+            (
+                REFUSED,
+                "sender AROAEXAMPLE:x may not act for provider trybe",
+            ),
+            (REFUSED_SENDER, "AROAEXAMPLE:x"),
+        ] {
+            m.message_attributes
+                .get_or_insert_with(HashMap::new)
+                .insert(
+                    name.into(),
+                    MessageAttributeValue::builder()
+                        .data_type("String")
+                        .string_value(value)
+                        .build()
+                        .unwrap(),
+                );
+        }
+        let s = summarize(&m);
+        assert_eq!(s.refused_sender.as_deref(), Some("AROAEXAMPLE:x"));
+        let text = summary_text(&s, 1_700_000_000_000);
+        assert!(
+            text.contains("REFUSED") && text.contains("may not act for provider trybe"),
+            "{text}"
+        );
+        let json = summary_json(&s, 1_700_000_000_000);
+        assert_eq!(json["refused_sender"], "AROAEXAMPLE:x");
+        let why = refusal(None, &s).await.expect("refused");
+        assert!(
+            why.contains("webhook-ops replay --provider trybe --from 2023-12-31T23:59:59Z --to 2024-01-01T00:00:01Z"),
+            "{why}"
+        );
+        assert!(refusal(None, &summarize(&message(ENVELOPE)))
+            .await
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn a_claim_checked_message_is_not_moved_without_a_payload_bucket_to_check() {
+        let body = ENVELOPE.replace(
+            r#""payload":{"email":"alex@example.com"}"#,
+            r#""payload_ref":{"key":"trybe/ab/cd.json","bytes":10,"sha256":"00"}"#,
+        );
+        let s = summarize(&message(&body));
+        assert_eq!(s.payload_ref.as_deref(), Some("trybe/ab/cd.json"));
+        let why = refusal(None, &s).await.expect("refused");
+        assert!(why.contains("--payload-bucket"), "{why}");
     }
 }

@@ -202,6 +202,17 @@ async fn resolve_queue(sqs: &aws_sdk_sqs::Client, given: &str) -> Result<String,
         .ok_or_else(|| Fail::Error(format!("GetQueueUrl gave no URL for queue {given:?}")))
 }
 
+/// `word` as a POSIX shell reads it back: as it is when it holds only characters no shell
+/// treats specially, else in single quotes (a `'` inside written as `'\''`).
+pub fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:@%+=,".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
 /// Asks on stderr and reads one line of stdin: only `yes` confirms (end of input does not).
 pub fn confirm(question: &str) -> bool {
     eprint!("{question} Type yes to continue: ");
@@ -326,6 +337,22 @@ mod tests {
             "http://127.0.0.1:4566/123456789012/webhook-events"
         ));
         assert!(!is_queue_url("webhook-events-dlq"));
+    }
+
+    #[test]
+    fn shell_words_read_back_as_given() {
+        assert_eq!(
+            shell_word("trybe/2026-12-01/100000.000Z-ab.json"),
+            "trybe/2026-12-01/100000.000Z-ab.json"
+        );
+        assert_eq!(
+            shell_word("2026-12-01T10:00:00+01:00"),
+            "2026-12-01T10:00:00+01:00"
+        );
+        assert_eq!(shell_word("a b"), "'a b'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word(""), "''");
+        assert_eq!(shell_word("$HOME;x"), "'$HOME;x'");
     }
 
     #[test]
