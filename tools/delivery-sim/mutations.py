@@ -21,6 +21,8 @@ SEND = PIPELINE + "/send.rs"
 DELIVER = PIPELINE + "/deliver.rs"
 ADMIT = PIPELINE + "/admit.rs"
 CONSUMER = "shared/src/consumer.rs"
+TRUST = "shared/src/trust.rs"
+SIM_AWS = "tools/delivery-sim/src/aws.rs"
 
 # name: (what it breaks, [(file, old, new), ...])
 MUTATIONS = {
@@ -60,6 +62,14 @@ MUTATIONS = {
         [(CLAIM, "        if !unsent.is_empty() {\n            self.release(unsent).await;", "        if false && !unsent.is_empty() {\n            self.release(unsent).await;")]),
     "tenant-check": ("an event accepted under another tenant's credential",
         [(ADMIT, ".find(|e| !verified.proof().permits(e.tenant.as_deref()))", ".find(|_| false)")]),
+    "trust-sender": ("any sender may act for any provider (the SenderId check dropped)",
+        [(TRUST, "if !operator && !receivers.contains(who) {", "if false && !operator && !receivers.contains(who) {")]),
+    "trust-foreign-key": ("a dedup key of another provider accepted",
+        [(TRUST, "            return Err(Refusal::ForeignKey(provider.to_owned()));", "            let _ = Refusal::ForeignKey(provider.to_owned());")]),
+    "trust-replay": ("a replay mark honoured from any sender",
+        [(TRUST, "if envelope.replay.is_some() && !operator {", "if false && envelope.replay.is_some() && !operator {")]),
+    "redrive-refused": ("the operator's redrive moves refused messages back (as an operator)",
+        [(SIM_AWS, ".partition(|q| q.refused.is_some());", ".partition(|_| false);")]),
 }
 MUTATIONS["processor-no-finish"] = ("the processor never marks PROCESSED",
     [(CONSUMER, "            .finish(\n                &claim.pk,\n                &claim.token,\n                &Finish::Processed,\n                self.clock.now(),\n            )",

@@ -444,7 +444,7 @@ export class WebhookIntakeStack extends Stack {
       memorySize: PROCESSOR_MEMORY_MB,
       environment: {
         ...common,
-        // Who may queue what (issue 22): each receiver's role unique id, which SQS reports as the
+        // Who may queue what (shared::trust): each receiver's role unique id, which SQS reports as the
         // part of a message's SenderId before ':'. A message claiming a provider its sender may
         // not act for is moved to the dead-letter queue, never processed.
         TRUSTED_SENDERS: Fn.join(',', senders),

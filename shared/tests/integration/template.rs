@@ -454,7 +454,7 @@ fn the_processor_reads_its_queue_bounded_and_reports_partial_failures() {
     }
 }
 
-/// Issue 22's boundaries on the queue: the processor knows each receiver's role (its unique id,
+/// The boundaries on the queue (shared::trust): the processor knows each receiver's role (its unique id,
 /// what SQS reports as a message's SenderId before ':') for exactly the provider it receives,
 /// every provider of `providers::ALL` in that order; who the operators are (a parameter, nobody
 /// by default); and the dead-letter queue, where it moves a refused message itself: its one new
@@ -673,9 +673,8 @@ fn the_alarms_watch_metrics_the_code_emits() {
     }
 }
 
-/// The processor's metric for a message it refused (issue 22: a sender acting for a provider it
-/// may not), one per message, without dimensions.
-const REFUSED: &str = "Refused";
+/// The processor's metric for a message it refused, one per message, without dimensions.
+const REFUSED: &str = shared::metrics::REFUSED;
 
 /// Any refused message alarms (more than 0 in 5 minutes), through the same topic as the others;
 /// it has its runbook section and a line on the dashboard.

@@ -571,11 +571,12 @@ impl System {
         self.sqs.enqueue(&messages, OPERATOR);
     }
 
-    /// A compromised receiver (Tilby's role) copies a message of another provider on the queue
-    /// and sends a variant of it: (0) the same dedup key under its own provider, (1) the same
-    /// envelope with its content replaced, (2) the same envelope marked as a replay. Each is
-    /// marked `forged-`: if one ever ran, the check "nothing forged runs" would say so; if
-    /// one claimed the event first, the genuine event would never run.
+    /// A compromised receiver copies a message of another provider on the queue and sends a
+    /// variant of it: (0) Tilby's role, the same dedup key under Tilby; (1) Tilby's role, the
+    /// same envelope with its content replaced; (2) the message's own provider's role, the same
+    /// envelope marked as a replay (a receiver bypassing deduplication for its own events).
+    /// Each is marked `forged-`: if one ever ran, the check "nothing forged runs" would say so;
+    /// if one claimed the event first, the genuine event would never run.
     async fn rogue(&self, n: usize) {
         // The first message of another provider on the queue from now on.
         let body = loop {
@@ -604,16 +605,20 @@ impl System {
                 });
             }
         }
+        let provider = v["provider"].as_str().unwrap_or("").to_owned();
+        let sender = match n % 3 {
+            2 => role_of(&provider),
+            _ => role_of(shared::providers::tilby::NAME),
+        };
         let message = shared::queue::Message {
             body: v.to_string(),
-            provider: v["provider"].as_str().unwrap_or("").to_owned(),
+            provider,
             event_type: v["event_type"].as_str().unwrap_or("").to_owned(),
         };
         self.world
-            .note(|| format!("rogue sender {n}: {}", v["dedup_key"]));
+            .note(|| format!("rogue sender {n} as {sender}: {}", v["dedup_key"]));
         self.world.log(|l| l.rogues.push(message.body.clone()));
-        self.sqs
-            .enqueue(&[message], &role_of(shared::providers::tilby::NAME));
+        self.sqs.enqueue(&[message], &sender);
     }
 }
 

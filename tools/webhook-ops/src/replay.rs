@@ -231,13 +231,15 @@ fn plan(records: Vec<(String, ArchiveRecord)>, event_id: Option<&str>) -> Vec<Pl
 
 /// A payload object's write, as replay counts it.
 ///
-/// MERGE NOTE (issue 22): once `ObjectStore::put` refuses to overwrite (`If-None-Match: *`,
-/// `ObjectError::Exists`), map `Err(ObjectError::Exists)` to `Ok(())` here. Payload keys are
-/// content-addressed (`<provider>/<sha256(dedup key)>/<sha256(object)>.json`), so an object
-/// already under the key holds these very bytes: written. Until then every result passes
-/// through as it is.
+/// A payload object's put, as replay counts it: `Exists` is written. Payload keys are
+/// content-addressed (`<provider>/<sha256(dedup key)>/<sha256(object)>.json`) and puts never
+/// overwrite, so an object already under the key holds these very bytes (a resumed replay that
+/// wrote it before).
 fn payload_written(result: Result<(), ObjectError>) -> Result<(), ObjectError> {
-    result
+    match result {
+        Err(ObjectError::Exists) => Ok(()),
+        other => other,
+    }
 }
 
 pub async fn run(ctx: &Ctx, args: ReplayArgs) -> Outcome {
@@ -255,7 +257,11 @@ pub async fn run(ctx: &Ctx, args: ReplayArgs) -> Outcome {
     let s3 = S3Objects::client(&ctx.sdk);
     let archive = S3Objects::new(s3.clone(), &bucket);
     let payloads = from_flag_or_env(args.payload_bucket.as_deref(), &["PAYLOAD_BUCKET"])
-        .map(|b| S3Objects::new(s3, &b));
+        // Encrypted as the receivers encrypt (the bucket policy refuses other puts).
+        .map(|b| {
+            S3Objects::new(s3, &b)
+                .with_kms_key(std::env::var("OBJECTS_KMS_KEY_ARN").ok().as_deref())
+        });
     let sqs = aws_sdk_sqs::Client::new(&ctx.sdk);
     let queue_url = ctx.queue_url(&sqs).await?;
     let replay_id = args
@@ -562,6 +568,7 @@ mod tests {
     #[test]
     fn payload_writes_pass_through_until_puts_refuse_to_overwrite() {
         assert!(payload_written(Ok(())).is_ok());
+        assert!(payload_written(Err(ObjectError::Exists)).is_ok());
         assert!(payload_written(Err(ObjectError::Failed("denied".into()))).is_err());
     }
 }
