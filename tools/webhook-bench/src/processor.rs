@@ -338,7 +338,10 @@ async fn cold_start(
     let mut config = env.config.to_vec();
     config.retain(|(k, _)| k != "EVENTS_TABLE" && k != "EVENTS_QUEUE_URL");
     config.retain(|(k, _)| k != "TRUSTED_SENDERS");
-    config.push(("TRUSTED_SENDERS".into(), format!("{PROVIDER}={SENDER_ROLE_ID}")));
+    config.push((
+        "TRUSTED_SENDERS".into(),
+        format!("{PROVIDER}={SENDER_ROLE_ID}"),
+    ));
     let stack = setup::fresh_stack(env.moto, &tag[..12])?;
     let table = stack
         .iter()
