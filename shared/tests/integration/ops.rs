@@ -1067,7 +1067,12 @@ async fn archived(
         vec![&envelope],
     )
     .unwrap();
-    let key = shared::objects::archive_key("trybe", received, &envelope.body_sha256);
+    let key = shared::objects::archive_key(
+        "trybe",
+        received,
+        &envelope.body_sha256,
+        &shared::objects::archive_request_id(),
+    );
     stack
         .s3
         .put_object()
@@ -1267,7 +1272,12 @@ async fn a_replay_that_cannot_queue_everything_lists_each_event_not_queued_and_h
     let (small_key, small) = archived(&stack, &small_id, at(0), 10).await;
     let (big_key, big) = archived(&stack, &big_id, at(10), 20_000).await;
     // An archive object that is not an archive record (damaged, or written by something else).
-    let bad_key = shared::objects::archive_key("trybe", at(20), &"ee".repeat(32));
+    let bad_key = shared::objects::archive_key(
+        "trybe",
+        at(20),
+        &"ee".repeat(32),
+        &shared::objects::archive_request_id(),
+    );
     stack
         .s3
         .put_object()
@@ -1591,6 +1601,39 @@ async fn dlq_redrive_moves_neither_refused_messages_nor_ones_whose_payload_objec
         .iter()
         .map(|m| m["message_id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(refusals, HashSet::from([refused, expired]));
+    assert_eq!(refusals, HashSet::from([refused.clone(), expired.clone()]));
     assert_eq!(peek(&stack, &stack.queue_url).await.len(), 2);
+
+    // The operator checked the refused one and vouches for it: moved, without the refusal.
+    let run = ops_env(
+        &stack,
+        &env,
+        &[
+            "dlq",
+            "redrive",
+            "--id",
+            &refused,
+            "--accept-refused",
+            &refused,
+            "--yes",
+        ],
+        None,
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let on_queue = peek(&stack, &stack.queue_url).await;
+    assert_eq!(on_queue.len(), 3);
+    let copy = on_queue
+        .iter()
+        .find(|m| m.body.as_deref() == Some(original_body(&refused).as_str()))
+        .expect("the refused message's copy");
+    let attributes = copy.message_attributes.clone().unwrap_or_default();
+    assert!(
+        !attributes.contains_key("refused") && !attributes.contains_key("refused_sender"),
+        "{attributes:?}"
+    );
+    assert!(attributes.contains_key("provider"), "{attributes:?}");
+    assert_eq!(
+        ids(&peek(&stack, &stack.dlq_url).await),
+        HashSet::from([expired])
+    );
 }

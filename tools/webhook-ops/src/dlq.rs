@@ -39,7 +39,10 @@ instead, stays in the DLQ, and the command exits 1:\n\
 - a message the processor refused (message attribute `refused`, with the sender in \
 `refused_sender`): redrive sends as an operator, whom the processor trusts for any provider, so \
 moving it would launder a forged message. A genuine event can be replayed from the archive; the \
-plan prints the command.\n\
+plan prints the command. Where it cannot (the archive is off) and you have checked that the \
+message is genuine (a receiver role replaced while its messages waited on the queue: \
+refused_sender is the old role's id), --accept-refused MESSAGE_ID moves that one message; its \
+copy, sent by you, no longer carries the refusal.\n\
 - a claim-checked message whose payload object is no longer in the payload bucket (expired after \
 the stack's PayloadRetentionDays): the processor would fail on it forever. Checked with \
 HeadObject in --payload-bucket (or $PAYLOAD_BUCKET); without a payload bucket such a message is \
@@ -72,6 +75,10 @@ pub enum DlqCommand {
         /// Every message in the DLQ (except those it refuses, see above).
         #[arg(long)]
         all: bool,
+        /// Move this message although the processor refused it, once you have checked it is
+        /// genuine (repeatable; it must also be selected by --id or --all).
+        #[arg(long = "accept-refused", value_name = "MESSAGE_ID")]
+        accept_refused: Vec<String>,
         /// The payload bucket, to check that a claim-checked message's object still exists
         /// [default: $PAYLOAD_BUCKET].
         #[arg(long, value_name = "NAME")]
@@ -88,9 +95,10 @@ pub async fn run(ctx: &Ctx, command: DlqCommand) -> Outcome {
         DlqCommand::Redrive {
             ids,
             all,
+            accept_refused,
             payload_bucket,
             yes,
-        } => redrive(ctx, ids, all, payload_bucket, yes).await,
+        } => redrive(ctx, ids, all, &accept_refused, payload_bucket, yes).await,
     }
 }
 
@@ -443,6 +451,10 @@ async fn send_copy(sqs: &Client, queue: &str, m: &Message) -> Result<String, Fai
         .ok_or_else(|| Fail::Error(format!("message {} has no body", id_of(m))))?;
     let mut attributes = HashMap::new();
     for (name, v) in m.message_attributes.clone().unwrap_or_default() {
+        // A refusal the operator overrode does not travel with the copy.
+        if name == REFUSED || name == REFUSED_SENDER {
+            continue;
+        }
         let value = MessageAttributeValue::builder()
             .data_type(v.data_type)
             .set_string_value(v.string_value)
@@ -486,16 +498,18 @@ struct PayloadBucket {
 }
 
 /// Why `s` must not go back to the queue, if it must not: what the operator reads in the plan.
-async fn refusal(payloads: Option<&PayloadBucket>, s: &Summary) -> Option<String> {
-    if let Some(reason) = &s.refused {
+/// `accepted`: the operator vouched for this refused message (`--accept-refused`).
+async fn refusal(payloads: Option<&PayloadBucket>, s: &Summary, accepted: bool) -> Option<String> {
+    if let Some(reason) = s.refused.as_ref().filter(|_| !accepted) {
         return Some(format!(
             "the processor refused it ({reason}; sender {}). Redrive sends as an operator, whom \
              the processor trusts for any provider: moving it would let a possibly forged \
              message run. If the event is genuine, {}\n  If the sender is an operator who may \
              replay, list the part of its id before ':' in the stack's OperatorPrincipalIds \
-             first.",
+             first. Checked and genuine, with no archive to replay from: --accept-refused {}.",
             s.refused_sender.as_deref().unwrap_or("-"),
-            replay_instead(s)
+            replay_instead(s),
+            s.message_id
         ));
     }
     let key = s.payload_ref.as_ref()?;
@@ -545,6 +559,7 @@ async fn redrive(
     ctx: &Ctx,
     ids: Vec<String>,
     all: bool,
+    accept_refused: &[String],
     payload_bucket: Option<String>,
     yes: bool,
 ) -> Outcome {
@@ -608,7 +623,8 @@ async fn redrive(
     let mut refused: Vec<(Summary, String)> = Vec::new();
     for m in &selected {
         let s = summarize(m);
-        match refusal(payloads.as_ref(), &s).await {
+        let accepted = accept_refused.contains(&s.message_id);
+        match refusal(payloads.as_ref(), &s, accepted).await {
             Some(reason) => refused.push((s, reason)),
             None => planned.push(s),
         }
@@ -886,14 +902,18 @@ mod tests {
         );
         let json = summary_json(&s, 1_700_000_000_000);
         assert_eq!(json["refused_sender"], "AROAEXAMPLE:x");
-        let why = refusal(None, &s).await.expect("refused");
+        let why = refusal(None, &s, false).await.expect("refused");
         assert!(
             why.contains("webhook-ops replay --provider trybe --from 2023-12-31T23:59:59Z --to 2024-01-01T00:00:01Z"),
             "{why}"
         );
-        assert!(refusal(None, &summarize(&message(ENVELOPE)))
+        assert!(refusal(None, &summarize(&message(ENVELOPE)), false)
             .await
             .is_none());
+        assert!(
+            refusal(None, &s, true).await.is_none(),
+            "moved when the operator vouched for it"
+        );
     }
 
     #[tokio::test]
@@ -904,7 +924,7 @@ mod tests {
         );
         let s = summarize(&message(&body));
         assert_eq!(s.payload_ref.as_deref(), Some("trybe/ab/cd.json"));
-        let why = refusal(None, &s).await.expect("refused");
+        let why = refusal(None, &s, false).await.expect("refused");
         assert!(why.contains("--payload-bucket"), "{why}");
     }
 }
