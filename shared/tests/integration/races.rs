@@ -130,7 +130,12 @@ async fn one_sqs_message_delivered_to_two_processor_processes_at_once_runs_the_h
     crate::processor::queue_events(&stack, 3).await;
     let batch = serde_json::to_value(sqs_event(stack.drain().await)).unwrap();
     let api = RuntimeApi::start().await;
-    let env = base_env(&stack);
+    let senders = local_senders();
+    let mut env = base_env(&stack);
+    env.extend([
+        ("DEAD_LETTER_QUEUE_URL", stack.dlq_url.as_str()),
+        ("TRUSTED_SENDERS", senders.as_str()),
+    ]);
     let processes: Vec<Function> = (0..2)
         .map(|_| Function::start("event-processor", &api, &env))
         .collect();
