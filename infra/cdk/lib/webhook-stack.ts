@@ -698,6 +698,12 @@ export class WebhookIntakeStack extends Stack {
       value: archiveBucket.bucketName,
       condition: archiveOn,
     });
+    new CfnOutput(this, 'ObjectsKeyArn', {
+      description:
+        "The buckets' KMS key (BucketEncryptionKey=create); webhook-ops replay needs it as OBJECTS_KMS_KEY_ARN",
+      value: objectsKey.arn,
+      condition: keyOn,
+    });
   }
 
   private param(name: string, props: {
