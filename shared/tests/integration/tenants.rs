@@ -403,7 +403,13 @@ async fn a_malformed_tenant_map_fails_closed_with_500() {
 #[tokio::test]
 async fn configurations_that_weaken_authentication_fail_closed_with_500() {
     let stack = Stack::new().await;
-    let cases: [(&str, &[(&str, &str)]); 5] = [
+    // One Standard Webhooks key under two tenants: it would verify for both and name neither.
+    let same_key = r#"{"acme": "whsec_c2FtZS1rZXktdHdvLXRlbmFudHMtMDAwMQ==", "globex": "whsec_c2FtZS1rZXktdHdvLXRlbmFudHMtMDAwMQ=="}"#;
+    let cases: [(&str, &[(&str, &str)]); 6] = [
+        (
+            "standard",
+            &[(shared::providers::standard_webhook::SECRET_VAR, same_key)],
+        ),
         ("tribemade", &[(tribemade::TOKEN_VAR, "short-token")]),
         (
             "tilby",
