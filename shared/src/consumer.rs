@@ -24,7 +24,8 @@ pub enum HandlerError {
     /// A passing failure (a downstream outage): the message comes back after its visibility timeout.
     #[error("retryable: {0}")]
     Retry(String),
-    /// The event cannot be processed: after maxReceiveCount it lands in the dead-letter queue.
+    /// The event can never be processed: the message goes to the dead-letter queue at once,
+    /// marked `rejected` with this reason (name what is wrong, never a payload value).
     #[error("rejected: {0}")]
     Reject(String),
 }
@@ -186,8 +187,8 @@ pub enum RecordError {
 }
 
 impl RecordError {
-    /// Unreadable, or refused by its handler: it can never succeed (after maxReceiveCount it
-    /// lands in the dead-letter queue). Anything else may succeed on a redelivery.
+    /// Unreadable, refused by its handler, or its payload object unusable: it can never succeed
+    /// (moved to the dead-letter queue at once). Anything else may succeed on a redelivery.
     pub fn is_poison(&self) -> bool {
         match self {
             RecordError::Unparseable(_) | RecordError::Handler(HandlerError::Reject(_)) => true,
@@ -277,6 +278,8 @@ struct RecordRun {
     provider: &'static str,
     /// How long its handler ran, if it ran.
     handler_ms: Option<f64>,
+    /// A poison record moved to the dead-letter queue: acknowledged, not reported.
+    parked: bool,
 }
 
 impl RecordRun {
@@ -286,6 +289,7 @@ impl RecordRun {
             result,
             provider,
             handler_ms: None,
+            parked: false,
         }
     }
 }
@@ -365,6 +369,7 @@ impl Processor {
                 result,
                 provider,
                 handler_ms,
+                parked,
             } = run;
             tallies.push(RecordTally {
                 provider,
@@ -373,6 +378,9 @@ impl Processor {
                 age_ms: message_age_ms(record, now_ms),
             });
             let message_id = record.message_id.clone().unwrap_or_default();
+            if parked {
+                continue;
+            }
             if let Err(e) = result {
                 error!(message_id = %message_id, error = %e, "record failed; reported in batchItemFailures");
                 let mut failure = BatchItemFailure::default();
@@ -389,9 +397,42 @@ impl Processor {
         self.process_one(record, &budget).await.result
     }
 
-    /// One record: its result, its `Provider` and how long its handler ran (if it ran). It
-    /// waits for its share of the batch's byte budget before its content is read or copied.
+    /// One record: its result, its `Provider` and how long its handler ran (if it ran). A
+    /// poison record (it can never succeed) is moved to the dead-letter queue at once with its
+    /// reason, not left to spend `maxReceiveCount` receives.
     async fn process_one(&self, record: &SqsMessage, budget: &Budget) -> RecordRun {
+        let mut run = self.run_one(record, budget).await;
+        if let Err(e) = &run.result {
+            if e.is_poison() {
+                run.parked = self.reject(record, e).await;
+            }
+        }
+        run
+    }
+
+    /// Moves a poison record to the dead-letter queue, marked [`crate::queue::REJECTED`] with
+    /// why (never the payload: the reasons name positions, not values). `false` when the DLQ did
+    /// not take it: it is then reported failed and comes back (and, after `maxReceiveCount`
+    /// receives, reaches the DLQ through the queue's redrive policy).
+    async fn reject(&self, record: &SqsMessage, e: &RecordError) -> bool {
+        let message_id = record.message_id.as_deref().unwrap_or("");
+        let marks = vec![(crate::queue::REJECTED.to_owned(), e.to_string())];
+        match self.trust.dead_letters.park(record, marks).await {
+            Ok(()) => {
+                error!(message_id, error = %e, "record rejected: moved to the dead-letter queue");
+                true
+            }
+            Err(dlq) => {
+                error!(message_id, error = %e, dlq = %dlq,
+                    "record rejected, and the dead-letter queue did not take it: reported in batchItemFailures");
+                false
+            }
+        }
+    }
+
+    /// [`Self::process_one`] before a poison record is parked. It waits for its share of the
+    /// batch's byte budget before its content is read or copied.
+    async fn run_one(&self, record: &SqsMessage, budget: &Budget) -> RecordRun {
         let _share = budget.take(record_bytes(record)).await;
         let envelope = match read_envelope(record) {
             Ok(envelope) => envelope,
@@ -421,6 +462,7 @@ impl Processor {
             result,
             provider,
             handler_ms,
+            parked: false,
         }
     }
 
@@ -437,7 +479,10 @@ impl Processor {
         match self
             .trust
             .dead_letters
-            .refuse(record, &refusal.to_string())
+            .park(
+                record,
+                crate::trust::refusal_marks(record, &refusal.to_string()),
+            )
             .await
         {
             Ok(()) => Ok(RecordOutcome::Refused(refusal)),
@@ -540,7 +585,7 @@ mod tests {
             Router::new(Arc::new(Picky)),
             settings,
             Arc::new(FixedClock::at_millis(NOW_MS)),
-            crate::trust::Trust::local(Arc::new(crate::trust::MemoryDeadLetters::default())),
+            crate::trust::Trust::local(Arc::new(crate::queue::MemoryDeadLetters::default())),
         )
     }
 
@@ -610,7 +655,7 @@ mod tests {
                 Router::new(overlap.clone()),
                 Settings::from_env(&env).unwrap(),
                 Arc::new(FixedClock::at_millis(NOW_MS)),
-                crate::trust::Trust::local(Arc::new(crate::trust::MemoryDeadLetters::default())),
+                crate::trust::Trust::local(Arc::new(crate::queue::MemoryDeadLetters::default())),
             );
             async move {
                 let response = p.process(batch(records)).await;
@@ -697,7 +742,8 @@ mod tests {
             record("someone-else", "ok-3", None),
             unreadable,
         ])));
-        assert_eq!(response.batch_item_failures.len(), 3);
+        // The retryable one; the rejected and the unreadable one went to the dead-letter queue.
+        assert_eq!(response.batch_item_failures.len(), 1);
         let count = |name, provider| seen.count(name, &[(PROVIDER, provider)]);
         assert_eq!(count(PROCESSED, "trybe"), 1.0);
         assert_eq!(count(PROCESSED, "tilby"), 1.0);
@@ -820,7 +866,7 @@ mod tests {
     /// A processor trusting `trybe` to `AROATRYBE`, `tilby` to `AROATILBY` and the operator
     /// `AROAOPS`, refusing into `dead`, over `claims`.
     fn guarded(
-        dead: &Arc<crate::trust::MemoryDeadLetters>,
+        dead: &Arc<crate::queue::MemoryDeadLetters>,
         claims: &Arc<MemoryClaims>,
     ) -> Processor {
         let env =
@@ -852,7 +898,7 @@ mod tests {
     #[tokio::test]
     async fn a_message_for_another_provider_is_moved_to_the_dlq_and_never_suppresses_the_genuine_event(
     ) {
-        let dead = Arc::new(crate::trust::MemoryDeadLetters::default());
+        let dead = Arc::new(crate::queue::MemoryDeadLetters::default());
         let claims = Arc::new(MemoryClaims::default());
         let p = guarded(&dead, &claims);
         // The finding: a Tilby envelope carrying a Trybe event's dedup key, sent by Tilby's
@@ -902,7 +948,7 @@ mod tests {
 
     #[test]
     fn a_refused_message_the_dlq_cannot_take_stays_on_the_queue() {
-        let dead = Arc::new(crate::trust::MemoryDeadLetters::default());
+        let dead = Arc::new(crate::queue::MemoryDeadLetters::default());
         let claims = Arc::new(MemoryClaims::default());
         let p = guarded(&dead, &claims);
         dead.fail(true);
@@ -930,7 +976,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_replay_mark_runs_only_from_an_operator() {
-        let dead = Arc::new(crate::trust::MemoryDeadLetters::default());
+        let dead = Arc::new(crate::queue::MemoryDeadLetters::default());
         let claims = Arc::new(MemoryClaims::default());
         let p = guarded(&dead, &claims);
         let plain = record("trybe", "ok-3", None);
@@ -952,5 +998,56 @@ mod tests {
             p.process_record(&from_operator).await.unwrap(),
             RecordOutcome::Processed
         );
+    }
+
+    #[tokio::test]
+    async fn a_poison_record_goes_to_the_dlq_at_its_first_receive_and_a_passing_failure_is_retried()
+    {
+        let dead = Arc::new(crate::queue::MemoryDeadLetters::default());
+        let claims = Arc::new(MemoryClaims::default());
+        let p = guarded(&dead, &claims);
+        let mut unreadable = sent_by(SqsMessage::default(), "AROATRYBE:trybe-webhook");
+        unreadable.message_id = Some("m-bad".into());
+        unreadable.body = Some("{not json".into());
+        let batch_of = || {
+            batch(vec![
+                sent_by(record("trybe", "retry-2", None), "AROATRYBE:t"),
+                sent_by(record("trybe", "reject-2", None), "AROATRYBE:t"),
+                unreadable.clone(),
+            ])
+        };
+        let response = p.process(batch_of()).await;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["m-retry-2"], "only the passing failure comes back");
+        let mut parked = dead.parked();
+        parked.sort();
+        let marks: Vec<&(String, String)> = parked.iter().map(|(_, a)| &a[0]).collect();
+        assert_eq!(
+            marks,
+            [
+                &(
+                    crate::queue::REJECTED.to_owned(),
+                    "rejected: never".to_owned()
+                ),
+                &(
+                    crate::queue::REJECTED.to_owned(),
+                    "unparseable envelope: syntax error at line 1, column 2".to_owned()
+                ),
+            ]
+        );
+        assert_eq!(parked[1].0, "{not json", "the body as it came");
+        // The handler's claim was given back: a fixed handler runs the event after a redrive.
+        assert!(claims
+            .get("processed#trybe#site-secret-tenant#id#reject-2")
+            .is_none());
+        // A dead-letter queue that does not take them: reported, so they come back (and reach
+        // the DLQ through the queue's redrive policy at worst).
+        dead.fail(true);
+        let response = p.process(batch_of()).await;
+        assert_eq!(response.batch_item_failures.len(), 3);
     }
 }

@@ -9,16 +9,15 @@
 //! - a replay mark comes from an operator: it bypasses deduplication.
 //!
 //! A message that fails is refused: moved to the dead-letter queue with its reason
-//! ([`DeadLetters`]), counted as `Refused`, never processed and never claimed.
+//! ([`crate::queue::DeadLetters`], [`refusal_marks`]), counted as `Refused`, never processed and
+//! never claimed.
 
 use std::collections::{HashMap, HashSet};
 
-use async_trait::async_trait;
 use aws_lambda_events::event::sqs::SqsMessage;
 
 use crate::config::{ConfigError, Env};
 use crate::envelope::Envelope;
-use crate::queue::QueueError;
 
 /// The SQS system attribute naming who sent a message: an IAM user's unique id, or a role's
 /// unique id and session name (`AROA…:session`).
@@ -163,88 +162,35 @@ fn bounded(s: &str) -> String {
     s.chars().take(128).collect()
 }
 
-/// Where refused messages go: the dead-letter queue, with their reason, out of the main queue
-/// at once (not after `maxReceiveCount` receives), and never back by `webhook-ops dlq redrive`.
-#[async_trait]
-pub trait DeadLetters: Send + Sync {
-    /// Puts `record`'s body and message attributes on the dead-letter queue, with
-    /// [`REFUSED`] = `reason` and [`REFUSED_SENDER`] = its `SenderId`. `Ok` when the queue has it.
-    async fn refuse(&self, record: &SqsMessage, reason: &str) -> Result<(), QueueError>;
-}
-
-/// The attributes a refused message is parked with: its own (String ones), then the reason and
-/// the sender. SQS allows 10 message attributes: the refusal's two come first.
-pub fn refused_attributes(record: &SqsMessage, reason: &str) -> Vec<(String, String)> {
-    let mut out = vec![
+/// The marks a refused message is parked with in the dead-letter queue: [`REFUSED`] = the
+/// reason, [`REFUSED_SENDER`] = its `SenderId` ([`crate::queue::DeadLetters`]). `webhook-ops dlq
+/// redrive` never moves such a message back.
+pub fn refusal_marks(record: &SqsMessage, reason: &str) -> Vec<(String, String)> {
+    vec![
         (REFUSED.to_owned(), reason.to_owned()),
         (
             REFUSED_SENDER.to_owned(),
             sender_id(record).unwrap_or("none").to_owned(),
         ),
-    ];
-    let mut own: Vec<_> = record
-        .message_attributes
-        .iter()
-        .filter(|(name, _)| name.as_str() != REFUSED && name.as_str() != REFUSED_SENDER)
-        .filter_map(|(name, v)| Some((name.clone(), v.string_value.clone()?)))
-        .collect();
-    own.sort();
-    out.extend(own.into_iter().take(8));
-    out
+    ]
 }
 
 /// What the processor checks each message against, and where it puts those it refuses.
 #[derive(Clone)]
 pub struct Trust {
     pub senders: Senders,
-    pub dead_letters: std::sync::Arc<dyn DeadLetters>,
+    pub dead_letters: std::sync::Arc<dyn crate::queue::DeadLetters>,
 }
 
 impl Trust {
     /// Every provider and every operator as [`LOCAL_SENDER_ID`], refused messages to
     /// `dead_letters`: for tests and tools running against moto or in-memory fakes.
-    pub fn local(dead_letters: std::sync::Arc<dyn DeadLetters>) -> Trust {
+    pub fn local(dead_letters: std::sync::Arc<dyn crate::queue::DeadLetters>) -> Trust {
         let providers: Vec<&str> = crate::providers::ALL.iter().map(|(p, _)| *p).collect();
         Trust {
             senders: Senders::everyone(LOCAL_SENDER_ID, &providers),
             dead_letters,
         }
-    }
-}
-
-/// A parked message: its body and attributes.
-pub type Parked = (String, Vec<(String, String)>);
-
-/// Dead letters kept in memory, for unit tests and the delivery simulation's bookkeeping.
-#[derive(Default)]
-pub struct MemoryDeadLetters {
-    parked: std::sync::Mutex<Vec<Parked>>,
-    failing: std::sync::atomic::AtomicBool,
-}
-
-impl MemoryDeadLetters {
-    /// Every refuse fails while `on`.
-    pub fn fail(&self, on: bool) {
-        self.failing.store(on, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Each parked message: its body and attributes.
-    pub fn parked(&self) -> Vec<Parked> {
-        self.parked.lock().unwrap().clone()
-    }
-}
-
-#[async_trait]
-impl DeadLetters for MemoryDeadLetters {
-    async fn refuse(&self, record: &SqsMessage, reason: &str) -> Result<(), QueueError> {
-        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(QueueError("injected".into()));
-        }
-        self.parked.lock().unwrap().push((
-            record.body.clone().unwrap_or_default(),
-            refused_attributes(record, reason),
-        ));
-        Ok(())
     }
 }
 
@@ -370,7 +316,7 @@ mod tests {
             a.data_type = Some("String".into());
             r.message_attributes.insert(name.into(), a);
         }
-        let attrs = refused_attributes(&r, "why");
+        let attrs = crate::queue::dead_letter_attributes(&r, refusal_marks(&r, "why"));
         assert_eq!(
             attrs,
             vec![

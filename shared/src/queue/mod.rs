@@ -1,8 +1,10 @@
 //! The queue between receivers and the processor.
 
+mod dead_letters;
 mod memory;
 mod sqs;
 
+pub use dead_letters::{dead_letter_attributes, DeadLetters, MemoryDeadLetters, Parked, REJECTED};
 pub use memory::MemoryQueue;
 pub use sqs::{SqsDeadLetters, SqsQueue};
 

@@ -113,8 +113,8 @@ impl SqsQueue {
     }
 }
 
-/// The dead-letter queue, as the processor writes to it: a refused message, moved there at once
-/// with its reason ([`crate::trust::DeadLetters`]).
+/// The dead-letter queue, as the processor writes to it: a message it will never process, moved
+/// there at once with why ([`super::DeadLetters`]).
 #[derive(Debug, Clone)]
 pub struct SqsDeadLetters {
     client: Client,
@@ -131,13 +131,13 @@ impl SqsDeadLetters {
 }
 
 #[async_trait]
-impl crate::trust::DeadLetters for SqsDeadLetters {
-    async fn refuse(
+impl super::DeadLetters for SqsDeadLetters {
+    async fn park(
         &self,
         record: &aws_lambda_events::event::sqs::SqsMessage,
-        reason: &str,
+        marks: Vec<(String, String)>,
     ) -> Result<(), QueueError> {
-        let attributes = crate::trust::refused_attributes(record, reason)
+        let attributes = super::dead_letter_attributes(record, marks)
             .into_iter()
             .map(|(name, value)| {
                 let value = MessageAttributeValue::builder()
@@ -151,7 +151,7 @@ impl crate::trust::DeadLetters for SqsDeadLetters {
         self.client
             .send_message()
             .queue_url(&self.queue_url)
-            // SQS refuses an empty body; a refused record always has one (it was read).
+            // SQS refuses an empty body (a record without one is parked as "-").
             .message_body(
                 record
                     .body

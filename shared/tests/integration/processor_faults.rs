@@ -47,7 +47,7 @@ async fn rig() -> Rig {
         Router::new(counting.clone()),
         Settings::from_env(&stack.env(&[])).unwrap(),
         clock.clone(),
-        shared::trust::Trust::local(Arc::new(shared::trust::MemoryDeadLetters::default())),
+        shared::trust::Trust::local(Arc::new(shared::queue::MemoryDeadLetters::default())),
     );
     Rig {
         stack,

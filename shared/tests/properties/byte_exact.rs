@@ -39,7 +39,7 @@ fn processed(messages: &[Message]) -> Vec<Envelope> {
         Router::new(keep.clone()),
         Settings::from_env(&env).unwrap(),
         Arc::new(FixedClock::at_millis(NOW_MS)),
-        shared::trust::Trust::local(Arc::new(shared::trust::MemoryDeadLetters::default())),
+        shared::trust::Trust::local(Arc::new(shared::queue::MemoryDeadLetters::default())),
     );
     let records = messages
         .iter()

@@ -369,8 +369,9 @@ impl Sqs {
         )
     }
 
-    /// The processor's move of a refused message to the DLQ (the service side of its send).
-    pub fn park(&self, body: String, sender: String, reason: String) {
+    /// The processor's move of a message to the DLQ (the service side of its send): refused
+    /// (with its reason), or rejected.
+    pub fn park(&self, body: String, sender: String, refused: Option<String>) {
         let mut s = self.state.lock().expect("queue");
         s.next_id += 1;
         let id = s.next_id;
@@ -386,7 +387,7 @@ impl Sqs {
             visible_at: Instant::now(),
             receives: 0,
             sender,
-            refused: Some(reason),
+            refused,
         });
     }
 
@@ -414,28 +415,33 @@ impl Sqs {
     }
 }
 
-/// The processor's side of the dead-letter queue: a remote call that puts a refused message
-/// there with its reason.
+/// The processor's side of the dead-letter queue: a remote call that puts a message there with
+/// its marks.
 pub struct SimDeadLetters {
     pub sqs: Arc<Sqs>,
     pub world: Arc<World>,
 }
 
 #[async_trait]
-impl shared::trust::DeadLetters for SimDeadLetters {
-    async fn refuse(
+impl shared::queue::DeadLetters for SimDeadLetters {
+    async fn park(
         &self,
         record: &aws_lambda_events::event::sqs::SqsMessage,
-        reason: &str,
+        marks: Vec<(String, String)>,
     ) -> Result<(), QueueError> {
         let body = record.body.clone().unwrap_or_default();
         let sender = shared::trust::sender_id(record)
             .unwrap_or("none")
             .to_owned();
-        let (sqs, reason) = (self.sqs.clone(), reason.to_owned());
+        // Refused ones stay in the DLQ; rejected ones are the operator's to redrive.
+        let refused = marks
+            .iter()
+            .find(|(name, _)| name == shared::trust::REFUSED)
+            .map(|(_, reason)| reason.clone());
+        let sqs = self.sqs.clone();
         self.world
             .remote("SendMessage dlq", &sender.clone(), async move {
-                sqs.park(body, sender, reason);
+                sqs.park(body, sender, refused);
             })
             .await
             .map_err(QueueError)

@@ -121,6 +121,9 @@ struct Summary {
     /// `refused`), and the SenderId it refused (`refused_sender`).
     refused: Option<String>,
     refused_sender: Option<String>,
+    /// Why the processor rejected it at its first receive and moved it here itself (message
+    /// attribute `rejected`: unreadable, refused by its handler, payload object unusable).
+    rejected: Option<String>,
     /// A claim-checked envelope's payload object key (`payload_ref.key`).
     payload_ref: Option<String>,
 }
@@ -174,6 +177,7 @@ fn summarize(m: &Message) -> Summary {
         body_bytes: body.len(),
         refused: attribute(REFUSED),
         refused_sender: attribute(REFUSED_SENDER),
+        rejected: attribute(REJECTED),
         payload_ref: parsed
             .as_ref()
             .and_then(|o| o.get("payload_ref"))
@@ -187,6 +191,9 @@ fn summarize(m: &Message) -> Summary {
 /// moves to the DLQ itself: the reason, and the SenderId it refused.
 const REFUSED: &str = "refused";
 const REFUSED_SENDER: &str = "refused_sender";
+/// The message attribute of a message the processor rejected (it can never succeed as it is)
+/// and moved to the DLQ itself: the reason. Redriven once the cause is fixed.
+const REJECTED: &str = "rejected";
 
 /// The content, for --show-payload: the envelope's payload field, or the whole body.
 fn payload(m: &Message) -> (&'static str, Value) {
@@ -221,6 +228,7 @@ fn summary_json(s: &Summary, now: i64) -> Value {
         "payload_ref": s.payload_ref,
         "refused": s.refused,
         "refused_sender": s.refused_sender,
+        "rejected": s.rejected,
     })
 }
 
@@ -270,6 +278,9 @@ fn summary_text(s: &Summary, now: i64) -> String {
         line("sender", or_dash(&s.refused_sender));
     } else if let Some(sender) = &s.refused_sender {
         line("sender", sender.clone());
+    }
+    if let Some(reason) = &s.rejected {
+        line("rejected", format!("by the processor: {reason}"));
     }
     out
 }
@@ -913,6 +924,35 @@ mod tests {
         assert!(
             refusal(None, &s, true).await.is_none(),
             "moved when the operator vouched for it"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rejected_message_shows_why_and_is_moved() {
+        let mut m = message(ENVELOPE);
+        m.message_attributes
+            .get_or_insert_with(HashMap::new)
+            .insert(
+                REJECTED.into(),
+                MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value("rejected: customer.created without a customer id")
+                    .build()
+                    .unwrap(),
+            );
+        let s = summarize(&m);
+        let text = summary_text(&s, 1_700_000_000_000);
+        assert!(
+            text.contains("rejected") && text.contains("without a customer id"),
+            "{text}"
+        );
+        assert_eq!(
+            summary_json(&s, 1_700_000_000_000)["rejected"],
+            "rejected: customer.created without a customer id"
+        );
+        assert!(
+            refusal(None, &s, false).await.is_none(),
+            "redriven once fixed"
         );
     }
 

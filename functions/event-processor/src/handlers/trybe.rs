@@ -41,8 +41,8 @@ impl EventHandler for TrybeHandler {
 
 /// `customer.created` only: the example of a handler for one event type (README "Writing a
 /// handler"), routed in [`crate::router`] with `.event(trybe::NAME, "customer.created", …)`.
-/// It needs the customer's id and rejects an event without one (after `maxReceiveCount`
-/// deliveries it ends in the dead-letter queue).
+/// It needs the customer's id and rejects an event without one (the message goes to the
+/// dead-letter queue at once, marked `rejected`).
 #[derive(Debug, Default)]
 pub struct CustomerCreated;
 
