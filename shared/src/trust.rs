@@ -308,6 +308,18 @@ mod tests {
     }
 
     #[test]
+    fn local_env_trusts_motos_one_sender_for_every_provider_and_as_the_operator() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let env = Env::from_env_file(&root.join("local.env")).unwrap();
+        let providers: Vec<&str> = crate::providers::ALL.iter().map(|(p, _)| *p).collect();
+        assert_eq!(
+            Senders::from_env(&env).unwrap(),
+            Senders::everyone(LOCAL_SENDER_ID, &providers),
+            "make dev's processor starts, and trusts what moto stores"
+        );
+    }
+
+    #[test]
     fn a_refused_message_keeps_its_attributes_and_says_why() {
         let mut r = record(Some("AROAX:s"));
         for (name, value) in [("provider", "trybe"), (REFUSED, "spoofed")] {
