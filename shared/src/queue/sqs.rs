@@ -137,17 +137,7 @@ impl super::DeadLetters for SqsDeadLetters {
         record: &aws_lambda_events::event::sqs::SqsMessage,
         marks: Vec<(String, String)>,
     ) -> Result<(), QueueError> {
-        let attributes = super::dead_letter_attributes(record, marks)
-            .into_iter()
-            .map(|(name, value)| {
-                let value = MessageAttributeValue::builder()
-                    .data_type(super::ATTRIBUTE_TYPE)
-                    .string_value(value)
-                    .build()
-                    .expect("type set");
-                (name, value)
-            })
-            .collect();
+        let attributes = string_attributes(super::dead_letter_attributes(record, marks));
         self.client
             .send_message()
             .queue_url(&self.queue_url)
@@ -173,15 +163,22 @@ impl super::DeadLetters for SqsDeadLetters {
 }
 
 fn attributes(m: &Message) -> std::collections::HashMap<String, MessageAttributeValue> {
-    m.attributes()
+    string_attributes(m.attributes())
+}
+
+/// SQS message attributes of type String, from (name, value) pairs.
+fn string_attributes(
+    pairs: impl IntoIterator<Item = (impl Into<String>, impl Into<String>)>,
+) -> std::collections::HashMap<String, MessageAttributeValue> {
+    pairs
         .into_iter()
-        .map(|(k, v)| {
+        .map(|(name, value)| {
             let value = MessageAttributeValue::builder()
                 .data_type(super::ATTRIBUTE_TYPE)
-                .string_value(v)
+                .string_value(value)
                 .build()
                 .expect("type set");
-            (k.to_string(), value)
+            (name.into(), value)
         })
         .collect()
 }
