@@ -633,7 +633,7 @@ fn the_alarms_watch_metrics_the_code_emits() {
         m::REJECTED,
         m::HANDLER_LATENCY,
         m::MESSAGE_AGE,
-        REFUSED,
+        m::REFUSED,
     ];
     let t = template();
     assert_eq!(
@@ -658,7 +658,7 @@ fn the_alarms_watch_metrics_the_code_emits() {
             if metric["Namespace"]["Ref"] == "MetricsNamespace" {
                 let metric_name = metric["MetricName"].as_str().unwrap();
                 assert!(emitted.contains(&metric_name), "{name}: {metric_name}");
-                if metric_name == REFUSED {
+                if metric_name == m::REFUSED {
                     // The provider a refused message claims is what is in doubt.
                     assert!(metric["Dimensions"].is_null(), "{name}: Refused has none");
                 } else {
@@ -668,13 +668,10 @@ fn the_alarms_watch_metrics_the_code_emits() {
             }
         }
     }
-    for expected in [m::UNAUTHORIZED, m::CONFLICT, m::FAILED, REFUSED] {
+    for expected in [m::UNAUTHORIZED, m::CONFLICT, m::FAILED, m::REFUSED] {
         assert!(watched.iter().any(|w| w == expected), "{expected}");
     }
 }
-
-/// The processor's metric for a message it refused, one per message, without dimensions.
-const REFUSED: &str = shared::metrics::REFUSED;
 
 /// Any refused message alarms (more than 0 in 5 minutes), through the same topic as the others;
 /// it has its runbook section and a line on the dashboard.
@@ -685,7 +682,7 @@ fn a_refused_message_alarms_and_has_a_runbook() {
     assert_eq!(alarm["Type"], "AWS::CloudWatch::Alarm");
     let p = &alarm["Properties"];
     assert_eq!(p["Namespace"]["Ref"], "MetricsNamespace");
-    assert_eq!(p["MetricName"], REFUSED);
+    assert_eq!(p["MetricName"], shared::metrics::REFUSED);
     assert!(p["Dimensions"].is_null(), "every provider: no dimensions");
     assert_eq!(p["Statistic"], "Sum");
     assert_eq!(p["Period"], 300);
@@ -713,7 +710,10 @@ fn a_refused_message_alarms_and_has_a_runbook() {
             .into_iter()
             .flatten()
             .any(|m| {
-                m[0] == *namespace && m[1] == REFUSED && m[2]["stat"] == "Sum" && m.get(3).is_none()
+                m[0] == *namespace
+                    && m[1] == shared::metrics::REFUSED
+                    && m[2]["stat"] == "Sum"
+                    && m.get(3).is_none()
             })
     });
     assert!(

@@ -187,13 +187,10 @@ fn summarize(m: &Message) -> Summary {
     }
 }
 
-/// The message attributes the processor sets on a message it refuses for trust reasons and
-/// moves to the DLQ itself: the reason, and the SenderId it refused.
-const REFUSED: &str = "refused";
-const REFUSED_SENDER: &str = "refused_sender";
-/// The message attribute of a message the processor rejected (it can never succeed as it is)
-/// and moved to the DLQ itself: the reason. Redriven once the cause is fixed.
-const REJECTED: &str = "rejected";
+/// The message attributes the processor sets on a message it moves to the DLQ itself: refused
+/// for trust reasons (the reason, and the SenderId it refused), or rejected (the reason).
+use shared::queue::REJECTED;
+use shared::trust::{REFUSED, REFUSED_SENDER};
 
 /// The content, for --show-payload: the envelope's payload field, or the whole body.
 fn payload(m: &Message) -> (&'static str, Value) {
