@@ -632,13 +632,29 @@ mod tests {
         }
     }
 
+    /// `r` with its body (an envelope) changed by `edit`.
+    fn edited(r: &SqsMessage, edit: impl FnOnce(&mut serde_json::Value)) -> SqsMessage {
+        let mut body: serde_json::Value = serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
+        edit(&mut body);
+        let mut out = r.clone();
+        out.body = Some(body.to_string());
+        out
+    }
+
+    /// `r` marked as a message of the replay `id`.
+    fn replayed(r: &SqsMessage, id: &str) -> SqsMessage {
+        edited(r, |body| {
+            body["replay"] = serde_json::json!({
+                "id": id, "requested_at": "2026-12-01T10:00:00Z", "archive_key": "trybe/k.json"
+            });
+        })
+    }
+
     /// A record whose body is about `kib` KiB.
     fn sized(id: &str, kib: usize) -> SqsMessage {
-        let mut r = record("trybe", id, None);
-        let mut body: serde_json::Value = serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
-        body["payload"] = serde_json::json!({ "pad": "x".repeat(kib * 1024) });
-        r.body = Some(body.to_string());
-        r
+        edited(&record("trybe", id, None), |body| {
+            body["payload"] = serde_json::json!({ "pad": "x".repeat(kib * 1024) });
+        })
     }
 
     #[tokio::test]
@@ -683,12 +699,10 @@ mod tests {
             record_bytes(&inline),
             inline.body.as_ref().unwrap().len() as u64
         );
-        let mut checked = record("trybe", "big", None);
-        let mut body: serde_json::Value =
-            serde_json::from_str(checked.body.as_deref().unwrap()).unwrap();
-        body["payload_ref"] =
-            serde_json::json!({"key": "trybe/x/y.json", "bytes": 10_000_000, "sha256": "00"});
-        checked.body = Some(body.to_string());
+        let checked = edited(&record("trybe", "big", None), |body| {
+            body["payload_ref"] =
+                serde_json::json!({"key": "trybe/x/y.json", "bytes": 10_000_000, "sha256": "00"});
+        });
         assert_eq!(record_bytes(&checked), 10_000_000);
         // The name inside a payload is not a reference.
         let mut spelled = record("trybe", "s", None);
@@ -702,13 +716,12 @@ mod tests {
     #[tokio::test]
     async fn a_reference_larger_than_any_receiver_writes_is_refused_unread() {
         let p = processor();
-        let mut r = record("trybe", "big", None);
-        let mut body: serde_json::Value = serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
-        body.as_object_mut().unwrap().remove("payload");
-        body["payload_ref"] = serde_json::json!({
-            "key": "trybe/x/y.json", "bytes": p.settings.max_record_bytes() + 1, "sha256": "00"
+        let r = edited(&record("trybe", "big", None), |body| {
+            body.as_object_mut().unwrap().remove("payload");
+            body["payload_ref"] = serde_json::json!({
+                "key": "trybe/x/y.json", "bytes": p.settings.max_record_bytes() + 1, "sha256": "00"
+            });
         });
-        r.body = Some(body.to_string());
         // No bucket is configured: had it tried to read the object, the error would be NoBucket.
         let e = p.process_record(&r).await.unwrap_err();
         assert!(e.is_poison(), "{e}");
@@ -794,28 +807,18 @@ mod tests {
             p.process_record(&plain).await.unwrap(),
             RecordOutcome::AlreadyProcessed
         );
-        let replayed = |id: &str| {
-            let mut r = plain.clone();
-            let mut body: serde_json::Value =
-                serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
-            body["replay"] = serde_json::json!({
-                "id": id, "requested_at": "2026-12-01T10:00:00Z", "archive_key": "trybe/k.json"
-            });
-            r.body = Some(body.to_string());
-            r
-        };
         assert_eq!(
-            p.process_record(&replayed("r1")).await.unwrap(),
+            p.process_record(&replayed(&plain, "r1")).await.unwrap(),
             RecordOutcome::Processed,
             "the replay bypasses the event's own claim"
         );
         assert_eq!(
-            p.process_record(&replayed("r1")).await.unwrap(),
+            p.process_record(&replayed(&plain, "r1")).await.unwrap(),
             RecordOutcome::AlreadyProcessed,
             "a redelivered replay runs once"
         );
         assert_eq!(
-            p.process_record(&replayed("r2")).await.unwrap(),
+            p.process_record(&replayed(&plain, "r2")).await.unwrap(),
             RecordOutcome::Processed,
             "another replay runs again"
         );
@@ -904,11 +907,7 @@ mod tests {
         // The finding: a Tilby envelope carrying a Trybe event's dedup key, sent by Tilby's
         // receiver; and the same envelope relabelled as Trybe's, still sent by Tilby's role.
         let genuine = record("trybe", "ok-1", None);
-        let mut body: serde_json::Value =
-            serde_json::from_str(genuine.body.as_deref().unwrap()).unwrap();
-        body["provider"] = "tilby".into();
-        let mut foreign_key = genuine.clone();
-        foreign_key.body = Some(body.to_string());
+        let foreign_key = edited(&genuine, |body| body["provider"] = "tilby".into());
         for forged in [
             sent_by(foreign_key, "AROATILBY:tilby-webhook"),
             sent_by(genuine.clone(), "AROATILBY:tilby-webhook"),
@@ -980,13 +979,7 @@ mod tests {
         let claims = Arc::new(MemoryClaims::default());
         let p = guarded(&dead, &claims);
         let plain = record("trybe", "ok-3", None);
-        let mut body: serde_json::Value =
-            serde_json::from_str(plain.body.as_deref().unwrap()).unwrap();
-        body["replay"] = serde_json::json!({
-            "id": "r1", "requested_at": "2026-12-01T10:00:00Z", "archive_key": "trybe/k.json"
-        });
-        let mut replayed = plain.clone();
-        replayed.body = Some(body.to_string());
+        let replayed = replayed(&plain, "r1");
         let from_receiver = sent_by(replayed.clone(), "AROATRYBE:trybe-webhook");
         assert!(matches!(
             p.process_record(&from_receiver).await.unwrap(),

@@ -182,53 +182,41 @@ async fn a_put_never_overwrites_an_object() {
     assert_eq!(stack.object(&stack.payload_bucket, key).await, b"first");
 }
 
+/// Puts `key` through `bucket` and returns its encryption and KMS key as S3 reports them.
+async fn put_and_head(
+    stack: &Stack,
+    bucket: &S3Objects,
+    key: &str,
+) -> (Option<String>, Option<String>) {
+    bucket
+        .put(key, Bytes::from_static(b"{}"), "application/json")
+        .await
+        .expect("created");
+    let head = stack
+        .s3
+        .head_object()
+        .bucket(bucket.bucket())
+        .key(key)
+        .send()
+        .await
+        .expect("head");
+    (
+        head.server_side_encryption().map(|s| s.as_str().to_owned()),
+        head.ssekms_key_id().map(str::to_owned),
+    )
+}
+
 #[tokio::test]
 async fn with_a_kms_key_every_put_asks_for_sse_kms_under_it() {
     let stack = Stack::new().await;
     let key_arn = "arn:aws:kms:us-east-1:123456789012:key/0b1c2d3e-4f5a-6b7c-8d9e-0f1a2b3c4d5e";
     let bucket =
         S3Objects::new(stack.s3.clone(), &stack.payload_bucket).with_kms_key(Some(key_arn));
-    bucket
-        .put(
-            "trybe/k/kms.json",
-            Bytes::from_static(b"{}"),
-            "application/json",
-        )
-        .await
-        .expect("created");
-    let head = stack
-        .s3
-        .head_object()
-        .bucket(&stack.payload_bucket)
-        .key("trybe/k/kms.json")
-        .send()
-        .await
-        .expect("head");
-    assert_eq!(
-        head.server_side_encryption().map(|s| s.as_str()),
-        Some("aws:kms")
-    );
-    assert_eq!(head.ssekms_key_id(), Some(key_arn));
+    let (sse, kms) = put_and_head(&stack, &bucket, "trybe/k/kms.json").await;
+    assert_eq!(sse.as_deref(), Some("aws:kms"));
+    assert_eq!(kms.as_deref(), Some(key_arn));
     // Without a key (or with an empty one): SSE-S3, as before.
     let plain = S3Objects::new(stack.s3.clone(), &stack.payload_bucket).with_kms_key(Some(""));
-    plain
-        .put(
-            "trybe/k/s3.json",
-            Bytes::from_static(b"{}"),
-            "application/json",
-        )
-        .await
-        .expect("created");
-    let head = stack
-        .s3
-        .head_object()
-        .bucket(&stack.payload_bucket)
-        .key("trybe/k/s3.json")
-        .send()
-        .await
-        .expect("head");
-    assert_eq!(
-        head.server_side_encryption().map(|s| s.as_str()),
-        Some("AES256")
-    );
+    let (sse, _) = put_and_head(&stack, &plain, "trybe/k/s3.json").await;
+    assert_eq!(sse.as_deref(), Some("AES256"));
 }
