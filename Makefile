@@ -11,7 +11,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 FUNCTIONS := $(notdir $(wildcard functions/*))
 ARCH      ?= arm64
 PROVIDER  ?= trybe
-EVENT     ?= basket.submitted
+# The provider's first sample by name (events/<provider>/, without the rendered .apigw.json).
+EVENT     ?= $(firstword $(sort $(basename $(notdir $(filter-out %.apigw.json,$(wildcard events/$(PROVIDER)/*))))))
 WATCH_PORT ?= 9000
 URL       ?= http://127.0.0.1:$(WATCH_PORT)/lambda-url/$(PROVIDER)-webhook
 COUNT     ?= 1
@@ -48,8 +49,10 @@ sim-ci: ## The delivery simulation's fixed budget in `make test`: seeds 1..SIM_C
 unit: ## Unit tests only (no moto)
 	cargo test --workspace --lib --bins
 
-validate: $(STAMP) ## Lint the SAM template offline (cfn-lint)
+validate: $(STAMP) ## Lint the SAM template offline (cfn-lint, and sam validate --lint with infra/samconfig.toml); the build checks' self-test
 	cfn-lint infra/template.yaml
+	cd infra && sam validate --lint
+	$(PY) infra/check_build.py self-test
 
 lint: ## clippy, warnings are errors; no aws-lc in the tree (TLS is rustls on ring, see shared::runtime::http_client)
 	cargo clippy --workspace --all-targets -- -D warnings
@@ -65,7 +68,7 @@ fmt-check:
 dev: $(STAMP) ## Local pipeline: moto, cargo lambda watch (every function), SQS poller -> event-processor
 	tools/dev.sh
 
-send: ## Fire a signed sample at a running function: make send PROVIDER=trybe EVENT=basket.submitted [URL=…] [COUNT=…] [CONCURRENCY=…]
+send: ## Fire a signed sample at a running function: make send PROVIDER=trybe [EVENT=basket.submitted, default the provider's first sample] [URL=…] [COUNT=…] [CONCURRENCY=…]
 	cargo run --quiet -p webhook-sim -- send $(PROVIDER) $(EVENT) --url $(URL) --count $(COUNT) --concurrency $(CONCURRENCY)
 
 invoke: $(STAMP) ## Invoke a function under `make dev` with a freshly signed API Gateway event: make invoke PROVIDER=… EVENT=…
@@ -76,8 +79,10 @@ invoke: $(STAMP) ## Invoke a function under `make dev` with a freshly signed API
 events: ## Re-render events/*/*.apigw.json from the raw samples (signed with local.env)
 	cargo run --quiet -p webhook-sim -- render
 
-build: $(STAMP) ## Release builds for Lambda (ARCH=arm64 by default; ARCH=x86_64 here, where only that target exists)
-	cargo lambda build --release $(if $(filter arm64,$(ARCH)),--arm64,--x86-64) $(addprefix -p ,$(FUNCTIONS))
+# Without -p: the workspace's default members (the functions), as `sam build` and `cdk synth` select
+# them, so that the three share one build in target/ (same packages, same features, same flags).
+build: $(STAMP) ## Release builds of the functions for Lambda (ARCH=arm64 by default, or x86_64), in target/lambda/
+	cargo lambda build --release $(if $(filter arm64,$(ARCH)),--arm64,--x86-64)
 	@$(MAKE) --no-print-directory sizes
 
 sizes: ## Sizes of the built Lambda binaries
@@ -120,6 +125,21 @@ cdk-synth: $(CDK_STAMP) ## Synthesize the CDK app offline, without building, int
 cdk-check: $(STAMP) cdk-synth ## The CDK stack equals the SAM stack (infra/compare_stacks.py); cfn-lint the CDK template
 	$(PY) infra/compare_stacks.py --self-test
 	cfn-lint --ignore-checks W3005 -- $(CDK_DIR)/cdk.out/WebhookIntake.template.json
+
+# SAM (infra/samconfig.toml answers every prompt). The SAM CLI builds in the source tree, in
+# target/ (it reads target/lambda/<binary>/bootstrap, so CARGO_TARGET_DIR must stay unset).
+export SAM_CLI_TELEMETRY := 0
+.PHONY: sam-build deploy-check
+sam-build: $(STAMP) ## sam build in infra/ for ARCH (arm64), every bootstrap checked, the built template pinned to ARCH (docs/deploy.md)
+	cd infra && sam build --parameter-overrides Architecture=$(ARCH)
+	$(PY) infra/check_build.py sam --expect $(ARCH) --pin
+
+deploy-check: $(STAMP) $(CDK_STAMP) ## The deploy path as docs/deploy.md types it, without an account: sam validate --lint, make sam-build (arm64), cdk synth with bundling, the same binaries
+	cd infra && sam validate --lint
+	@$(MAKE) --no-print-directory sam-build ARCH=arm64
+	rm -rf $(CDK_DIR)/cdk.out
+	cd $(CDK_DIR) && $(CDK_ENV) npx --no-install cdk synth --no-notices --quiet -c architecture=arm64 >/dev/null
+	$(PY) infra/check_build.py compare
 
 # Issue 13's measurement harnesses (tools/webhook-bench, BENCHMARKS.md). Not part of `make test`.
 # Release function binaries, spawned as Lambda spawns them under an emulated Runtime API, against a

@@ -43,7 +43,8 @@ enum Command {
 #[derive(clap::Args)]
 struct SendArgs {
     provider: String,
-    /// Sample name (file stem in `events/<provider>/`), e.g. `basket.submitted`.
+    /// Sample name (file stem in `events/<provider>/`), e.g. `basket.submitted`; without it, the
+    /// provider's first sample by name.
     sample: Option<String>,
     /// The function's URL, e.g. http://127.0.0.1:9000/lambda-url/trybe-webhook
     #[arg(long)]
@@ -105,8 +106,14 @@ fn unique(body: &[u8], n: usize) -> Vec<u8> {
     serde_json::to_vec(&Value::Object(map)).unwrap_or_else(|_| body.to_vec())
 }
 
+/// `base` (a function's URL: the stack's `TrybeWebhookUrl`, or `make dev`'s) followed by the
+/// request's path, except a bare `/`: an HTTP API route `/trybe` does not match `/trybe/`.
 fn url_for(base: &str, sent: &Sent) -> String {
-    let mut url = format!("{}{}", base.trim_end_matches('/'), sent.path);
+    let base = base.trim_end_matches('/');
+    let mut url = match sent.path.as_str() {
+        "/" | "" => base.to_owned(),
+        path => format!("{base}{path}"),
+    };
     if let Some(q) = sent.query.as_deref().filter(|q| !q.is_empty()) {
         url.push('?');
         url.push_str(q);
@@ -169,7 +176,14 @@ async fn send(env: &Env, events: &Path, args: SendArgs) -> Result<bool, String> 
                 })?;
             std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?
         }
-        (None, None) => return Err("give a sample name or --body-file".into()),
+        (None, None) => {
+            // No sample named: the provider's first, by name.
+            let path = samples(events, provider)
+                .into_iter()
+                .next()
+                .ok_or_else(|| format!("no samples in {}", events.join(provider).display()))?;
+            std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?
+        }
     };
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -326,5 +340,16 @@ mod tests {
         );
         sent.query = Some("a=1".into());
         assert_eq!(url_for("http://h/x", &sent), "http://h/x/tok?a=1");
+    }
+
+    #[test]
+    fn a_bare_slash_is_not_appended_to_a_stack_url() {
+        // The stack's TrybeWebhookUrl is …/trybe; the HTTP API's route /trybe is not /trybe/.
+        let mut sent = Sent::post("/", "");
+        let url = "https://abc.execute-api.eu-west-1.amazonaws.com/trybe";
+        assert_eq!(url_for(url, &sent), url);
+        assert_eq!(url_for(&format!("{url}/"), &sent), url);
+        sent.query = Some("a=1".into());
+        assert_eq!(url_for(url, &sent), format!("{url}?a=1"));
     }
 }
