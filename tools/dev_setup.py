@@ -40,7 +40,9 @@ def main():
     queue = sqs.create_queue(QueueName=env["EVENTS_QUEUE_NAME"], Attributes={
         "VisibilityTimeout": "30",
         "MaximumMessageSize": "1048576",  # as the template: MAX_MESSAGE_BYTES' default
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
+        # The template's maxReceiveCount for its default RetryHorizonHours (24): the processor
+        # hides a failed record for a growing wait (1 minute doubling to an hour).
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "30"}),
     })["QueueUrl"]
     buckets = {"PAYLOAD_BUCKET": "webhook-payloads", "ARCHIVE_BUCKET": "webhook-archive"}
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}

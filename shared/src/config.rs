@@ -333,6 +333,11 @@ pub struct Settings {
     /// The KMS key both buckets encrypt with (`OBJECTS_KMS_KEY_ARN`, the stack's
     /// `BucketEncryptionKey=create`): puts ask for SSE-KMS under it. SSE-S3 when unset or blank.
     pub objects_kms_key: Option<String>,
+    /// How long the processor hides a failed record ([`crate::queue::Backoff`]): 1 minute
+    /// doubling to an hour. `RETRY_BASE_DELAY_SECONDS` and `RETRY_MAX_DELAY_SECONDS` change it
+    /// for tests and `make dev` only: the stacks set neither, since their queue's
+    /// `maxReceiveCount` is computed for the default waits (a template test checks both).
+    pub retry_backoff: crate::queue::Backoff,
 }
 
 /// A bucket name, or `None` when the variable is unset or blank.
@@ -389,6 +394,22 @@ impl Settings {
             payload_bucket: bucket(env, "PAYLOAD_BUCKET"),
             archive_bucket: bucket(env, "ARCHIVE_BUCKET"),
             objects_kms_key: bucket(env, "OBJECTS_KMS_KEY_ARN"),
+            retry_backoff: {
+                let default = crate::queue::Backoff::default();
+                let base: u64 = env.parse_or("RETRY_BASE_DELAY_SECONDS", default.base.as_secs())?;
+                let cap: u64 = env.parse_or("RETRY_MAX_DELAY_SECONDS", default.cap.as_secs())?;
+                if base > cap || Duration::from_secs(cap) > crate::queue::SQS_MAX_VISIBILITY {
+                    return Err(ConfigError::Invalid {
+                        name: "RETRY_MAX_DELAY_SECONDS".into(),
+                        why: "must be at least RETRY_BASE_DELAY_SECONDS and at most 43200".into(),
+                    });
+                }
+                crate::queue::Backoff {
+                    base: Duration::from_secs(base),
+                    cap: Duration::from_secs(cap),
+                    ..default
+                }
+            },
         })
     }
 

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
@@ -187,6 +188,19 @@ pub enum RecordError {
 }
 
 impl RecordError {
+    /// What failed, by kind only (never a message: a handler's may hold personal data).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RecordError::Unparseable(_) => "unparseable",
+            RecordError::InFlight => "in flight elsewhere",
+            RecordError::Store(_) => "claim store",
+            RecordError::Handler(HandlerError::Retry(_)) => "handler retry",
+            RecordError::Handler(_) => "handler reject",
+            RecordError::Payload(_) => "payload object",
+            RecordError::Unparked(..) => "dead-letter queue",
+        }
+    }
+
     /// Unreadable, refused by its handler, or its payload object unusable: it can never succeed
     /// (moved to the dead-letter queue at once). Anything else may succeed on a redelivery.
     pub fn is_poison(&self) -> bool {
@@ -294,6 +308,21 @@ impl RecordRun {
     }
 }
 
+/// The processor's key of a record's event (a replay's own), read from its body without its
+/// content; `None` for a body that names none.
+fn processed_key_of(record: &SqsMessage) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Keys {
+        dedup_key: String,
+        replay: Option<crate::envelope::Replay>,
+    }
+    let keys: Keys = serde_json::from_str(record.body.as_deref()?).ok()?;
+    Some(match &keys.replay {
+        Some(replay) => replay.processed_key(&keys.dedup_key),
+        None => crate::store::processed_key(&keys.dedup_key),
+    })
+}
+
 fn read_envelope(record: &SqsMessage) -> Result<Envelope, RecordError> {
     let body = record
         .body
@@ -330,6 +359,11 @@ pub struct Processor {
     payloads: Option<Arc<dyn ObjectStore>>,
     /// Who may send what, and where refused messages go.
     trust: crate::trust::Trust,
+    /// How long a failed record stays hidden, and who hides it (none: the queue's own
+    /// visibility timeout).
+    backoff: Option<(Arc<dyn crate::queue::Visibility>, crate::queue::Backoff)>,
+    /// Where a failed record's receive count and next receive are noted, for operators.
+    retry_notes: Option<Arc<dyn crate::store::RetryNotes>>,
 }
 
 impl Processor {
@@ -347,7 +381,27 @@ impl Processor {
             clock,
             payloads: None,
             trust,
+            backoff: None,
+            retry_notes: None,
         }
+    }
+
+    /// The same processor noting each hidden record's receive count and next receive
+    /// ([`crate::store::RetryNotes`]).
+    pub fn with_retry_notes(mut self, notes: Arc<dyn crate::store::RetryNotes>) -> Self {
+        self.retry_notes = Some(notes);
+        self
+    }
+
+    /// The same processor hiding each failed record for a wait that grows with its receive
+    /// count ([`crate::queue::Backoff`]).
+    pub fn with_backoff(
+        mut self,
+        visibility: Arc<dyn crate::queue::Visibility>,
+        backoff: crate::queue::Backoff,
+    ) -> Self {
+        self.backoff = Some((visibility, backoff));
+        self
     }
 
     /// The same processor reading claim-checked envelopes from `payloads`.
@@ -364,6 +418,7 @@ impl Processor {
         let results = join_all(event.records.iter().map(|r| self.process_one(r, &budget))).await;
         let mut response = SqsBatchResponse::default();
         let mut tallies = Vec::with_capacity(results.len());
+        let mut failed = Vec::new();
         for (record, run) in event.records.iter().zip(results) {
             let RecordRun {
                 result,
@@ -382,14 +437,98 @@ impl Processor {
                 continue;
             }
             if let Err(e) = result {
-                error!(message_id = %message_id, error = %e, "record failed; reported in batchItemFailures");
+                failed.push((record, e));
                 let mut failure = BatchItemFailure::default();
                 failure.item_identifier = message_id;
                 response.batch_item_failures.push(failure);
             }
         }
+        self.back_off(&failed).await;
         metrics::record_batch(&tallies);
         response
+    }
+
+    /// Hides each failed record for its wait, and logs it: its receive count, and when it
+    /// comes back. A record whose visibility is not changed comes back after the queue's own
+    /// visibility timeout (and spends a receive sooner).
+    async fn back_off(&self, failed: &[(&SqsMessage, RecordError)]) {
+        let now = self.clock.now();
+        let receives = |record: &SqsMessage| -> u32 {
+            record
+                .attributes
+                .get(crate::queue::RECEIVE_COUNT)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1)
+        };
+        let Some((visibility, backoff)) = &self.backoff else {
+            for (record, e) in failed {
+                let message_id = record.message_id.as_deref().unwrap_or("");
+                error!(message_id, receive_count = receives(record), error = %e,
+                    "record failed; reported in batchItemFailures");
+            }
+            return;
+        };
+        let waits: Vec<Duration> = failed
+            .iter()
+            .map(|(record, _)| {
+                let message_id = record.message_id.as_deref().unwrap_or("");
+                backoff.delay_for(message_id, receives(record))
+            })
+            .collect();
+        let (hideable, entries): (Vec<usize>, Vec<(String, Duration)>) = failed
+            .iter()
+            .zip(&waits)
+            .enumerate()
+            .filter_map(|(i, ((record, _), wait))| {
+                Some((i, (record.receipt_handle.clone()?, *wait)))
+            })
+            .unzip();
+        let mut hidden: Vec<Option<Result<(), crate::queue::QueueError>>> =
+            failed.iter().map(|_| None).collect();
+        for (i, result) in hideable.into_iter().zip(visibility.hide(&entries).await) {
+            hidden[i] = Some(result);
+        }
+        let mut notes = Vec::new();
+        for (((record, e), wait), hidden) in failed.iter().zip(&waits).zip(hidden) {
+            let message_id = record.message_id.as_deref().unwrap_or("");
+            let receive_count = receives(record);
+            match hidden {
+                Some(Ok(())) => {
+                    let next = crate::clock::rfc3339(now + *wait);
+                    error!(message_id, receive_count, retry_in_seconds = wait.as_secs(),
+                        next_receive_after = %next, error = %e,
+                        "record failed; reported in batchItemFailures, hidden until its next try");
+                    if let Some(processed_pk) = processed_key_of(record) {
+                        notes.push(crate::store::RetryNote {
+                            processed_pk,
+                            message_id: message_id.to_owned(),
+                            receive_count,
+                            failed_at: now,
+                            next_receive_after: now + *wait,
+                            reason: e.kind(),
+                        });
+                    }
+                }
+                Some(Err(change)) => {
+                    error!(message_id, receive_count, error = %e, visibility = %change,
+                        "record failed; reported in batchItemFailures, back after the queue's visibility timeout (its wait was not set)");
+                }
+                None => {
+                    error!(message_id, receive_count, error = %e,
+                        "record failed; reported in batchItemFailures, back after the queue's visibility timeout (no receipt handle)");
+                }
+            }
+        }
+        if let Some(store) = &self.retry_notes {
+            for (note, result) in notes
+                .iter()
+                .zip(join_all(notes.iter().map(|n| store.note(n))).await)
+            {
+                if let Err(e) = result {
+                    warn!(message_id = %note.message_id, error = %e, "retry note not written");
+                }
+            }
+        }
     }
 
     pub async fn process_record(&self, record: &SqsMessage) -> Result<RecordOutcome, RecordError> {
@@ -690,6 +829,98 @@ mod tests {
         assert_eq!(most("204800", ten(64)).await, 3);
         // Each larger than the budget: one at a time, and every one still runs.
         assert_eq!(most("16384", ten(64)).await, 1);
+    }
+
+    /// `record` as the event source mapping hands it out: with a receipt handle and its
+    /// receive count.
+    fn received(provider: &str, id: &str, receives: u32) -> SqsMessage {
+        let mut r = record(provider, id, Some(1_000));
+        r.receipt_handle = Some(format!("rh-{id}"));
+        r.attributes
+            .insert(crate::queue::RECEIVE_COUNT.into(), receives.to_string());
+        r
+    }
+
+    #[tokio::test]
+    async fn a_failed_record_is_hidden_for_a_wait_that_grows_with_its_receive_count() {
+        let visibility = Arc::new(crate::queue::MemoryVisibility::default());
+        let backoff = crate::queue::Backoff::default();
+        let notes = Arc::new(crate::store::MemoryRetryNotes::default());
+        let p = processor()
+            .with_backoff(visibility.clone(), backoff)
+            .with_retry_notes(notes.clone());
+        let response = p
+            .process(batch(vec![
+                received("trybe", "retry-1", 1),
+                received("trybe", "retry-2", 5),
+                received("trybe", "fine", 2),
+                received("trybe", "reject-1", 1),
+            ]))
+            .await;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["m-retry-1", "m-retry-2"]);
+        // The two failures only: not the processed record, not the one parked in the DLQ.
+        assert_eq!(
+            visibility.hidden(),
+            vec![
+                ("rh-retry-1".to_owned(), backoff.delay_for("m-retry-1", 1)),
+                ("rh-retry-2".to_owned(), backoff.delay_for("m-retry-2", 5)),
+            ]
+        );
+        let [(_, first), (_, fifth)] = <[_; 2]>::try_from(visibility.hidden()).unwrap();
+        assert!(first >= Duration::from_secs(60) && first < Duration::from_secs(67));
+        assert!(fifth >= Duration::from_secs(960) && fifth < Duration::from_secs(1057));
+        // Each noted for operators: receive count, next receive, and the kind of failure only.
+        let now = FixedClock::at_millis(NOW_MS).now();
+        let noted = notes.notes();
+        assert_eq!(noted.len(), 2);
+        assert_eq!(
+            noted[1],
+            crate::store::RetryNote {
+                processed_pk: "processed#trybe#site-secret-tenant#id#retry-2".into(),
+                message_id: "m-retry-2".into(),
+                receive_count: 5,
+                failed_at: now,
+                next_receive_after: now + fifth,
+                reason: "handler retry",
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_record_whose_wait_cannot_be_set_is_still_reported_failed() {
+        let visibility = Arc::new(crate::queue::MemoryVisibility::default());
+        visibility.fail(true);
+        let p = processor().with_backoff(visibility.clone(), crate::queue::Backoff::default());
+        let mut no_handle = received("trybe", "retry-b", 1);
+        no_handle.receipt_handle = None;
+        let response = p
+            .process(batch(vec![received("trybe", "retry-a", 3), no_handle]))
+            .await;
+        assert_eq!(response.batch_item_failures.len(), 2);
+        assert!(visibility.hidden().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_replays_note_is_under_the_replays_own_key() {
+        let notes = Arc::new(crate::store::MemoryRetryNotes::default());
+        let p = processor()
+            .with_backoff(
+                Arc::new(crate::queue::MemoryVisibility::default()),
+                crate::queue::Backoff::default(),
+            )
+            .with_retry_notes(notes.clone());
+        let r = replayed(&received("trybe", "retry-r", 2), "rp-1");
+        p.process(batch(vec![r])).await;
+        assert_eq!(notes.notes().len(), 1);
+        assert_eq!(
+            notes.notes()[0].processed_pk,
+            "processed#trybe#site-secret-tenant#id#retry-r#replay#rp-1"
+        );
     }
 
     #[test]

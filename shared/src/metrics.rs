@@ -48,6 +48,10 @@ pub const REJECTED: &str = "Rejected";
 pub const REFUSED: &str = "Refused";
 pub const HANDLER_LATENCY: &str = "HandlerLatency";
 pub const MESSAGE_AGE: &str = "MessageAge";
+/// The age of each record that failed (no dimension): `RetryHorizonAlarm` compares its maximum
+/// with the retry horizon. SQS's ApproximateAgeOfOldestMessage cannot: it stops seeing a
+/// message after its third receive.
+pub const FAILING_MESSAGE_AGE: &str = "FailingMessageAge";
 
 /// The counts (their meaning: docs/metrics.md).
 const COUNTS: &[&str] = &[
@@ -65,7 +69,13 @@ const COUNTS: &[&str] = &[
 ];
 
 /// The durations, in milliseconds.
-const LATENCIES: &[&str] = &[CLAIM_LATENCY, SEND_LATENCY, HANDLER_LATENCY, MESSAGE_AGE];
+const LATENCIES: &[&str] = &[
+    CLAIM_LATENCY,
+    SEND_LATENCY,
+    HANDLER_LATENCY,
+    MESSAGE_AGE,
+    FAILING_MESSAGE_AGE,
+];
 
 /// EMF takes at most 100 values of a metric in one document (and the collector keeps no more
 /// between flushes): an invocation reports at most this many of each duration.
@@ -222,6 +232,14 @@ pub fn record_batch(records: &[RecordTally]) {
         {
             histogram!(name, PROVIDER => r.provider).record(value);
         }
+    }
+    for age in records
+        .iter()
+        .filter(|r| r.outcome == RecordMetric::Failed)
+        .filter_map(|r| r.age_ms)
+        .take(MAX_SAMPLES)
+    {
+        histogram!(FAILING_MESSAGE_AGE).record(age);
     }
 }
 
@@ -609,9 +627,18 @@ mod tests {
             vec![3.0, 4.0]
         );
         assert_eq!(seen.values(MESSAGE_AGE, &[(PROVIDER, "tilby")]), vec![40.0]);
+        // Only the failed record's age, without a dimension (RetryHorizonAlarm's metric).
+        assert_eq!(seen.values(FAILING_MESSAGE_AGE, &[]), vec![40.0]);
         assert_eq!(
             seen.names(),
-            vec![FAILED, HANDLER_LATENCY, MESSAGE_AGE, PROCESSED, REJECTED]
+            vec![
+                FAILED,
+                FAILING_MESSAGE_AGE,
+                HANDLER_LATENCY,
+                MESSAGE_AGE,
+                PROCESSED,
+                REJECTED
+            ]
         );
     }
 

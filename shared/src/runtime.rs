@@ -261,17 +261,27 @@ fn build_processor(
     let dead_letter_queue = env.require("DEAD_LETTER_QUEUE_URL")?.to_owned();
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
     let connections = Connections::unless_disabled(env, &ddb, &settings.table, None);
+    let (ddb_for_notes, table) = (ddb.clone(), settings.table.clone());
     let claims = Arc::new(DynamoClaims::new(ddb, &settings.table));
     let (payloads, _) = buckets(sdk, &settings);
+    let sqs = aws_sdk_sqs::Client::new(sdk);
     let trust = crate::trust::Trust {
         senders,
         dead_letters: Arc::new(crate::queue::SqsDeadLetters::new(
-            aws_sdk_sqs::Client::new(sdk),
+            sqs.clone(),
             dead_letter_queue,
         )),
     };
+    // Failed records are hidden on the queue they came from (the events queue).
+    let visibility = Arc::new(crate::queue::SqsVisibility::new(sqs, &settings.queue_url));
+    let backoff = settings.retry_backoff;
     let processor = Processor::new(claims, router, settings, Arc::new(SystemClock), trust)
-        .with_payloads(payloads);
+        .with_payloads(payloads)
+        .with_backoff(visibility, backoff)
+        .with_retry_notes(Arc::new(crate::store::DynamoRetryNotes::new(
+            ddb_for_notes,
+            &table,
+        )));
     Ok((processor, connections))
 }
 

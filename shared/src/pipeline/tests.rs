@@ -88,6 +88,7 @@ fn settings() -> Settings {
         payload_bucket: None,
         archive_bucket: None,
         objects_kms_key: None,
+        retry_backoff: crate::queue::Backoff::default(),
     }
 }
 

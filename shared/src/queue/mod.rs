@@ -1,12 +1,14 @@
 //! The queue between receivers and the processor.
 
+mod backoff;
 mod dead_letters;
 mod memory;
 mod sqs;
 
+pub use backoff::{Backoff, MemoryVisibility, Visibility, RECEIVE_COUNT, SQS_MAX_VISIBILITY};
 pub use dead_letters::{dead_letter_attributes, DeadLetters, MemoryDeadLetters, Parked, REJECTED};
 pub use memory::MemoryQueue;
-pub use sqs::{SqsDeadLetters, SqsQueue};
+pub use sqs::{SqsDeadLetters, SqsQueue, SqsVisibility};
 
 use async_trait::async_trait;
 

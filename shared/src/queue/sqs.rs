@@ -3,7 +3,9 @@
 //! counts as queued only when SQS lists it as successful.
 
 use async_trait::async_trait;
-use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, MessageAttributeValue, SendMessageBatchRequestEntry,
+};
 use aws_sdk_sqs::Client;
 use futures::stream::{self, StreamExt};
 
@@ -159,6 +161,86 @@ impl super::DeadLetters for SqsDeadLetters {
                     aws_sdk_sqs::error::DisplayErrorContext(e)
                 ))
             })
+    }
+}
+
+/// ChangeMessageVisibilityBatch on the events queue, ten entries a call (a Lambda batch is ten
+/// records at most: one call).
+#[derive(Debug, Clone)]
+pub struct SqsVisibility {
+    client: Client,
+    queue_url: String,
+}
+
+impl SqsVisibility {
+    pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
+        SqsVisibility {
+            client,
+            queue_url: queue_url.into(),
+        }
+    }
+
+    async fn hide_batch(
+        &self,
+        entries: &[(String, std::time::Duration)],
+    ) -> Vec<Result<(), QueueError>> {
+        let request = entries.iter().enumerate().map(|(i, (handle, wait))| {
+            ChangeMessageVisibilityBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(handle)
+                .visibility_timeout(i32::try_from(wait.as_secs()).unwrap_or(i32::MAX))
+                .build()
+        });
+        let request: Result<Vec<_>, _> = request.collect();
+        let out = match request {
+            Ok(request) => {
+                self.client
+                    .change_message_visibility_batch()
+                    .queue_url(&self.queue_url)
+                    .set_entries(Some(request))
+                    .send()
+                    .await
+            }
+            Err(e) => {
+                return entries
+                    .iter()
+                    .map(|_| Err(QueueError(e.to_string())))
+                    .collect()
+            }
+        };
+        match out {
+            Ok(out) => {
+                let failed: std::collections::HashMap<String, String> = out
+                    .failed()
+                    .iter()
+                    .map(|f| (f.id().to_owned(), f.code().to_owned()))
+                    .collect();
+                (0..entries.len())
+                    .map(|i| match failed.get(&i.to_string()) {
+                        Some(code) => Err(QueueError(format!("ChangeMessageVisibility: {code}"))),
+                        None => Ok(()),
+                    })
+                    .collect()
+            }
+            Err(e) => {
+                let e = QueueError(format!(
+                    "ChangeMessageVisibilityBatch: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(e)
+                ));
+                entries.iter().map(|_| Err(e.clone())).collect()
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl super::Visibility for SqsVisibility {
+    async fn hide(&self, entries: &[(String, std::time::Duration)]) -> Vec<Result<(), QueueError>> {
+        let mut results = Vec::with_capacity(entries.len());
+        for chunk in entries.chunks(BATCH_ENTRIES) {
+            results.extend(self.hide_batch(chunk).await);
+        }
+        results
     }
 }
 

@@ -7,8 +7,12 @@
 
 mod dynamodb;
 mod memory;
+mod retries;
 
 pub use dynamodb::DynamoClaims;
+pub use retries::{
+    retry_key, DynamoRetryNotes, MemoryRetryNotes, RetryNote, RetryNotes, RETRY_SUFFIX,
+};
 
 pub use crate::keys::{processed_key, PROCESSED_PREFIX};
 pub use memory::MemoryClaims;

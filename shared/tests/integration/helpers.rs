@@ -230,6 +230,16 @@ impl Stack {
             .expect("processor config")
     }
 
+    /// The deployed processor, but a failed record is visible again at once (waits of 0 s):
+    /// for tests that take a record through every receive to the DLQ.
+    pub fn processor_without_waits(&self, router: Router) -> Processor {
+        let env = self.env(&[
+            ("RETRY_BASE_DELAY_SECONDS", "0"),
+            ("RETRY_MAX_DELAY_SECONDS", "0"),
+        ]);
+        shared::runtime::processor_from_env(&env, &self.sdk, router).expect("processor config")
+    }
+
     /// Every message now on the queue, taken off it (kept invisible), as SQS records.
     pub async fn drain(&self) -> Vec<SqsMessage> {
         drain_queue(&self.sqs, &self.queue_url).await

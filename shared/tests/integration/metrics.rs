@@ -526,10 +526,28 @@ async fn the_processor_counts_each_record_under_its_provider() {
     expected.sort();
     assert_eq!(failed, expected);
 
-    let docs: Vec<Doc> = documents(&f, &id, 2).await.iter().map(Doc::read).collect();
-    assert_eq!(docs.len(), 2, "one document per provider: {docs:#?}");
+    let all: Vec<Doc> = documents(&f, &id, 3).await.iter().map(Doc::read).collect();
+    assert_eq!(
+        all.len(),
+        3,
+        "one document per provider, and one without a dimension: {all:#?}"
+    );
+    // The age of the record that failed, without a dimension (RetryHorizonAlarm's metric).
+    let (plain, docs): (Vec<&Doc>, Vec<&Doc>) = all
+        .iter()
+        .partition(|d| d.dimensions == [Vec::<String>::new()]);
+    assert_eq!(plain.len(), 1, "{all:#?}");
+    assert_eq!(plain[0].namespace, "WebhookIntake");
+    assert_eq!(plain[0].names(), ["FailingMessageAge"]);
+    let failing_age = plain[0].millis("FailingMessageAge");
+    assert_eq!(failing_age.len(), 1, "only the failed record's");
+    assert!(
+        (5_000.0..65_000.0).contains(&failing_age[0]),
+        "{failing_age:?}"
+    );
     let by_provider = |p: &str| {
-        docs.iter()
+        *docs
+            .iter()
             .find(|d| d.raw["Provider"] == p)
             .unwrap_or_else(|| panic!("a document for {p}: {docs:#?}"))
     };

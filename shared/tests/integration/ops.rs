@@ -160,9 +160,10 @@ async fn accept_trybe(stack: &Stack, n: usize, marker: &str) -> Vec<String> {
 
 /// What the event source mapping does with a processor whose handler fails `ids`: receive,
 /// process, delete what did not fail, until the queue is empty (the stack's maxReceiveCount
-/// sends the failures to the DLQ).
+/// sends the failures to the DLQ; the processor's waits are 0 s here, so that it takes no
+/// hours).
 async fn feed_processor(stack: &Stack, handler: Arc<Counting>) {
-    let processor = stack.processor(Router::new(handler));
+    let processor = stack.processor_without_waits(Router::new(handler));
     for _ in 0..20 {
         if stack.feed(&processor).await == 0 {
             return;
@@ -549,6 +550,76 @@ async fn stuck(store: &DynamoClaims, pk: &str) -> Claim {
     );
     assert_eq!(store.claim(&c).await.unwrap(), ClaimOutcome::New);
     c
+}
+
+#[tokio::test]
+async fn claim_show_prints_when_a_failing_events_message_comes_back() {
+    let stack = Stack::new().await;
+    let id = accept_trybe(&stack, 1, &marker()).await.remove(0);
+    let pk = key("trybe", Some("s1"), &id);
+    let mut record = stack.drain().await.pop().expect("the event's message");
+    record
+        .attributes
+        .insert(shared::queue::RECEIVE_COUNT.into(), "3".into());
+    let failing = Arc::new(Counting::default());
+    failing.fail.lock().unwrap().push(id.clone());
+    // The deployed processor: it hides the record for its wait and notes it.
+    let response = stack
+        .processor(Router::new(failing))
+        .process(sqs_event(vec![record.clone()]))
+        .await;
+    assert_eq!(response.batch_item_failures.len(), 1);
+    // What moto stored: the note under the processor's key with its suffix, the kind of
+    // failure only.
+    let note = stack
+        .item(&shared::store::retry_key(&format!("processed#{pk}")))
+        .await
+        .expect("the retry note");
+    assert_eq!(note["receive_count"].as_n().unwrap(), "3");
+    assert_eq!(s(&note, "reason"), "handler retry");
+    assert_eq!(&s(&note, "message_id"), record.message_id.as_ref().unwrap());
+    let next = OffsetDateTime::parse(
+        &s(&note, "next_receive_after"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let wait = next
+        - OffsetDateTime::parse(
+            &s(&note, "failed_at"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+    // The third receive's wait: 4 minutes, plus up to 10 %.
+    assert!(
+        wait >= time::Duration::minutes(4) && wait <= time::Duration::seconds(264),
+        "{wait}"
+    );
+
+    let shown = ops(
+        &stack,
+        &["claim", "show", "trybe", &id, "--tenant", "s1"],
+        None,
+    );
+    assert_eq!(shown.code, 0, "{shown:?}");
+    for expected in [
+        "retry note",
+        "3 times",
+        "handler retry",
+        s(&note, "next_receive_after").as_str(),
+    ] {
+        assert!(shown.stdout.contains(expected), "{expected}: {shown:?}");
+    }
+    let json = ops(
+        &stack,
+        &["--json", "claim", "show", "trybe", &id, "--tenant", "s1"],
+        None,
+    )
+    .json();
+    assert_eq!(json["retry"]["receive_count"], 3);
+    assert_eq!(
+        json["retry"]["next_receive_after"],
+        s(&note, "next_receive_after").as_str()
+    );
 }
 
 #[tokio::test]

@@ -224,3 +224,97 @@ async fn a_poison_message_ends_in_the_dead_letter_queue_at_its_first_receive() {
         .expect("the good event was processed beside it");
     assert_eq!(s(&item, "status"), "PROCESSED");
 }
+
+/// One receive as the event source mapping makes it, each message received hidden for
+/// `visibility` seconds.
+async fn receive(stack: &Stack, visibility: i32) -> Vec<SqsMessage> {
+    let got = stack
+        .sqs
+        .receive_message()
+        .queue_url(&stack.queue_url)
+        .max_number_of_messages(10)
+        .visibility_timeout(visibility)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .send()
+        .await
+        .expect("receive");
+    got.messages
+        .unwrap_or_default()
+        .iter()
+        .map(sqs_record)
+        .collect()
+}
+
+/// The message `id`, received (hidden 2 s) once it is visible, polling until `deadline`.
+async fn receive_by_id(
+    stack: &Stack,
+    id: &str,
+    deadline: std::time::Instant,
+) -> Option<SqsMessage> {
+    loop {
+        if let Some(m) = receive(stack, 2)
+            .await
+            .into_iter()
+            .find(|m| m.message_id.as_deref() == Some(id))
+        {
+            return Some(m);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+fn receive_count(record: &SqsMessage) -> u32 {
+    record.attributes[shared::queue::RECEIVE_COUNT]
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_failed_record_is_hidden_on_the_queue_for_its_wait_and_then_comes_back() {
+    use shared::queue::{Backoff, SqsVisibility, RECEIVE_COUNT};
+    use std::time::{Duration, Instant};
+    let stack = Stack::new().await;
+    let ids = queue_events(&stack, 1).await;
+    let counting = Arc::new(Counting::default());
+    counting.fail.lock().unwrap().push(ids[0].clone());
+    // In flight for 2 s, as the event source mapping would hold it for the queue's 360.
+    let received_at = Instant::now();
+    let failing = receive(&stack, 2).await.pop().expect("the event's message");
+    let id = failing.message_id.clone().unwrap();
+    assert_eq!(receive_count(&failing), 1);
+
+    // The deployed processor (processor_from_env), as at the record's tenth receive: its wait
+    // is an hour, and SQS keeps it hidden past the 2 s it was received for.
+    let mut tenth = failing.clone();
+    tenth.attributes.insert(RECEIVE_COUNT.into(), "10".into());
+    let processor = stack.processor(Router::new(counting.clone()));
+    let response = processor.process(sqs_event(vec![tenth])).await;
+    assert_eq!(response.batch_item_failures.len(), 1);
+    let hidden_until = received_at + Duration::from_secs(5);
+    assert!(
+        receive_by_id(&stack, &id, hidden_until).await.is_none(),
+        "visible again after the 2 s it was received for: its wait was not set"
+    );
+
+    // A wait of a second, set with the same receipt handle: it replaces the hour, and the
+    // message comes back, received a second time.
+    let short = Backoff {
+        base: Duration::from_secs(1),
+        cap: Duration::from_secs(1),
+        jitter: 0.0,
+    };
+    let processor = stack.processor(Router::new(counting.clone())).with_backoff(
+        Arc::new(SqsVisibility::new(stack.sqs.clone(), &stack.queue_url)),
+        short,
+    );
+    let response = processor.process(sqs_event(vec![failing.clone()])).await;
+    assert_eq!(response.batch_item_failures.len(), 1);
+    let back = receive_by_id(&stack, &id, Instant::now() + Duration::from_secs(30))
+        .await
+        .expect("the failed record is visible again after its wait");
+    assert_eq!(receive_count(&back), 2);
+    assert_eq!(counting.runs(), 2);
+}

@@ -357,6 +357,10 @@ impl Soak {
             ("EVENTS_TABLE".to_owned(), stack.table.clone()),
             ("EVENTS_QUEUE_URL".to_owned(), stack.queue_url.clone()),
             ("DEAD_LETTER_QUEUE_URL".to_owned(), stack.dlq_url.clone()),
+            // A failed record comes back within 2 s (the deployed waits start at a minute),
+            // inside the poller's idle window.
+            ("RETRY_BASE_DELAY_SECONDS".to_owned(), "1".to_owned()),
+            ("RETRY_MAX_DELAY_SECONDS".to_owned(), "2".to_owned()),
             ("REQUEST_DEADLINE_MS".to_owned(), DEADLINE_MS.to_owned()),
             (
                 "PROCESSING_LEASE_SECONDS".to_owned(),

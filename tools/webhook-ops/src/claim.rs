@@ -348,17 +348,25 @@ fn records_json(pk: &str, claim: Option<&Item>, processor: Option<&Item>) -> Val
 async fn show(ctx: &Ctx, ddb: &Client, table: &str, target: &Target) -> Outcome {
     let pk = target.pk();
     let (claim, processor) = records(ddb, table, &pk).await?;
+    let processed_pk = if pk.starts_with(PROCESSED_PREFIX) {
+        pk.clone()
+    } else {
+        processed_key(&pk)
+    };
+    let retry = retry_note(ddb, table, &processed_pk).await?;
     let now = now_ms();
     if ctx.json {
-        println!(
-            "{:#}",
-            records_json(&pk, claim.as_ref(), processor.as_ref())
-        );
+        let mut out = records_json(&pk, claim.as_ref(), processor.as_ref());
+        out["retry"] = retry.as_ref().map_or(Value::Null, RetryItem::to_json);
+        println!("{out:#}");
     } else {
         print!(
             "{}",
             records_text(&pk, claim.as_ref(), processor.as_ref(), now)
         );
+        if let Some(retry) = &retry {
+            print!("{}", retry.to_text(now));
+        }
     }
     if claim.is_none() && processor.is_none() {
         let mut message = format!("no record under {pk} in table {table}");
@@ -368,6 +376,97 @@ async fn show(ctx: &Ctx, ddb: &Client, table: &str, target: &Target) -> Outcome 
         return Err(Fail::Error(message));
     }
     Ok(())
+}
+
+/// The processor's note of the event's last failed record: its receive count and when its
+/// message comes back (SQS shows no one an in-flight message).
+struct RetryItem {
+    pk: String,
+    message_id: Option<String>,
+    receive_count: Option<i64>,
+    failed_at: Option<String>,
+    next_receive_after: Option<String>,
+    reason: Option<String>,
+}
+
+impl RetryItem {
+    fn to_json(&self) -> Value {
+        json!({
+            "key": self.pk,
+            "message_id": self.message_id,
+            "receive_count": self.receive_count,
+            "failed_at": self.failed_at,
+            "next_receive_after": self.next_receive_after,
+            "reason": self.reason,
+        })
+    }
+
+    fn to_text(&self, now: i64) -> String {
+        let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        let next = self.next_receive_after.as_deref().map_or("-".into(), |at| {
+            match time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339) {
+                Ok(t) => format!(
+                    "{at} ({})",
+                    relative_ms(shared::clock::epoch_millis(t), now)
+                ),
+                Err(_) => at.to_owned(),
+            }
+        });
+        let mut out = format!(
+            "retry note {}
+",
+            self.pk
+        );
+        let mut line = |label: &str, value: String| {
+            out.push_str(&format!(
+                "  {label:<13} {value}
+"
+            ));
+        };
+        line(
+            "received",
+            self.receive_count.map_or("-".into(), |n| {
+                format!("{n} times (SQS ApproximateReceiveCount)")
+            }),
+        );
+        line(
+            "last failure",
+            format!("{} ({})", or_dash(&self.failed_at), or_dash(&self.reason)),
+        );
+        line("next receive", format!("after {next}"));
+        line("message id", or_dash(&self.message_id));
+        out
+    }
+}
+
+async fn retry_note(
+    ddb: &Client,
+    table: &str,
+    processed_pk: &str,
+) -> Result<Option<RetryItem>, Fail> {
+    let pk = shared::store::retry_key(processed_pk);
+    let out = ddb
+        .get_item()
+        .table_name(table)
+        .key("pk", AttributeValue::S(pk.clone()))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| Fail::aws("GetItem", e))?;
+    Ok(out.item().map(|item| {
+        let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+        RetryItem {
+            pk,
+            message_id: text("message_id"),
+            receive_count: item
+                .get("receive_count")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse().ok()),
+            failed_at: text("failed_at"),
+            next_receive_after: text("next_receive_after"),
+            reason: text("reason"),
+        }
+    }))
 }
 
 /// Why releasing `item` could queue (or process) its event twice, if it could.
