@@ -3,6 +3,7 @@ import {
   CfnCondition,
   CfnDeletionPolicy,
   CfnElement,
+  CfnMapping,
   CfnOutput,
   CfnParameter,
   CfnResource,
@@ -209,6 +210,30 @@ export class WebhookIntakeStack extends Stack {
       default: 600,
       description: 'Alarm when the oldest message on the events queue is older than this.',
     });
+    const retryHorizon = this.param('RetryHorizonHours', {
+      type: 'Number',
+      // A string, as its allowed values are: cfn-lint compares them as written.
+      default: '24',
+      allowedValues: ['1', '6', '12', '24', '48', '72'],
+      description:
+        'The longest outage (of DynamoDB, S3, or what a handler calls) that the processor waits out without losing an event to the dead-letter queue. A failed record is hidden 1 minute, then 2, 4, … doubling to an hour (+0-10 % jitter), and the queue\'s maxReceiveCount is the fewest receives whose waits span the horizon (RetryHorizon mapping). After an outage an event waits at most one wait more, 66 minutes. RetryHorizonAlarm fires at three quarters of it.',
+    });
+    // From RetryHorizonHours: the events queue's maxReceiveCount, the fewest receives whose waits
+    // (shared::queue::Backoff: 1 minute doubling to an hour, jitter only on top) add up to the
+    // horizon; and RetryHorizonAlarm's threshold, three quarters of the horizon, in milliseconds.
+    // The SAM template's mapping, which a template test recomputes from the code.
+    new CfnMapping(this, 'RetryHorizon', {
+      mapping: {
+        '1': { MaxReceiveCount: 7, AlarmAgeMilliseconds: 2700000 },
+        '6': { MaxReceiveCount: 12, AlarmAgeMilliseconds: 16200000 },
+        '12': { MaxReceiveCount: 18, AlarmAgeMilliseconds: 32400000 },
+        '24': { MaxReceiveCount: 30, AlarmAgeMilliseconds: 64800000 },
+        '48': { MaxReceiveCount: 54, AlarmAgeMilliseconds: 129600000 },
+        '72': { MaxReceiveCount: 78, AlarmAgeMilliseconds: 194400000 },
+      },
+    });
+    const fromRetryHorizon = (key: string) =>
+      Token.asNumber(Fn.findInMap('RetryHorizon', retryHorizon.valueAsString, key));
     for (const p of PROVIDERS) {
       for (const s of p.secrets) {
         this.param(s.parameter, {
@@ -278,7 +303,9 @@ export class WebhookIntakeStack extends Stack {
       retentionPeriod: Duration.days(14),
       maxMessageSizeBytes: maxMessageBytes.valueAsNumber,
       encryption: sqs.QueueEncryption.SQS_MANAGED,
-      deadLetterQueue: { queue: deadLetterQueue, maxReceiveCount: 5 },
+      // The processor hides a failed record for a growing wait: these receives span
+      // RetryHorizonHours.
+      deadLetterQueue: { queue: deadLetterQueue, maxReceiveCount: fromRetryHorizon('MaxReceiveCount') },
     });
     named(queue, 'EventsQueue');
 
@@ -543,6 +570,23 @@ export class WebhookIntakeStack extends Stack {
         alarmDescription: 'The processor is not keeping up or is failing; events wait on the queue (docs/runbook.md).',
         metric: queue.metricApproximateAgeOfOldestMessage({ statistic: 'Maximum', period: ALARM_PERIOD }),
         threshold: oldestAgeSeconds.valueAsNumber,
+      }),
+    );
+    // Not SQS's ApproximateAgeOfOldestMessage: a standard queue's metric stops seeing a message
+    // after its third receive. The processor reports the age of each record that failed.
+    notify(
+      new cloudwatch.Alarm(this, 'RetryHorizonAlarm', {
+        ...alarmDefaults,
+        alarmDescription:
+          'Events have been failing for three quarters of RetryHorizonHours; past the horizon they reach the dead-letter queue (docs/runbook.md).',
+        metric: new cloudwatch.Metric({
+          namespace,
+          metricName: 'FailingMessageAge',
+          statistic: 'Maximum',
+          period: ALARM_PERIOD,
+        }),
+        threshold: fromRetryHorizon('AlarmAgeMilliseconds'),
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
       }),
     );
     const apiErrors = api.metricServerError({ statistic: 'Sum', period: ALARM_PERIOD });

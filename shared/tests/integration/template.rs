@@ -152,6 +152,84 @@ fn the_processor_finishes_within_its_lease_and_its_queue_visibility() {
     assert!(visibility >= 6 * timeout, "AWS: visibility ≥ 6 × timeout");
 }
 
+#[test]
+fn every_retry_horizon_is_spanned_by_its_receives_and_alarmed_before_it_ends() {
+    use shared::queue::Backoff;
+    let t = template();
+    let backoff = Backoff::default();
+    let parameter = &t["Parameters"]["RetryHorizonHours"];
+    let allowed: Vec<String> = parameter["AllowedValues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| resolve(&t, v))
+        .collect();
+    let mapping = t["Mappings"]["RetryHorizon"].as_object().unwrap();
+    let mapped: Vec<&String> = mapping.keys().collect();
+    let mut sorted = allowed.clone();
+    sorted.sort();
+    let mut mapped_sorted: Vec<String> = mapped.iter().map(|k| k.to_string()).collect();
+    mapped_sorted.sort();
+    assert_eq!(
+        sorted, mapped_sorted,
+        "one mapping entry per allowed horizon"
+    );
+    assert!(allowed.contains(&resolve(&t, &parameter["Default"])));
+    for hours in &allowed {
+        let horizon = Duration::from_secs(hours.parse::<u64>().unwrap() * 3600);
+        let entry = &mapping[hours.as_str()];
+        let receives = entry["MaxReceiveCount"].as_u64().unwrap() as u32;
+        // The last receive comes after the horizon even at the floor of every wait (jitter only
+        // adds), and one receive fewer would not: the fewest, so that a poison record that
+        // slipped through does not linger.
+        assert!(
+            backoff.span(receives) >= horizon,
+            "{hours} h: {receives} receives span {:?}",
+            backoff.span(receives)
+        );
+        assert!(
+            backoff.span(receives - 1) < horizon,
+            "{hours} h: {receives} is not the fewest"
+        );
+        assert_eq!(receives, backoff.receives_for(horizon));
+        // Every receive fits in the message's life: waits with all their jitter, plus the
+        // processor's timeout each, within the queue's retention.
+        let retention = t["Resources"]["EventsQueue"]["Properties"]["MessageRetentionPeriod"]
+            .as_u64()
+            .unwrap();
+        let longest: Duration = (1..receives)
+            .map(|n| backoff.delay(n, 1.0) + Duration::from_secs(60))
+            .sum();
+        assert!(
+            longest < Duration::from_secs(retention),
+            "{hours} h outlives the queue's retention"
+        );
+        assert_eq!(
+            entry["AlarmAgeMilliseconds"].as_u64().unwrap(),
+            horizon.as_millis() as u64 * 3 / 4,
+            "{hours} h: the alarm fires at three quarters of the horizon"
+        );
+    }
+    let queue = &t["Resources"]["EventsQueue"]["Properties"];
+    assert_eq!(
+        queue["RedrivePolicy"]["maxReceiveCount"],
+        serde_json::json!({"Fn::FindInMap": ["RetryHorizon", {"Ref": "RetryHorizonHours"}, "MaxReceiveCount"]})
+    );
+    let alarm = &t["Resources"]["RetryHorizonAlarm"]["Properties"];
+    assert_eq!(alarm["MetricName"], shared::metrics::FAILING_MESSAGE_AGE);
+    assert_eq!(
+        alarm["Namespace"],
+        serde_json::json!({"Ref": "MetricsNamespace"})
+    );
+    assert_eq!(
+        alarm["Threshold"],
+        serde_json::json!({"Fn::FindInMap": ["RetryHorizon", {"Ref": "RetryHorizonHours"}, "AlarmAgeMilliseconds"]})
+    );
+    assert_eq!(alarm["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
+    // The wait after any receive fits SQS's limit on a visibility timeout.
+    assert!(backoff.delay(u32::MAX, 1.0) <= shared::queue::SQS_MAX_VISIBILITY);
+}
+
 /// The template after SAM's transform, as CloudFormation will see it (cfn-lint's offline SAM
 /// transform, the one `cfn-lint` and `sam validate` apply).
 fn transformed() -> Value {
@@ -633,6 +711,7 @@ fn the_alarms_watch_metrics_the_code_emits() {
         m::REJECTED,
         m::HANDLER_LATENCY,
         m::MESSAGE_AGE,
+        m::FAILING_MESSAGE_AGE,
         m::REFUSED,
     ];
     let t = template();
@@ -658,9 +737,13 @@ fn the_alarms_watch_metrics_the_code_emits() {
             if metric["Namespace"]["Ref"] == "MetricsNamespace" {
                 let metric_name = metric["MetricName"].as_str().unwrap();
                 assert!(emitted.contains(&metric_name), "{name}: {metric_name}");
-                if metric_name == m::REFUSED {
-                    // The provider a refused message claims is what is in doubt.
-                    assert!(metric["Dimensions"].is_null(), "{name}: Refused has none");
+                if metric_name == m::REFUSED || metric_name == m::FAILING_MESSAGE_AGE {
+                    // The provider a refused message claims is what is in doubt; a failing
+                    // record's age is alarmed on whatever its provider.
+                    assert!(
+                        metric["Dimensions"].is_null(),
+                        "{name}: {metric_name} has none"
+                    );
                 } else {
                     assert_eq!(metric["Dimensions"][0]["Name"], m::PROVIDER, "{name}");
                 }
@@ -668,7 +751,13 @@ fn the_alarms_watch_metrics_the_code_emits() {
             }
         }
     }
-    for expected in [m::UNAUTHORIZED, m::CONFLICT, m::FAILED, m::REFUSED] {
+    for expected in [
+        m::UNAUTHORIZED,
+        m::CONFLICT,
+        m::FAILED,
+        m::REFUSED,
+        m::FAILING_MESSAGE_AGE,
+    ] {
         assert!(watched.iter().any(|w| w == expected), "{expected}");
     }
 }
