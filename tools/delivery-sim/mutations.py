@@ -70,6 +70,10 @@ MUTATIONS = {
         [(TRUST, "if envelope.replay.is_some() && !operator {", "if false && envelope.replay.is_some() && !operator {")]),
     "redrive-refused": ("the operator's redrive moves refused messages back (as an operator)",
         [(SIM_AWS, ".partition(|q| q.refused.is_some());", ".partition(|_| false);")]),
+    "no-backoff": ("a failed record is not hidden: it comes back after the queue's visibility timeout",
+        [(CONSUMER, "visibility.hide(&entries).await", "{ let _ = (visibility, &entries); Vec::new() }")]),
+    "flat-backoff": ("a failed record waits the first wait every time (no growth with its receive count)",
+        [(CONSUMER, "backoff.delay_for(message_id, receives(record))", "backoff.delay_for(message_id, 1)")]),
 }
 MUTATIONS["processor-no-finish"] = ("the processor never marks PROCESSED",
     [(CONSUMER, "            .finish(\n                &claim.pk,\n                &claim.token,\n                &Finish::Processed,\n                self.clock.now(),\n            )",

@@ -202,8 +202,15 @@ impl ObjectStore for SimObjects {
 
 /// SQS's numbers as the stacks set them.
 pub const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(360);
-pub const MAX_RECEIVE_COUNT: u32 = 5;
 pub const BATCH_SIZE: usize = 10;
+/// The stacks' default `RetryHorizonHours`.
+pub const RETRY_HORIZON: Duration = Duration::from_secs(24 * 3600);
+
+/// The queue's `maxReceiveCount` as the stacks derive it from [`RETRY_HORIZON`] (their
+/// `RetryHorizon` mapping, which a template test checks against the same function).
+pub fn max_receive_count() -> u32 {
+    shared::queue::Backoff::default().receives_for(RETRY_HORIZON)
+}
 
 #[derive(Debug, Clone)]
 pub struct Queued {
@@ -274,7 +281,7 @@ impl Sqs {
 
     /// One receive as the event source mapping makes it: up to [`BATCH_SIZE`] visible messages in
     /// a random order, each hidden for the visibility timeout; a message received more than
-    /// [`MAX_RECEIVE_COUNT`] times goes to the DLQ instead; now and then an in-flight message
+    /// [`max_receive_count`] times goes to the DLQ instead; now and then an in-flight message
     /// is handed out again (at-least-once).
     pub fn receive(&self) -> Vec<Queued> {
         let now = Instant::now();
@@ -292,7 +299,7 @@ impl Sqs {
             let id = visible.swap_remove(i);
             let q = s.live.get_mut(&id).expect("live");
             q.receives += 1;
-            if q.receives > MAX_RECEIVE_COUNT {
+            if q.receives > max_receive_count() {
                 let q = s.live.remove(&id).expect("live");
                 self.world.note(|| format!("SQS m-{id} moved to the DLQ"));
                 self.world.log(|l| l.dlq_moves += 1);
@@ -324,6 +331,20 @@ impl Sqs {
     pub fn next_visible(&self) -> Option<Instant> {
         let s = self.state.lock().expect("queue");
         s.live.values().map(|q| q.visible_at).min()
+    }
+
+    /// ChangeMessageVisibility: message `id`, as received for the `receives`-th time (its
+    /// receipt handle), hidden for `wait` from now. `false` when the message is gone or was
+    /// received again since (a stale receipt handle).
+    pub fn change_visibility(&self, id: u64, receives: u32, wait: Duration) -> bool {
+        let mut s = self.state.lock().expect("queue");
+        match s.live.get_mut(&id) {
+            Some(q) if q.receives == receives => {
+                q.visible_at = Instant::now() + wait;
+                true
+            }
+            _ => false,
+        }
     }
 
     pub fn delete(&self, ids: &[u64]) {
@@ -445,6 +466,55 @@ impl shared::queue::DeadLetters for SimDeadLetters {
             })
             .await
             .map_err(QueueError)
+    }
+}
+
+/// The receipt handle of message `id` at its `receives`-th receive.
+pub fn receipt_handle(id: u64, receives: u32) -> String {
+    format!("rh-{id}-{receives}")
+}
+
+/// The processor's ChangeMessageVisibilityBatch: one remote call for the batch's entries.
+pub struct SimVisibility {
+    pub sqs: Arc<Sqs>,
+    pub world: Arc<World>,
+}
+
+#[async_trait]
+impl shared::queue::Visibility for SimVisibility {
+    async fn hide(&self, entries: &[(String, Duration)]) -> Vec<Result<(), QueueError>> {
+        let parsed: Vec<Option<(u64, u32, Duration)>> = entries
+            .iter()
+            .map(|(handle, wait)| {
+                let (id, receives) = handle.strip_prefix("rh-")?.split_once('-')?;
+                Some((id.parse().ok()?, receives.parse().ok()?, *wait))
+            })
+            .collect();
+        let sqs = self.sqs.clone();
+        let subject = format!("{entries:?}");
+        let applied = self
+            .world
+            .remote("ChangeMessageVisibilityBatch", &subject, async move {
+                parsed
+                    .into_iter()
+                    .map(|p| {
+                        p.is_some_and(|(id, receives, wait)| {
+                            sqs.change_visibility(id, receives, wait)
+                        })
+                    })
+                    .collect::<Vec<bool>>()
+            })
+            .await;
+        match applied {
+            Ok(each) => each
+                .into_iter()
+                .map(|ok| {
+                    ok.then_some(())
+                        .ok_or_else(|| QueueError("ReceiptHandleIsInvalid".into()))
+                })
+                .collect(),
+            Err(e) => entries.iter().map(|_| Err(QueueError(e.clone()))).collect(),
+        }
     }
 }
 

@@ -46,6 +46,11 @@ pub struct Report {
     pub crashes: u64,
     pub ttl_deletes: u64,
     pub dlq_moves: u64,
+    /// The downstream outage of this run, if it had one: its length.
+    pub outage: Option<Duration>,
+    /// From the outage's end to the last run of an event received before it ended: how long
+    /// the waits kept the backlog back (the simulated processor takes no time itself).
+    pub outage_drain: Option<Duration>,
     /// Messages of a compromised receiver, each refused into the DLQ.
     pub refused: usize,
     /// Second runs within the horizon after a processor finish that did not land.
@@ -309,6 +314,39 @@ pub fn check(
         }
     }
 
+    if let Some(outage) = plan.outage {
+        // After the outage, each event waits at most its current wait (the longest, an hour
+        // plus its jitter), then runs: the README's worst case.
+        let backoff = shared::queue::Backoff::default();
+        let worst = backoff.cap.mul_f64(1.0 + backoff.jitter) + Duration::from_secs(120);
+        let end_ms = crate::world::EPOCH_MS + (outage.start + outage.length).as_millis() as i64;
+        for run in log.runs.iter().filter(|r| r.replay.is_none()) {
+            let waited = run.at_ms - end_ms.max(run.received_ms);
+            if run.received_ms < end_ms && run.at_ms > end_ms && waited > worst.as_millis() as i64 {
+                violations.push(Violation {
+                    invariant: "after an outage an event runs within one wait",
+                    key: run.dedup_key.clone(),
+                    detail: format!(
+                        "ran {:.0} min after the outage ended (at most {:.0})",
+                        waited as f64 / 60_000.0,
+                        worst.as_secs_f64() / 60.0
+                    ),
+                });
+            }
+        }
+        if log.dlq_moves > 0 {
+            violations.push(Violation {
+                invariant: "an outage shorter than the retry horizon moves nothing to the DLQ",
+                key: String::new(),
+                detail: format!(
+                    "{} message(s) reached the DLQ through maxReceiveCount ({}) in an outage of {:.1} h",
+                    log.dlq_moves,
+                    crate::aws::max_receive_count(),
+                    outage.length.as_secs_f64() / 3600.0
+                ),
+            });
+        }
+    }
     let (live, dlq) = sqs.depth();
     if live + dlq > 0 {
         violations.push(Violation {
@@ -327,6 +365,18 @@ pub fn check(
         crashes: log.crashes,
         ttl_deletes: log.ttl_deletes,
         dlq_moves: log.dlq_moves,
+        outage: plan.outage.map(|o| o.length),
+        outage_drain: plan.outage.map(|o| {
+            let end_ms = crate::world::EPOCH_MS + (o.start + o.length).as_millis() as i64;
+            let last = log
+                .runs
+                .iter()
+                .filter(|r| r.received_ms < end_ms && r.replay.is_none())
+                .map(|r| r.at_ms)
+                .max()
+                .unwrap_or(end_ms);
+            Duration::from_millis(last.saturating_sub(end_ms).max(0) as u64)
+        }),
         refused: log.rogues.len(),
         excused,
         violations,

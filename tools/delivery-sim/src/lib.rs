@@ -67,6 +67,23 @@ pub struct Plan {
     /// must keep its own archive object (keys once named the time and body hash only, and a
     /// burst's GETs, whose content is in the query, overwrote each other's record).
     pub trifft_get_bursts: bool,
+    /// A downstream outage: every handler run fails (retry) from `start` for `length`, shorter
+    /// than the retry horizon. With it the run has no other fault (a failed visibility change
+    /// brings a record back early and spends a receive): no message may reach the DLQ.
+    pub outage: Option<Outage>,
+}
+
+/// An outage of what the handlers call, from `start` (since the run began) for `length`.
+#[derive(Debug, Clone, Copy)]
+pub struct Outage {
+    pub start: Duration,
+    pub length: Duration,
+}
+
+impl Outage {
+    fn covers(&self, since_start: Duration) -> bool {
+        since_start >= self.start && since_start < self.start + self.length
+    }
 }
 
 impl Plan {
@@ -84,7 +101,26 @@ impl Plan {
             pollers: r.between(1, 3) as usize,
             horizon: Duration::from_secs(7 * 24 * 3600),
             trifft_get_bursts: true,
+            outage: None,
         }
+        .with_outage_drawn(seed)
+    }
+
+    /// A quarter of the seeds: an outage of 1 to 24 hours (just under the retry horizon) in
+    /// the first two days, while events arrive, and no other fault. Drawn from a stream of its
+    /// own, so that the other seeds' plans are unchanged.
+    fn with_outage_drawn(mut self, seed: u64) -> Self {
+        let mut r = Rng::new(seed ^ 0x07A6_E000_0000_0004);
+        if r.chance(0.25) {
+            let horizon = aws::RETRY_HORIZON.as_millis() as u64;
+            self.outage = Some(Outage {
+                start: Duration::from_millis(r.below(DAY.as_millis() as u64)),
+                length: Duration::from_millis(r.between(HOUR.as_millis() as u64, horizon - 1)),
+            });
+            self.weather.fault_rate = 0.0;
+            self.weather.crash_rate = 0.0;
+        }
+        self
     }
 }
 
@@ -99,11 +135,19 @@ fn epoch_ms(rfc3339: &str) -> i64 {
 struct Recording {
     inner: Arc<dyn EventHandler>,
     world: Arc<World>,
+    outage: Option<Outage>,
 }
 
 #[async_trait]
 impl EventHandler for Recording {
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        if let Some(outage) = self.outage {
+            if outage.covers(self.world.clock.elapsed()) {
+                self.world
+                    .note(|| format!("handler failed {}: downstream outage", event.dedup_key));
+                return Err(HandlerError::Retry("downstream outage".into()));
+            }
+        }
         let result = self.inner.handle(event).await;
         if result.is_ok() {
             let content = format!("{:?}", event.content());
@@ -183,10 +227,12 @@ impl System {
             })
             .collect();
         let recording_world = world.clone();
+        let outage = plan.outage;
         let router = event_processor::router().wrap(move |inner| {
             Arc::new(Recording {
                 inner,
                 world: recording_world.clone(),
+                outage,
             })
         });
         let trusted: Vec<String> = PROVIDERS
@@ -202,9 +248,14 @@ impl System {
                 world: world.clone(),
             }),
         };
+        let visibility = Arc::new(aws::SimVisibility {
+            sqs: sqs.clone(),
+            world: world.clone(),
+        });
         let processor =
             Processor::new(claims, router, settings.clone(), world.clock.clone(), trust)
-                .with_payloads(Some(payloads.clone() as Arc<dyn ObjectStore>));
+                .with_payloads(Some(payloads.clone() as Arc<dyn ObjectStore>))
+                .with_backoff(visibility, shared::queue::Backoff::default());
         Arc::new(System {
             world,
             receivers,
@@ -433,6 +484,7 @@ impl System {
             .map(|q| {
                 let mut m = SqsMessage::default();
                 m.message_id = Some(format!("m-{}", q.id));
+                m.receipt_handle = Some(aws::receipt_handle(q.id, q.receives));
                 m.body = Some(q.message.body.clone());
                 m.attributes
                     .insert("SentTimestamp".into(), q.sent_ms.to_string());

@@ -76,7 +76,8 @@ fn main() -> ExitCode {
     let cpu = cpu_time() - cpu_started;
     println!(
         "seeds {} (from {}), simulated deliveries {}, processor invocations {}, handler runs {}, simulated days {:.0}, \
-         faults {}, crashes {}, TTL deletions {}, DLQ moves {}, rogue messages refused {}, excused second runs {}, violations {}; \
+         faults {}, crashes {}, TTL deletions {}, DLQ moves {}, rogue messages refused {}, excused second runs {}, \
+         downstream outages {} (longest {:.1} h; DLQ moves in them {}; last event run {:.0} min after its outage ended, at most), violations {}; \
          {:.1} s wall, {:.1} s CPU, {:.0} deliveries per CPU-minute",
         totals.seeds,
         args.seed.unwrap_or(args.from),
@@ -90,6 +91,10 @@ fn main() -> ExitCode {
         totals.dlq_moves,
         totals.refused,
         totals.excused,
+        totals.outages,
+        totals.longest_outage.as_secs_f64() / 3600.0,
+        totals.outage_dlq_moves,
+        totals.outage_drain.as_secs_f64() / 60.0,
         totals.violations,
         started.elapsed().as_secs_f64(),
         cpu,
@@ -147,6 +152,10 @@ struct Totals {
     dlq_moves: u64,
     refused: u64,
     excused: u64,
+    outages: u64,
+    longest_outage: Duration,
+    outage_dlq_moves: u64,
+    outage_drain: Duration,
     violations: u64,
 }
 
@@ -163,6 +172,12 @@ impl Totals {
         self.dlq_moves += r.dlq_moves;
         self.refused += r.refused as u64;
         self.excused += r.excused as u64;
+        if let Some(length) = r.outage {
+            self.outages += 1;
+            self.longest_outage = self.longest_outage.max(length);
+            self.outage_dlq_moves += r.dlq_moves;
+            self.outage_drain = self.outage_drain.max(r.outage_drain.unwrap_or_default());
+        }
         self.violations += r.violations.len() as u64;
     }
 }
