@@ -222,7 +222,7 @@ export class WebhookIntakeStack extends Stack {
     // (shared::queue::Backoff: 1 minute doubling to an hour, jitter only on top) add up to the
     // horizon; and RetryHorizonAlarm's threshold, three quarters of the horizon, in milliseconds.
     // The SAM template's mapping, which a template test recomputes from the code.
-    new CfnMapping(this, 'RetryHorizon', {
+    const retryMapping = new CfnMapping(this, 'RetryHorizon', {
       mapping: {
         '1': { MaxReceiveCount: 7, AlarmAgeMilliseconds: 2700000 },
         '6': { MaxReceiveCount: 12, AlarmAgeMilliseconds: 16200000 },
@@ -233,7 +233,7 @@ export class WebhookIntakeStack extends Stack {
       },
     });
     const fromRetryHorizon = (key: string) =>
-      Token.asNumber(Fn.findInMap('RetryHorizon', retryHorizon.valueAsString, key));
+      Token.asNumber(retryMapping.findInMap(retryHorizon.valueAsString, key));
     for (const p of PROVIDERS) {
       for (const s of p.secrets) {
         this.param(s.parameter, {

@@ -314,7 +314,7 @@ pub fn check(
         }
     }
 
-    if let Some(outage) = plan.outage {
+    if let Some(outage) = plan.outage.filter(|o| o.length < crate::aws::RETRY_HORIZON) {
         // After the outage, each event waits at most its current wait (the longest, an hour
         // plus its jitter), then runs: the README's worst case.
         let backoff = shared::queue::Backoff::default();

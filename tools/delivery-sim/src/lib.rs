@@ -106,16 +106,25 @@ impl Plan {
         .with_outage_drawn(seed)
     }
 
-    /// A quarter of the seeds: an outage of 1 to 24 hours (just under the retry horizon) in
-    /// the first two days, while events arrive, and no other fault. Drawn from a stream of its
-    /// own, so that the other seeds' plans are unchanged.
+    /// A quarter of the seeds: an outage in the first day, while events arrive, and no other
+    /// fault; of 1 to 24 hours (just under the retry horizon), or in a fifth of them 1 to 12
+    /// hours past it (what the horizon gives up: messages reach the DLQ, and the operator's
+    /// redrive must bring every one back). Drawn from a stream of its own, so that the other
+    /// seeds' plans are unchanged.
     fn with_outage_drawn(mut self, seed: u64) -> Self {
         let mut r = Rng::new(seed ^ 0x07A6_E000_0000_0004);
         if r.chance(0.25) {
             let horizon = aws::RETRY_HORIZON.as_millis() as u64;
+            let hour = HOUR.as_millis() as u64;
+            let start = Duration::from_millis(r.below(DAY.as_millis() as u64));
+            let length = if r.chance(0.2) {
+                r.between(horizon + hour, horizon + 12 * hour)
+            } else {
+                r.between(hour, horizon - 1)
+            };
             self.outage = Some(Outage {
-                start: Duration::from_millis(r.below(DAY.as_millis() as u64)),
-                length: Duration::from_millis(r.between(HOUR.as_millis() as u64, horizon - 1)),
+                start,
+                length: Duration::from_millis(length),
             });
             self.weather.fault_rate = 0.0;
             self.weather.crash_rate = 0.0;
@@ -559,7 +568,10 @@ impl System {
                 .map(|r| (r.dedup_key.clone(), r.received_ms))
                 .collect();
             for q in batch {
-                if failed.contains(&format!("m-{}", q.id)) {
+                // Failed (it comes back), or a compromised receiver's message: refused into the
+                // DLQ, neither run nor skipped (the redrive after an outage past the horizon can
+                // put it in one batch with the genuine event it copied, before that one runs).
+                if failed.contains(&format!("m-{}", q.id)) || l.rogues.contains(&q.message.body) {
                     continue;
                 }
                 let Ok(envelope) = serde_json::from_str::<Envelope>(&q.message.body) else {
