@@ -573,10 +573,14 @@ export class WebhookIntakeStack extends Stack {
       }),
     );
     // Not SQS's ApproximateAgeOfOldestMessage: a standard queue's metric stops seeing a message
-    // after its third receive. The processor reports the age of each record that failed.
+    // after its third receive. The processor reports the age of each record that failed, when it
+    // fails: once per wait (up to 66 minutes), so the alarm looks at the last two hours (any one
+    // datapoint over the threshold) and stays in ALARM between receives instead of flapping.
     notify(
       new cloudwatch.Alarm(this, 'RetryHorizonAlarm', {
         ...alarmDefaults,
+        evaluationPeriods: 24,
+        datapointsToAlarm: 1,
         alarmDescription:
           'Events have been failing for three quarters of RetryHorizonHours; past the horizon they reach the dead-letter queue (docs/runbook.md).',
         metric: new cloudwatch.Metric({

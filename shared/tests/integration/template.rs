@@ -226,6 +226,15 @@ fn every_retry_horizon_is_spanned_by_its_receives_and_alarmed_before_it_ends() {
         serde_json::json!({"Fn::FindInMap": ["RetryHorizon", {"Ref": "RetryHorizonHours"}, "AlarmAgeMilliseconds"]})
     );
     assert_eq!(alarm["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
+    // A failing message reports its age once per wait: the alarm's window must span the longest
+    // wait, and one datapoint in it must do, or it would fall back to OK between receives.
+    let window = alarm["Period"].as_u64().unwrap() * alarm["EvaluationPeriods"].as_u64().unwrap();
+    assert!(
+        Duration::from_secs(window) > backoff.delay(u32::MAX, 1.0),
+        "a window of {window} s is shorter than the longest wait"
+    );
+    assert_eq!(alarm["DatapointsToAlarm"], 1);
+    assert_eq!(alarm["TreatMissingData"], "notBreaching");
     // The wait after any receive fits SQS's limit on a visibility timeout.
     assert!(backoff.delay(u32::MAX, 1.0) <= shared::queue::SQS_MAX_VISIBILITY);
 }
