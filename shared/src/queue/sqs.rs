@@ -50,12 +50,7 @@ impl SqsQueue {
             .set_message_attributes(Some(attributes(m)))
             .send()
             .await
-            .map_err(|e| {
-                QueueError(format!(
-                    "SendMessage: {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
-                ))
-            })?;
+            .map_err(|e| queue_error("SendMessage", e))?;
         out.message_id
             .ok_or_else(|| QueueError("SendMessage: no message id".into()))
     }
@@ -85,10 +80,7 @@ impl SqsQueue {
         let out = match result {
             Ok(out) => out,
             Err(e) => {
-                let err = QueueError(format!(
-                    "SendMessageBatch: {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
-                ));
+                let err = queue_error("SendMessageBatch", e);
                 return batch.iter().map(|(i, _)| (*i, Err(err.clone()))).collect();
             }
         };
@@ -155,12 +147,7 @@ impl super::DeadLetters for SqsDeadLetters {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| {
-                QueueError(format!(
-                    "SendMessage to the dead-letter queue: {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
-                ))
-            })
+            .map_err(|e| queue_error("SendMessage to the dead-letter queue", e))
     }
 }
 
@@ -223,10 +210,7 @@ impl SqsVisibility {
                     .collect()
             }
             Err(e) => {
-                let e = QueueError(format!(
-                    "ChangeMessageVisibilityBatch: {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
-                ));
+                let e = queue_error("ChangeMessageVisibilityBatch", e);
                 entries.iter().map(|_| Err(e.clone())).collect()
             }
         }
@@ -242,6 +226,15 @@ impl super::Visibility for SqsVisibility {
         }
         results
     }
+}
+
+/// A failed SQS call: the operation and the SDK's whole error chain (which never holds a
+/// message's body or attributes).
+fn queue_error<E: std::error::Error + 'static>(op: &str, e: E) -> QueueError {
+    QueueError(format!(
+        "{op}: {}",
+        aws_sdk_sqs::error::DisplayErrorContext(e)
+    ))
 }
 
 fn attributes(m: &Message) -> std::collections::HashMap<String, MessageAttributeValue> {

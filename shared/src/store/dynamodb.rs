@@ -36,15 +36,15 @@ impl DynamoClaims {
     }
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
+pub(super) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn n(v: i64) -> AttributeValue {
+pub(super) fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn store_error<E: std::error::Error + 'static>(op: &str, e: E) -> StoreError {
+pub(super) fn store_error<E: std::error::Error + 'static>(op: &str, e: E) -> StoreError {
     // DisplayErrorContext prints the whole chain (connection refused, throttled, ...) but never
     // item values: the SDK does not put them in errors.
     StoreError(format!(

@@ -8,10 +8,10 @@
 //! is written only when the record's wait was set, and expires a day after that wait.
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;
 use time::OffsetDateTime;
 
+use super::dynamodb::{n, s, store_error};
 use super::StoreError;
 use crate::clock::rfc3339;
 
@@ -67,17 +67,15 @@ impl DynamoRetryNotes {
 #[async_trait]
 impl RetryNotes for DynamoRetryNotes {
     async fn note(&self, note: &RetryNote) -> Result<(), StoreError> {
-        let s = |v: String| AttributeValue::S(v);
-        let n = |v: i64| AttributeValue::N(v.to_string());
         self.client
             .put_item()
             .table_name(&self.table)
             .item("pk", s(retry_key(&note.processed_pk)))
-            .item("message_id", s(note.message_id.clone()))
+            .item("message_id", s(&note.message_id))
             .item("receive_count", n(i64::from(note.receive_count)))
             .item("failed_at", s(rfc3339(note.failed_at)))
             .item("next_receive_after", s(rfc3339(note.next_receive_after)))
-            .item("reason", s(note.reason.to_owned()))
+            .item("reason", s(note.reason))
             .item(
                 "expires_at",
                 n(note.next_receive_after.unix_timestamp() + KEEP_AFTER_WAIT_SECS),
@@ -85,12 +83,7 @@ impl RetryNotes for DynamoRetryNotes {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| {
-                StoreError(format!(
-                    "PutItem (retry note): {}",
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e)
-                ))
-            })
+            .map_err(|e| store_error("PutItem (retry note)", e))
     }
 }
 
