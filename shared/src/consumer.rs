@@ -294,33 +294,26 @@ struct RecordRun {
     handler_ms: Option<f64>,
     /// A poison record moved to the dead-letter queue: acknowledged, not reported.
     parked: bool,
+    /// The processor's claim key of its event ([`Envelope::processed_key`]), once its envelope
+    /// was read.
+    processed_pk: Option<String>,
 }
 
 impl RecordRun {
     /// A record that failed before its handler.
-    fn unrun(result: Result<RecordOutcome, RecordError>, provider: &'static str) -> Self {
+    fn unrun(
+        result: Result<RecordOutcome, RecordError>,
+        provider: &'static str,
+        processed_pk: Option<String>,
+    ) -> Self {
         RecordRun {
             result,
             provider,
             handler_ms: None,
             parked: false,
+            processed_pk,
         }
     }
-}
-
-/// The processor's key of a record's event (a replay's own), read from its body without its
-/// content; `None` for a body that names none.
-fn processed_key_of(record: &SqsMessage) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Keys {
-        dedup_key: String,
-        replay: Option<crate::envelope::Replay>,
-    }
-    let keys: Keys = serde_json::from_str(record.body.as_deref()?).ok()?;
-    Some(match &keys.replay {
-        Some(replay) => replay.processed_key(&keys.dedup_key),
-        None => crate::store::processed_key(&keys.dedup_key),
-    })
 }
 
 fn read_envelope(record: &SqsMessage) -> Result<Envelope, RecordError> {
@@ -425,6 +418,7 @@ impl Processor {
                 provider,
                 handler_ms,
                 parked,
+                processed_pk,
             } = run;
             tallies.push(RecordTally {
                 provider,
@@ -437,7 +431,7 @@ impl Processor {
                 continue;
             }
             if let Err(e) = result {
-                failed.push((record, e));
+                failed.push((record, e, processed_pk));
                 let mut failure = BatchItemFailure::default();
                 failure.item_identifier = message_id;
                 response.batch_item_failures.push(failure);
@@ -451,7 +445,7 @@ impl Processor {
     /// Hides each failed record for its wait, and logs it: its receive count, and when it
     /// comes back. A record whose visibility is not changed comes back after the queue's own
     /// visibility timeout (and spends a receive sooner).
-    async fn back_off(&self, failed: &[(&SqsMessage, RecordError)]) {
+    async fn back_off(&self, failed: &[(&SqsMessage, RecordError, Option<String>)]) {
         let now = self.clock.now();
         let receives = |record: &SqsMessage| -> u32 {
             record
@@ -461,7 +455,7 @@ impl Processor {
                 .unwrap_or(1)
         };
         let Some((visibility, backoff)) = &self.backoff else {
-            for (record, e) in failed {
+            for (record, e, _) in failed {
                 let message_id = record.message_id.as_deref().unwrap_or("");
                 error!(message_id, receive_count = receives(record), error = %e,
                     "record failed; reported in batchItemFailures");
@@ -470,7 +464,7 @@ impl Processor {
         };
         let waits: Vec<Duration> = failed
             .iter()
-            .map(|(record, _)| {
+            .map(|(record, ..)| {
                 let message_id = record.message_id.as_deref().unwrap_or("");
                 backoff.delay_for(message_id, receives(record))
             })
@@ -479,7 +473,7 @@ impl Processor {
             .iter()
             .zip(&waits)
             .enumerate()
-            .filter_map(|(i, ((record, _), wait))| {
+            .filter_map(|(i, ((record, ..), wait))| {
                 Some((i, (record.receipt_handle.clone()?, *wait)))
             })
             .unzip();
@@ -489,7 +483,7 @@ impl Processor {
             hidden[i] = Some(result);
         }
         let mut notes = Vec::new();
-        for (((record, e), wait), hidden) in failed.iter().zip(&waits).zip(hidden) {
+        for (((record, e, processed_pk), wait), hidden) in failed.iter().zip(&waits).zip(hidden) {
             let message_id = record.message_id.as_deref().unwrap_or("");
             let receive_count = receives(record);
             match hidden {
@@ -498,9 +492,9 @@ impl Processor {
                     error!(message_id, receive_count, retry_in_seconds = wait.as_secs(),
                         next_receive_after = %next, error = %e,
                         "record failed; reported in batchItemFailures, hidden until its next try");
-                    if let Some(processed_pk) = processed_key_of(record) {
+                    if let Some(processed_pk) = processed_pk {
                         notes.push(crate::store::RetryNote {
-                            processed_pk,
+                            processed_pk: processed_pk.clone(),
                             message_id: message_id.to_owned(),
                             receive_count,
                             failed_at: now,
@@ -575,33 +569,42 @@ impl Processor {
         let _share = budget.take(record_bytes(record)).await;
         let envelope = match read_envelope(record) {
             Ok(envelope) => envelope,
-            Err(e) => return RecordRun::unrun(Err(e), UNKNOWN_PROVIDER),
+            Err(e) => return RecordRun::unrun(Err(e), UNKNOWN_PROVIDER, None),
         };
         let provider = provider_label(&envelope.provider);
+        let processed_pk = envelope.processed_key();
         // Before anything is read, claimed or run: may this message act for its provider?
         if let Err(refusal) = self.trust.senders.check(record, &envelope) {
-            return RecordRun::unrun(self.refuse(record, refusal).await, provider);
+            let result = self.refuse(record, refusal).await;
+            return RecordRun::unrun(result, provider, Some(processed_pk));
         }
         // The most a receiver writes for one event: a reference to more came from elsewhere,
         // and is refused before anything is read.
         if let Some(reference) = &envelope.payload_ref {
             if reference.bytes > self.settings.max_record_bytes() {
                 let e = crate::objects::ResolveError::Unusable("larger than any receiver writes");
-                return RecordRun::unrun(Err(RecordError::Payload(e)), provider);
+                let payload = Err(RecordError::Payload(e));
+                return RecordRun::unrun(payload, provider, Some(processed_pk));
             }
         }
         // A claim-checked envelope is made whole before anything else sees it.
         let envelope = match crate::objects::resolve(self.payloads.as_deref(), envelope).await {
             Ok(envelope) => envelope,
-            Err(e) => return RecordRun::unrun(Err(RecordError::Payload(e)), provider),
+            Err(e) => {
+                let payload = Err(RecordError::Payload(e));
+                return RecordRun::unrun(payload, provider, Some(processed_pk));
+            }
         };
         let mut handler_ms = None;
-        let result = self.process_envelope(&envelope, &mut handler_ms).await;
+        let result = self
+            .process_envelope(&envelope, &processed_pk, &mut handler_ms)
+            .await;
         RecordRun {
             result,
             provider,
             handler_ms,
             parked: false,
+            processed_pk: Some(processed_pk),
         }
     }
 
@@ -629,20 +632,18 @@ impl Processor {
         }
     }
 
+    /// Claims `pk` ([`Envelope::processed_key`]: a replay runs again under a claim of its own,
+    /// once per replay however often SQS delivers it; every other message under the event's),
+    /// runs the handler, marks PROCESSED.
     async fn process_envelope(
         &self,
         envelope: &Envelope,
+        pk: &str,
         handler_ms: &mut Option<f64>,
     ) -> Result<RecordOutcome, RecordError> {
         let now = self.clock.now();
-        // A replay runs again under a claim of its own (once per replay, however often SQS
-        // delivers it); every other message under the event's.
-        let pk = match &envelope.replay {
-            Some(replay) => replay.processed_key(&envelope.dedup_key),
-            None => crate::store::processed_key(&envelope.dedup_key),
-        };
         let claim = Claim {
-            pk,
+            pk: pk.to_owned(),
             pending: Status::Processing,
             event_type: envelope.event_type.clone(),
             fingerprint: content_fingerprint(envelope),

@@ -128,6 +128,15 @@ impl Payload {
 }
 
 impl Envelope {
+    /// The processor's claim key for this message: the event's `processed#<dedup key>`, or a
+    /// replay's own ([`Replay::processed_key`]).
+    pub fn processed_key(&self) -> String {
+        match &self.replay {
+            Some(replay) => replay.processed_key(&self.dedup_key),
+            None => crate::store::processed_key(&self.dedup_key),
+        }
+    }
+
     /// The same envelope without its content (no payload of any kind, no reference), made
     /// without copying the content.
     pub fn metadata(&self) -> Envelope {
