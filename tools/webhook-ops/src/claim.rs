@@ -14,7 +14,7 @@ use shared::provider::EventKey;
 use shared::providers;
 use shared::store::{processed_key, Status, PROCESSED_PREFIX};
 
-use crate::text::{now_ms, relative_ms, time_ms};
+use crate::text::{now_ms, or_dash, relative_ms, time_ms};
 use crate::{confirm, Ctx, Fail, Outcome};
 
 const SHOW_ABOUT: &str =
@@ -157,14 +157,27 @@ struct Item {
     processed_at: Option<String>,
 }
 
+/// A String attribute of `item`.
+fn text_attr(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
+    item.get(name).and_then(|v| v.as_s().ok()).cloned()
+}
+
+/// A Number attribute of `item`, as an integer.
+fn num_attr(item: &HashMap<String, AttributeValue>, name: &str) -> Option<i64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// One `  label         value` line of a record's text.
+fn push_field(out: &mut String, label: &str, value: String) {
+    out.push_str(&format!("  {label:<13} {value}\n"));
+}
+
 impl Item {
     fn from(pk: &str, item: &HashMap<String, AttributeValue>) -> Item {
-        let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-        let num = |k: &str| {
-            item.get(k)
-                .and_then(|v| v.as_n().ok())
-                .and_then(|v| v.parse::<i64>().ok())
-        };
+        let text = |k: &str| text_attr(item, k);
+        let num = |k: &str| num_attr(item, k);
         Item {
             pk: pk.to_owned(),
             status: text("status"),
@@ -209,11 +222,8 @@ impl Item {
     }
 
     fn to_text(&self, now: i64) -> String {
-        let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
         let mut out = String::new();
-        let mut line = |label: &str, value: String| {
-            out.push_str(&format!("  {label:<13} {value}\n"));
-        };
+        let mut line = |label: &str, value: String| push_field(&mut out, label, value);
         line("status", or_dash(&self.status));
         line("event type", or_dash(&self.event_type));
         let processor = self.is_processor_record();
@@ -282,6 +292,17 @@ pub(crate) async fn record_status(
 }
 
 async fn get(ddb: &Client, table: &str, pk: &str) -> Result<Option<Item>, Fail> {
+    Ok(get_item(ddb, table, pk)
+        .await?
+        .map(|item| Item::from(pk, &item)))
+}
+
+/// The item under `pk`, a consistent read (every record `claim` shows is read so).
+async fn get_item(
+    ddb: &Client,
+    table: &str,
+    pk: &str,
+) -> Result<Option<HashMap<String, AttributeValue>>, Fail> {
     let out = ddb
         .get_item()
         .table_name(table)
@@ -290,7 +311,7 @@ async fn get(ddb: &Client, table: &str, pk: &str) -> Result<Option<Item>, Fail> 
         .send()
         .await
         .map_err(|e| Fail::aws("GetItem", e))?;
-    Ok(out.item().map(|item| Item::from(pk, item)))
+    Ok(out.item)
 }
 
 /// The record under `pk` and, for a receiver's claim, the processor's record of the same event.
@@ -402,7 +423,6 @@ impl RetryItem {
     }
 
     fn to_text(&self, now: i64) -> String {
-        let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
         let next = self.next_receive_after.as_deref().map_or("-".into(), |at| {
             match time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339) {
                 Ok(t) => format!(
@@ -412,17 +432,8 @@ impl RetryItem {
                 Err(_) => at.to_owned(),
             }
         });
-        let mut out = format!(
-            "retry note {}
-",
-            self.pk
-        );
-        let mut line = |label: &str, value: String| {
-            out.push_str(&format!(
-                "  {label:<13} {value}
-"
-            ));
-        };
+        let mut out = format!("retry note {}\n", self.pk);
+        let mut line = |label: &str, value: String| push_field(&mut out, label, value);
         line(
             "received",
             self.receive_count.map_or("-".into(), |n| {
@@ -445,27 +456,13 @@ async fn retry_note(
     processed_pk: &str,
 ) -> Result<Option<RetryItem>, Fail> {
     let pk = shared::store::retry_key(processed_pk);
-    let out = ddb
-        .get_item()
-        .table_name(table)
-        .key("pk", AttributeValue::S(pk.clone()))
-        .consistent_read(true)
-        .send()
-        .await
-        .map_err(|e| Fail::aws("GetItem", e))?;
-    Ok(out.item().map(|item| {
-        let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-        RetryItem {
-            pk,
-            message_id: text("message_id"),
-            receive_count: item
-                .get("receive_count")
-                .and_then(|v| v.as_n().ok())
-                .and_then(|v| v.parse().ok()),
-            failed_at: text("failed_at"),
-            next_receive_after: text("next_receive_after"),
-            reason: text("reason"),
-        }
+    Ok(get_item(ddb, table, &pk).await?.map(|item| RetryItem {
+        message_id: text_attr(&item, "message_id"),
+        receive_count: num_attr(&item, "receive_count"),
+        failed_at: text_attr(&item, "failed_at"),
+        next_receive_after: text_attr(&item, "next_receive_after"),
+        reason: text_attr(&item, "reason"),
+        pk,
     }))
 }
 

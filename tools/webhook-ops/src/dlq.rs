@@ -12,7 +12,7 @@ use aws_sdk_sqs::Client;
 use clap::Subcommand;
 use serde_json::{json, Map, Value};
 
-use crate::text::{duration_ms, now_ms, time_ms};
+use crate::text::{duration_ms, now_ms, or_dash, time_ms};
 use crate::{confirm, Ctx, Fail, Outcome};
 
 /// How long a listing holds the messages it received before it makes them visible again (it
@@ -230,7 +230,6 @@ fn summary_json(s: &Summary, now: i64) -> Value {
 }
 
 fn summary_text(s: &Summary, now: i64) -> String {
-    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let mut out = format!("message {}\n", s.message_id);
     let mut line = |label: &str, value: String| {
         out.push_str(&format!("  {label:<12} {value}\n"));

@@ -38,6 +38,11 @@ pub fn relative_ms(at_ms: i64, now_ms: i64) -> String {
     }
 }
 
+/// A text field's value, or `-` when there is none.
+pub fn or_dash(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "-".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
