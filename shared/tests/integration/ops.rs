@@ -552,6 +552,13 @@ async fn stuck(store: &DynamoClaims, pk: &str) -> Claim {
     c
 }
 
+/// `webhook-ops [--json] claim show trybe <id> --tenant s1`: the events `accept_trybe` accepts.
+fn show_trybe(stack: &Stack, id: &str, json: bool) -> Run {
+    let show = ["claim", "show", "trybe", id, "--tenant", "s1"];
+    let args: Vec<&str> = json.then_some("--json").into_iter().chain(show).collect();
+    ops(stack, &args, None)
+}
+
 #[tokio::test]
 async fn claim_show_prints_when_a_failing_events_message_comes_back() {
     let stack = Stack::new().await;
@@ -595,11 +602,7 @@ async fn claim_show_prints_when_a_failing_events_message_comes_back() {
         "{wait}"
     );
 
-    let shown = ops(
-        &stack,
-        &["claim", "show", "trybe", &id, "--tenant", "s1"],
-        None,
-    );
+    let shown = show_trybe(&stack, &id, false);
     assert_eq!(shown.code, 0, "{shown:?}");
     for expected in [
         "retry note",
@@ -609,12 +612,7 @@ async fn claim_show_prints_when_a_failing_events_message_comes_back() {
     ] {
         assert!(shown.stdout.contains(expected), "{expected}: {shown:?}");
     }
-    let json = ops(
-        &stack,
-        &["--json", "claim", "show", "trybe", &id, "--tenant", "s1"],
-        None,
-    )
-    .json();
+    let json = show_trybe(&stack, &id, true).json();
     assert_eq!(json["retry"]["receive_count"], 3);
     assert_eq!(
         json["retry"]["next_receive_after"],
@@ -630,11 +628,7 @@ async fn claim_show_prints_the_claim_and_the_processor_record_for_receiver_keys(
     let pk = key("trybe", Some("s1"), &id);
     let item = stack.item(&pk).await.unwrap();
 
-    let shown = ops(
-        &stack,
-        &["claim", "show", "trybe", &id, "--tenant", "s1"],
-        None,
-    );
+    let shown = show_trybe(&stack, &id, false);
     assert_eq!(shown.code, 0, "{shown:?}");
     // Accepted: the receiver answered after its send and did not mark the claim.
     for expected in [
@@ -653,11 +647,7 @@ async fn claim_show_prints_the_claim_and_the_processor_record_for_receiver_keys(
 
     feed_processor(&stack, Arc::new(Counting::default())).await;
     let processed = stack.item(&format!("processed#{pk}")).await.unwrap();
-    let shown = ops(
-        &stack,
-        &["claim", "show", "trybe", &id, "--tenant", "s1"],
-        None,
-    );
+    let shown = show_trybe(&stack, &id, false);
     assert_eq!(shown.code, 0, "{shown:?}");
     assert!(
         shown.stdout.contains("PROCESSED")
@@ -665,12 +655,7 @@ async fn claim_show_prints_the_claim_and_the_processor_record_for_receiver_keys(
             && shown.stdout.contains(&format!("processed#{pk}")),
         "{shown:?}"
     );
-    let json = ops(
-        &stack,
-        &["--json", "claim", "show", "trybe", &id, "--tenant", "s1"],
-        None,
-    )
-    .json();
+    let json = show_trybe(&stack, &id, true).json();
     assert_eq!(json["key"], pk.as_str());
     assert_eq!(json["claim"]["status"], "RECEIVED");
     assert!(json["claim"]["message_id"].is_null());

@@ -165,15 +165,11 @@ fn every_retry_horizon_is_spanned_by_its_receives_and_alarmed_before_it_ends() {
         .map(|v| resolve(&t, v))
         .collect();
     let mapping = t["Mappings"]["RetryHorizon"].as_object().unwrap();
-    let mapped: Vec<&String> = mapping.keys().collect();
+    let mut mapped: Vec<String> = mapping.keys().cloned().collect();
+    mapped.sort();
     let mut sorted = allowed.clone();
     sorted.sort();
-    let mut mapped_sorted: Vec<String> = mapped.iter().map(|k| k.to_string()).collect();
-    mapped_sorted.sort();
-    assert_eq!(
-        sorted, mapped_sorted,
-        "one mapping entry per allowed horizon"
-    );
+    assert_eq!(sorted, mapped, "one mapping entry per allowed horizon");
     assert!(allowed.contains(&resolve(&t, &parameter["Default"])));
     for hours in &allowed {
         let horizon = Duration::from_secs(hours.parse::<u64>().unwrap() * 3600);

@@ -209,7 +209,9 @@ pub const RETRY_HORIZON: Duration = Duration::from_secs(24 * 3600);
 /// The queue's `maxReceiveCount` as the stacks derive it from [`RETRY_HORIZON`] (their
 /// `RetryHorizon` mapping, which a template test checks against the same function).
 pub fn max_receive_count() -> u32 {
-    shared::queue::Backoff::default().receives_for(RETRY_HORIZON)
+    static COUNT: std::sync::LazyLock<u32> =
+        std::sync::LazyLock::new(|| shared::queue::Backoff::default().receives_for(RETRY_HORIZON));
+    *COUNT
 }
 
 #[derive(Debug, Clone)]

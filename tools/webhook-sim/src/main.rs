@@ -167,21 +167,17 @@ async fn send(env: &Env, events: &Path, args: SendArgs) -> Result<bool, String> 
     let (provider, url) = (provider.as_str(), url.as_str());
     let body = match (body_file, sample) {
         (Some(file), _) => std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?,
-        (None, Some(name)) => {
-            let path = samples(events, provider)
-                .into_iter()
-                .find(|p| sample_name(p) == name)
-                .ok_or_else(|| {
-                    format!("no sample {name} in {}", events.join(provider).display())
-                })?;
-            std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?
-        }
-        (None, None) => {
-            // No sample named: the provider's first, by name.
-            let path = samples(events, provider)
-                .into_iter()
-                .next()
-                .ok_or_else(|| format!("no samples in {}", events.join(provider).display()))?;
+        (None, sample) => {
+            // The sample named, or the provider's first by name.
+            let mut all = samples(events, provider).into_iter();
+            let path = match &sample {
+                Some(name) => all.find(|p| sample_name(p) == *name),
+                None => all.next(),
+            }
+            .ok_or_else(|| {
+                let what = sample.map_or("samples".into(), |name| format!("sample {name}"));
+                format!("no {what} in {}", events.join(provider).display())
+            })?;
             std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?
         }
     };
